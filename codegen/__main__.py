@@ -1,0 +1,59 @@
+"""Command line: list what a build selection instantiates, or render it.
+
+  python -m codegen --list --head-dims 64,128 --dtypes bf16
+  python -m codegen --out build/generated --cuda-archs "80;90a"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .render import render
+from .selection import BuildSelection, SelectionError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--list", action="store_true", help="print the selected kernels and exit")
+    action.add_argument("--out", type=Path, help="directory to render the sources, registry and manifest into")
+    parser.add_argument("--templates", type=Path, default=None, help="template directory (default: ../templates)")
+    parser.add_argument("--cuda-archs", help="FLASHGEN_CUDA_ARCHS, e.g. '80;90a'")
+    parser.add_argument("--head-dims", help="FLASHGEN_HEAD_DIMS, e.g. '64;128;192x128'")
+    parser.add_argument("--dtypes", help="FLASHGEN_DTYPES, e.g. 'bf16'")
+    parser.add_argument("--kernels", help="FLASHGEN_KERNELS include globs")
+    parser.add_argument("--kernels-exclude", help="FLASHGEN_KERNELS_EXCLUDE exclude globs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        selection = BuildSelection.from_values(
+            cuda_archs=args.cuda_archs, head_dims=args.head_dims, dtypes=args.dtypes,
+            kernels=args.kernels, kernels_exclude=args.kernels_exclude,
+        )
+        if args.list:
+            specs = selection.specs()
+            for spec in specs:
+                print(spec.name)
+            by_family = Counter(s.arch for s in specs)
+            families = ", ".join(f"{n} {fam}" for fam, n in sorted(by_family.items()))
+            print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
+                  f"{';'.join(selection.cuda_archs)}: {len(specs) * len(selection.cuda_archs)} compiled images")
+            return 0
+        report = render(selection, args.out, args.templates)
+    except SelectionError as err:
+        print(f"flashgen codegen: {err}", file=sys.stderr)
+        return 2
+    print(f"flashgen codegen: {len(report.written)} written, {len(report.unchanged)} unchanged, "
+          f"{len(report.removed)} removed in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""KernelSpec: every compile-time axis of one kernel instantiation, and its one name.
+
+The name is the generated file's stem, the registry key's label, the manifest entry and what
+error messages print. `KernelSpec.parse` inverts it. The rules that reject combinations the
+kernels do not implement live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+FAMILIES = ("sm80", "sm90")
+DIRECTIONS = ("fwd", "bwd")
+DTYPES = ("fp16", "bf16", "e4m3")
+MAX_HEAD_DIM = 256
+
+
+@dataclass(frozen=True, order=True)
+class KernelSpec:
+    """One kernel instantiation.
+
+    `arch` is the kernel family: "sm80" (mma.sync + cp.async, runs on sm80 and newer) or
+    "sm90" (TMA + wgmma, sm90a only). Which CUDA archs the family is compiled for is a build
+    setting, not part of the identity.
+    """
+
+    arch: str
+    direction: str
+    dtype: str
+    head_dim_qk: int
+    head_dim_v: int
+    causal: bool
+    dropout: bool = False
+    paged: bool = False
+
+    @property
+    def name(self) -> str:
+        hdim = f"hdim{self.head_dim_qk}"
+        if self.head_dim_v != self.head_dim_qk:
+            hdim += f"x{self.head_dim_v}"
+        parts = [self.direction, self.arch, self.dtype, hdim]
+        parts += [flag for flag, on in (("causal", self.causal), ("dropout", self.dropout), ("paged", self.paged)) if on]
+        return "_".join(parts)
+
+    @classmethod
+    def parse(cls, name: str) -> "KernelSpec":
+        match = _NAME_RE.fullmatch(name)
+        if match is None:
+            raise ValueError(f"not a flashgen kernel name: {name!r}")
+        qk = int(match["qk"])
+        flags = set(filter(None, (match["flags"] or "").split("_")))
+        return cls(
+            arch=match["arch"],
+            direction=match["dir"],
+            dtype=match["dtype"],
+            head_dim_qk=qk,
+            head_dim_v=int(match["v"]) if match["v"] else qk,
+            causal="causal" in flags,
+            dropout="dropout" in flags,
+            paged="paged" in flags,
+        )
+
+
+_NAME_RE = re.compile(
+    r"(?P<dir>fwd|bwd)_(?P<arch>sm\d+)_(?P<dtype>[a-z0-9]+)_hdim(?P<qk>\d+)(?:x(?P<v>\d+))?"
+    r"(?P<flags>(?:_causal)?(?:_dropout)?(?:_paged)?)"
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination the kernels do not implement: `rejects(spec)` is True for it."""
+
+    rejects: Callable[[KernelSpec], bool]
+    reason: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(lambda s: s.arch not in FAMILIES, f"arch (kernel family) must be one of {FAMILIES}"),
+    Rule(lambda s: s.direction not in DIRECTIONS, f"direction must be one of {DIRECTIONS}"),
+    Rule(lambda s: s.dtype not in DTYPES, f"dtype must be one of {DTYPES}"),
+    Rule(
+        lambda s: not (0 < s.head_dim_qk <= MAX_HEAD_DIM and 0 < s.head_dim_v <= MAX_HEAD_DIM),
+        f"head dims must be in 1..{MAX_HEAD_DIM}",
+    ),
+    Rule(lambda s: s.head_dim_qk % 8 or s.head_dim_v % 8, "head dims must be multiples of 8"),
+    Rule(lambda s: s.dtype == "e4m3" and s.arch != "sm90", "e4m3 (FP8) kernels exist only in the sm90 family"),
+    Rule(lambda s: s.arch == "sm90", "the sm90 (TMA + wgmma) family is not implemented yet"),
+    Rule(lambda s: s.direction == "bwd", "backward kernels are not implemented yet"),
+    Rule(lambda s: s.arch == "sm80" and s.head_dim_qk % 32 != 0, "the sm80 forward kernel needs head_dim % 32 == 0"),
+    Rule(lambda s: s.head_dim_v != s.head_dim_qk, "head_dim_v != head_dim_qk is not implemented yet"),
+    Rule(lambda s: s.dropout, "dropout kernels are not implemented yet"),
+    Rule(lambda s: s.paged, "paged-KV kernels are not implemented yet"),
+)
+
+
+def rejection(spec: KernelSpec) -> Optional[str]:
+    """The reason `spec` cannot be built, or None if it can."""
+    for rule in RULES:
+        if rule.rejects(spec):
+            return rule.reason
+    return None
+
+
+def is_valid(spec: KernelSpec) -> bool:
+    return rejection(spec) is None

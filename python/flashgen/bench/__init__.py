@@ -1,0 +1,1 @@
+"""The standard benchmark: `python -m flashgen.bench` (see ../shared/BENCHMARKS.md)."""

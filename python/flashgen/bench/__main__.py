@@ -1,0 +1,89 @@
+"""python -m flashgen.bench: the standard forward sweep beside torch SDPA's FLASH and CUDNN.
+
+Prints max error against a float32 reference, TFLOP/s and ratios, plus the same-run bf16
+matmul and copy ceilings. --markdown FILE also writes the table for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+import torch
+
+import flashgen
+
+from .sweep import Result, run_case, standard_cases
+from .timing import copy_tbps, matmul_tflops
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.replace(";", ",").split(",") if x)
+
+
+def _fmt(x, spec=".0f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def table(results: list[Result]) -> list[str]:
+    rows = ["| hdim | seqlen | causal | flashgen | FA2 | cuDNN | vs FA2 | vs cuDNN | err flashgen | err FA2 | err cuDNN |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        t, e = r.tflops, r.max_err
+        rows.append(
+            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
+            f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
+            f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
+            f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} |"
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flashgen.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--head-dims", type=_ints, default=(64, 128, 256))
+    parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
+    parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("flashgen.bench needs a CUDA GPU", file=sys.stderr)
+        return 2
+
+    causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+    device = torch.cuda.get_device_name()
+    header = [
+        f"flashgen {flashgen.__version__} forward sweep, {datetime.date.today()}, {device}, torch {torch.__version__}, "
+        f"cuDNN {torch.backends.cudnn.version()}",
+        "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
+        "err = max |out - fp32 reference| on batch 0, heads 0-1",
+    ]
+    for line in header:
+        print(line, flush=True)
+    ceilings = f"ceilings (same run): bf16 matmul 8192^3 {matmul_tflops():.0f} TFLOP/s, copy {copy_tbps():.2f} TB/s"
+    print(ceilings, flush=True)
+
+    results = []
+    for case in standard_cases(args.head_dims, args.seqlens, causal):
+        result = run_case(case)
+        results.append(result)
+        print(table([result])[-1] + (f"  # {result.note}" if result.note else ""), flush=True)
+        torch.cuda.empty_cache()
+
+    lines = header + [ceilings, ""] + table(results)
+    notes = [f"- hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}" for r in results if r.note]
+    print("\n".join([""] + lines + notes))
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write("\n".join(lines + notes) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

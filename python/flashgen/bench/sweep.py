@@ -1,0 +1,102 @@
+"""The standard forward sweep: flashgen against torch SDPA's FLASH and CUDNN backends."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import flashgen
+
+from .timing import median_ms
+
+TOKENS = 16384
+MODEL_DIM = 2048
+PEERS = {"fa2": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+
+
+@dataclass(frozen=True)
+class Case:
+    head_dim: int
+    seqlen: int
+    causal: bool
+    dtype: torch.dtype = torch.bfloat16
+
+    @property
+    def batch(self) -> int:
+        return max(1, TOKENS // self.seqlen)
+
+    @property
+    def nheads(self) -> int:
+        return MODEL_DIM // self.head_dim
+
+    def flops(self) -> float:
+        f = 4 * self.batch * self.nheads * self.seqlen * self.seqlen * self.head_dim
+        return f / 2 if self.causal else f
+
+
+@dataclass
+class Result:
+    case: Case
+    tflops: dict[str, Optional[float]]
+    max_err: dict[str, Optional[float]]
+    note: str = ""
+
+
+def reference_rows(q, k, v, causal, heads=2, chunk=2048) -> torch.Tensor:
+    """float32 attention for batch 0 and the first `heads` heads, (seqlen, heads, head_dim)."""
+    s = q.shape[1]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    qh, kh, vh = (t[0, :, :heads].transpose(0, 1).float() for t in (q, k, v))
+    out = torch.empty_like(qh)
+    cols = torch.arange(s, device=q.device)
+    for r0 in range(0, s, chunk):
+        scores = qh[:, r0:r0 + chunk] @ kh.transpose(-1, -2) * scale
+        if causal:
+            rows = torch.arange(r0, min(r0 + chunk, s), device=q.device)
+            scores.masked_fill_(cols.view(1, -1) > rows.view(-1, 1), float("-inf"))
+        out[:, r0:r0 + chunk] = torch.softmax(scores, dim=-1) @ vh
+    return out.transpose(0, 1)
+
+
+def runners(q, k, v, causal) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each contender as a zero-argument call returning (batch, seqlen, heads, head_dim)."""
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA layout views; no copies timed
+
+    def sdpa(backend):
+        def run():
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
+        return run
+
+    out = torch.empty_like(q)
+    result = {"flashgen": lambda: flashgen.flash_attn_func(q, k, v, causal=causal, out=out)}
+    result.update({name: sdpa(backend) for name, backend in PEERS.items()})
+    return result
+
+
+def run_case(case: Case) -> Result:
+    shape = (case.batch, case.seqlen, case.nheads, case.head_dim)
+    q, k, v = (torch.randn(shape, device="cuda", dtype=case.dtype) for _ in range(3))
+    ref = reference_rows(q, k, v, case.causal)
+    tflops: dict[str, Optional[float]] = {}
+    errs: dict[str, Optional[float]] = {}
+    notes = []
+    for name, fn in runners(q, k, v, case.causal).items():
+        try:
+            out = fn()
+            errs[name] = (out[0, :, : ref.shape[1]].float() - ref).abs().max().item()
+            tflops[name] = case.flops() / (median_ms(fn) * 1e-3) / 1e12
+        except (RuntimeError, LookupError) as err:  # a peer without a kernel for this shape
+            tflops[name] = errs[name] = None
+            notes.append(f"{name}: {str(err).splitlines()[0][:80]}")
+    return Result(case, tflops, errs, "; ".join(notes))
+
+
+def standard_cases(head_dims=(64, 128, 256), seqlens=(512, 1024, 2048, 4096, 8192, 16384),
+                   causal=(False, True)) -> list[Case]:
+    return [Case(d, s, c) for d in head_dims for c in causal for s in seqlens]

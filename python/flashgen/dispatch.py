@@ -1,0 +1,87 @@
+"""Choosing the kernel instantiation for a call, and explaining why none fits."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._library import built_kernels, cuda_archs, manifest
+from .codegen.spec import KernelSpec, rejection
+from .errors import KernelNotBuiltError, UnsupportedDeviceError
+
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def _families_for(device: Optional[torch.device]) -> list[str]:
+    """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
+    if device is not None and device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0):
+        return ["sm90", "sm80"]
+    return ["sm80"]
+
+
+def select_kernel(
+    direction: str,
+    dtype: torch.dtype,
+    head_dim_qk: int,
+    head_dim_v: int,
+    causal: bool,
+    device: Optional[torch.device] = None,
+) -> KernelSpec:
+    """The spec the C library will dispatch to; raises if it cannot exist or was not built."""
+    built = set(built_kernels())
+    candidates = [
+        KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal)
+        for family in _families_for(device)
+    ]
+    for spec in candidates:
+        if spec.name in built:
+            return spec
+    buildable = [s for s in candidates if rejection(s) is None]
+    if not buildable:
+        spec = candidates[-1]
+        raise ValueError(
+            f"flashgen has no kernel for head_dim_qk={head_dim_qk}, head_dim_v={head_dim_v}, "
+            f"dtype={spec.dtype}, causal={causal}: {rejection(spec)}"
+        )
+    spec = buildable[0]
+    selection = manifest().get("selection", {})
+    raise KernelNotBuiltError(
+        f"flashgen kernel '{spec.name}' was not built (this build selected head dims "
+        f"{selection.get('head_dims')}, dtypes {selection.get('dtypes')}, kernels "
+        f"{selection.get('kernels')}, excluding {selection.get('kernels_exclude')}). Rebuild with "
+        f"FLASHGEN_HEAD_DIMS including {head_dim_qk if head_dim_v == head_dim_qk else f'{head_dim_qk}x{head_dim_v}'} "
+        f"and FLASHGEN_DTYPES including {spec.dtype}, or FLASHGEN_KERNELS='{spec.name}'; "
+        "`python -m flashgen.codegen --list` shows what a selection builds.",
+        kernel_name=spec.name,
+    )
+
+
+def arch_is_built(capability: tuple[int, int], archs: tuple[str, ...]) -> bool:
+    """Whether machine code for one of `archs` runs on a GPU of this compute capability.
+
+    A plain sm_XY cubin runs on the same major version with minor >= Y; an arch-specific
+    sm_XYa cubin runs only on exactly X.Y.
+    """
+    major, minor = capability
+    for arch in archs:
+        specific = arch.endswith(("a", "f"))
+        digits = int(arch.rstrip("af"))
+        a_major, a_minor = divmod(digits, 10)
+        if specific and (a_major, a_minor) == (major, minor):
+            return True
+        if not specific and a_major == major and a_minor <= minor:
+            return True
+    return False
+
+
+def check_device_arch(device: torch.device) -> None:
+    capability = torch.cuda.get_device_capability(device)
+    archs = cuda_archs()
+    if not arch_is_built(capability, archs):
+        sm = f"{capability[0]}{capability[1]}"
+        raise UnsupportedDeviceError(
+            f"this GPU ({torch.cuda.get_device_name(device)}) is sm_{sm}, but flashgen was built for "
+            f"CUDA archs {';'.join(archs)}. Rebuild with FLASHGEN_CUDA_ARCHS including "
+            f"{sm + 'a' if sm == '90' else sm}."
+        )

@@ -1,0 +1,130 @@
+"""Bad input raises a clear Python exception before any kernel runs (CPU tensors suffice)."""
+
+import pytest
+import torch
+
+import flashgen
+from flashgen._library import manifest
+from flashgen.codegen.spec import KernelSpec
+from flashgen.dispatch import arch_is_built
+
+
+def built_spec():
+    return KernelSpec.parse(manifest()["kernels"][0]["name"])
+
+
+def qkv(b=2, sq=17, sk=19, h=4, hkv=4, d=None, dv=None, dtype=None, device="cpu"):
+    spec = built_spec()
+    d = d or spec.head_dim_qk
+    dv = dv or spec.head_dim_v
+    dtype = dtype or {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
+    q = torch.randn(b, sq, h, d, dtype=dtype, device=device)
+    k = torch.randn(b, sk, hkv, d, dtype=dtype, device=device)
+    v = torch.randn(b, sk, hkv, dv, dtype=dtype, device=device)
+    return q, k, v
+
+
+def test_library_reports_the_manifest_kernels():
+    names = [k["name"] for k in manifest()["kernels"]]
+    assert list(flashgen.built_kernels()) == names
+    assert list(flashgen.cuda_archs()) == manifest()["cuda_archs"]
+
+
+def test_not_a_tensor():
+    q, k, v = qkv()
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        flashgen.flash_attn_func([1.0], k, v)
+
+
+def test_wrong_rank():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="k must have 4 dimensions"):
+        flashgen.flash_attn_func(q, k[0], v)
+
+
+def test_wrong_dtype():
+    q, k, v = qkv()
+    with pytest.raises(TypeError, match="float16 and torch.bfloat16"):
+        flashgen.flash_attn_func(q.float(), k.float(), v.float())
+    other = torch.float16 if q.dtype == torch.bfloat16 else torch.bfloat16
+    with pytest.raises(TypeError, match="must match"):
+        flashgen.flash_attn_func(q, k.to(other), v)
+
+
+def test_mismatched_shapes():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="shapes disagree"):
+        flashgen.flash_attn_func(q, k, v[:, :-1])
+    with pytest.raises(ValueError, match="shapes disagree"):
+        flashgen.flash_attn_func(q, k[:1], v[:1])
+    q2, k2, v2 = qkv(h=6, hkv=4)
+    with pytest.raises(ValueError, match="multiple of nheads"):
+        flashgen.flash_attn_func(q2, k2, v2)
+
+
+def test_head_dim_checks():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="head dims differ"):
+        flashgen.flash_attn_func(q, k[..., :-8], v)
+    q, k, v = qkv(d=60, dv=60)
+    with pytest.raises(ValueError, match="multiples of 8 up to 256"):
+        flashgen.flash_attn_func(q, k, v)
+    q, k, v = qkv(d=264, dv=264)
+    with pytest.raises(ValueError, match="multiples of 8 up to 256"):
+        flashgen.flash_attn_func(q, k, v)
+    q, k, v = qkv(d=40, dv=40)
+    with pytest.raises(ValueError, match="head_dim % 32"):
+        flashgen.flash_attn_func(q, k, v)
+
+
+def test_strides():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="contiguous in its last dimension"):
+        flashgen.flash_attn_func(q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v)
+    d = q.shape[-1]
+    wide = torch.randn(q.shape[0], q.shape[1], q.shape[2], d + 4, dtype=q.dtype)
+    with pytest.raises(ValueError, match="not multiples of 8 elements"):
+        flashgen.flash_attn_func(wide[..., :d], k, v)
+
+
+def test_bad_softmax_scale_and_dropout():
+    q, k, v = qkv()
+    for scale in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="softmax_scale"):
+            flashgen.flash_attn_func(q, k, v, softmax_scale=scale)
+    with pytest.raises(NotImplementedError, match="dropout"):
+        flashgen.flash_attn_func(q, k, v, dropout_p=0.1)
+
+
+def test_kernel_not_built_names_the_kernel_and_the_filter():
+    built = set(flashgen.built_kernels())
+    missing = next((
+        KernelSpec("sm80", "fwd", dtype, hdim, hdim, causal)
+        for dtype in ("bf16", "fp16") for hdim in (32, 64, 96, 128, 192, 256) for causal in (False, True)
+        if KernelSpec("sm80", "fwd", dtype, hdim, hdim, causal).name not in built
+    ), None)
+    if missing is None:
+        pytest.skip("every default forward kernel is built")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[missing.dtype]
+    q, k, v = qkv(d=missing.head_dim_qk, dv=missing.head_dim_v, dtype=dtype)
+    with pytest.raises(flashgen.KernelNotBuiltError) as info:
+        flashgen.flash_attn_func(q, k, v, causal=missing.causal)
+    message = str(info.value)
+    assert missing.name in message and "FLASHGEN_HEAD_DIMS" in message and "FLASHGEN_KERNELS" in message
+    assert info.value.kernel_name == missing.name
+
+
+def test_cpu_tensors_are_rejected():
+    q, k, v = qkv()
+    spec = built_spec()
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        flashgen.flash_attn_func(q, k, v, causal=spec.causal)
+
+
+def test_arch_compatibility_rule():
+    assert arch_is_built((8, 0), ("80",))
+    assert arch_is_built((8, 6), ("80",))
+    assert not arch_is_built((9, 0), ("80",))
+    assert arch_is_built((9, 0), ("80", "90a"))
+    assert not arch_is_built((10, 0), ("90a",))
+    assert not arch_is_built((8, 0), ("86",))

@@ -1,0 +1,214 @@
+"""CPU tests of the generator: names, rules, build selection, rendering, manifest, CLI."""
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from codegen.render import render, write_if_different
+from codegen.selection import BuildSelection, SelectionError, parse_cuda_arch, parse_head_dim
+from codegen.spec import DIRECTIONS, DTYPES, FAMILIES, KernelSpec, is_valid, rejection
+
+from conftest import REPO_ROOT
+
+
+def all_axes_specs():
+    for fam, direction, dtype, qk, v, causal, dropout, paged in itertools.product(
+        FAMILIES, DIRECTIONS, DTYPES, (32, 64, 80, 128, 192, 256), (64, 128, 192), (False, True), (False, True),
+        (False, True),
+    ):
+        yield KernelSpec(fam, direction, dtype, qk, v, causal, dropout, paged)
+
+
+def selection(**kw):
+    base = dict(cuda_archs="80", head_dims=None, dtypes=None, kernels=None, kernels_exclude=None, env={})
+    base.update(kw)
+    return BuildSelection.from_values(**base)
+
+
+# ---- names ----
+
+def test_names_are_stable():
+    assert KernelSpec("sm80", "fwd", "bf16", 128, 128, True).name == "fwd_sm80_bf16_hdim128_causal"
+    assert KernelSpec("sm80", "fwd", "fp16", 64, 64, False).name == "fwd_sm80_fp16_hdim64"
+    assert KernelSpec("sm90", "bwd", "e4m3", 192, 128, True, True, True).name == "bwd_sm90_e4m3_hdim192x128_causal_dropout_paged"
+
+
+def test_names_are_unique_and_parse_back():
+    specs = list(all_axes_specs())
+    names = [s.name for s in specs]
+    assert len(set(names)) == len(names)
+    for spec in specs:
+        assert KernelSpec.parse(spec.name) == spec
+
+
+def test_parse_rejects_garbage():
+    for bad in ("", "fwd_sm80_bf16", "fwd_sm80_bf16_hdim64_causal_extra", "xyz_sm80_bf16_hdim64"):
+        with pytest.raises(ValueError):
+            KernelSpec.parse(bad)
+
+
+# ---- rules ----
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        (KernelSpec("sm80", "fwd", "e4m3", 128, 128, False), "e4m3"),
+        (KernelSpec("sm80", "fwd", "bf16", 80, 80, False), "head_dim % 32"),
+        (KernelSpec("sm80", "fwd", "bf16", 264, 264, False), "head dims must be in"),
+        (KernelSpec("sm80", "fwd", "bf16", 100, 100, False), "multiples of 8"),
+        (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, dropout=True), "dropout"),
+        (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, paged=True), "paged"),
+        (KernelSpec("sm70", "fwd", "bf16", 128, 128, False), "kernel family"),
+        (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
+    ],
+)
+def test_rules_reject_with_a_reason(spec, fragment):
+    reason = rejection(spec)
+    assert reason is not None and fragment in reason
+
+
+def test_rules_accept_the_implemented_kernels():
+    for dtype, hdim, causal in itertools.product(("fp16", "bf16"), (32, 64, 96, 128, 192, 256), (False, True)):
+        assert is_valid(KernelSpec("sm80", "fwd", dtype, hdim, hdim, causal))
+
+
+# ---- build selection ----
+
+def test_parse_cuda_arch_forms():
+    assert [parse_cuda_arch(a) for a in ("80", "8.0", "sm_86", "90a", "sm_90a", "compute_89", "12.0")] == [
+        "80", "80", "86", "90a", "90a", "89", "120"]
+    with pytest.raises(SelectionError):
+        parse_cuda_arch("75")
+    with pytest.raises(SelectionError):
+        parse_cuda_arch("hopper")
+
+
+def test_parse_head_dim_forms():
+    assert parse_head_dim("128") == (128, 128)
+    assert parse_head_dim("192x128") == (192, 128)
+    with pytest.raises(SelectionError):
+        parse_head_dim("big")
+
+
+def test_default_selection_is_the_implemented_set():
+    names = [s.name for s in selection().specs()]
+    assert len(names) == 24
+    assert "fwd_sm80_bf16_hdim128_causal" in names and "fwd_sm80_fp16_hdim32" in names
+
+
+def test_head_dim_and_dtype_filters():
+    names = {s.name for s in selection(head_dims="64;128", dtypes="bf16").specs()}
+    assert names == {"fwd_sm80_bf16_hdim64", "fwd_sm80_bf16_hdim64_causal",
+                     "fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal"}
+
+
+def test_include_and_exclude_globs():
+    names = {s.name for s in selection(kernels="fwd_sm80_bf16_*", kernels_exclude="*_causal;*hdim256*").specs()}
+    assert names == {f"fwd_sm80_bf16_hdim{d}" for d in (32, 64, 96, 128, 192)}
+
+
+def test_environment_is_the_fallback_and_arguments_win():
+    env = {"FLASHGEN_HEAD_DIMS": "96", "FLASHGEN_DTYPES": "fp16", "FLASHGEN_CUDA_ARCHS": "86"}
+    sel = BuildSelection.from_values(env=env)
+    assert sel.cuda_archs == ("86",)
+    assert {s.name for s in sel.specs()} == {"fwd_sm80_fp16_hdim96", "fwd_sm80_fp16_hdim96_causal"}
+    sel = BuildSelection.from_values(head_dims="32", env=env)
+    assert {s.head_dim_qk for s in sel.specs()} == {32}
+
+
+def test_families_follow_archs():
+    assert selection(cuda_archs="80;86").families == ("sm80",)
+    assert selection(cuda_archs="80;90a").families == ("sm80", "sm90")
+    assert selection(cuda_archs="80;90a").gencode_flags() == [
+        "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90a,code=sm_90a"]
+
+
+def test_unknown_dtype_and_empty_selection_are_errors(tmp_path):
+    with pytest.raises(SelectionError, match="unknown dtype"):
+        selection(dtypes="fp64")
+    empty = selection(kernels="nothing_matches_*")
+    assert empty.specs() == []
+    with pytest.raises(SelectionError, match="selects no kernel"):
+        render(empty, tmp_path)
+
+
+def test_unbuildable_head_dims_are_dropped_not_generated():
+    assert {s.head_dim_qk for s in selection(head_dims="64;80").specs()} == {64}
+
+
+# ---- rendering ----
+
+def test_write_if_different_leaves_unchanged_files_alone(tmp_path):
+    path = tmp_path / "a.txt"
+    assert write_if_different(path, "one")
+    os.utime(path, (1_000_000, 1_000_000))
+    assert not write_if_different(path, "one")
+    assert path.stat().st_mtime == 1_000_000
+    assert write_if_different(path, "two")
+    assert path.read_text() == "two"
+
+
+def test_render_is_incremental_and_removes_stale_sources(tmp_path):
+    sel = selection(head_dims="64;128", dtypes="bf16")
+    first = render(sel, tmp_path)
+    assert len(first.written) == 4 + 3 and not first.unchanged
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    second = render(sel, tmp_path)
+    assert not second.written and len(second.unchanged) == 7
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    third = render(selection(head_dims="64", dtypes="bf16"), tmp_path)
+    assert sorted(third.removed) == ["kernels/fwd_sm80_bf16_hdim128.cu", "kernels/fwd_sm80_bf16_hdim128_causal.cu"]
+    assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == [
+        "fwd_sm80_bf16_hdim64.cu", "fwd_sm80_bf16_hdim64_causal.cu"]
+
+
+def test_manifest_matches_generated_files(tmp_path):
+    sel = selection(cuda_archs="80;90a", head_dims="64;96", dtypes="fp16;bf16")
+    render(sel, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    names = [k["name"] for k in manifest["kernels"]]
+    assert names == [s.name for s in sel.specs()]
+    assert manifest["cuda_archs"] == ["80", "90a"]
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "kernels").glob("*.cu"))
+    assert on_disk == sorted(k["source"] for k in manifest["kernels"])
+    for entry in manifest["kernels"]:
+        spec = KernelSpec.parse(entry["name"])
+        assert {f: entry[f] for f in spec.__dataclass_fields__} == spec.__dict__
+    cmake = (tmp_path / "kernels.cmake").read_text()
+    assert sorted(re.findall(r'"[^"]*/(kernels/[^"]+\.cu)"', cmake)) == on_disk
+    registry = (tmp_path / "registry.cpp").read_text()
+    for name in names:
+        assert f'"{name}"' in registry and f"&generated::{name}" in registry
+    assert 'kCudaArchs = "80;90a"' in registry
+
+
+def test_each_generated_source_instantiates_one_template(tmp_path):
+    render(selection(head_dims="128", dtypes="bf16"), tmp_path)
+    for path in (tmp_path / "kernels").glob("*.cu"):
+        text = path.read_text()
+        assert text.count("#include") == 2
+        assert len(re.findall(r"run_fwd<", text)) == 1
+        assert "#if" not in text and "switch" not in text
+        assert path.stem in text
+
+
+def test_cli_list_prints_names_and_count():
+    env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_HEAD_DIMS="128", FLASHGEN_DTYPES="bf16")
+    env.pop("FLASHGEN_KERNELS", None)
+    env.pop("FLASHGEN_KERNELS_EXCLUDE", None)
+    result = subprocess.run([sys.executable, "-m", "codegen", "--list"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal"]
+    assert lines[2].startswith("# 2 kernel(s)")
+
+
+def test_cli_reports_selection_errors():
+    result = subprocess.run([sys.executable, "-m", "codegen", "--list", "--dtypes", "fp64"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown dtype" in result.stderr
