@@ -56,7 +56,9 @@ flashgen_status_t validate(const flashgen_fwd_args_t& a) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                      "sizes out of range: seqlen <= 2^31-1, batch <= 65535, num_heads <= 65535");
   }
-  if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.out == nullptr) {
+  // An empty tensor may have a null data pointer; k and v are never read when seqlen_k == 0.
+  const bool keys_present = a.seqlen_k > 0;
+  if (a.q == nullptr || a.out == nullptr || (keys_present && (a.k == nullptr || a.v == nullptr))) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "q, k, v and out must be non-null");
   }
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.out)) {
