@@ -7,6 +7,8 @@ Every knob comes from a command-line value, else the environment variable of the
   FLASHGEN_HEAD_DIMS       head dims, e.g. "64;128" or "192x128" for head_dim_qk x head_dim_v
   FLASHGEN_DTYPES          e.g. "bf16"
   FLASHGEN_KERNELS         include globs over kernel names, e.g. "fwd_sm80_bf16_*"
+                           (every kernel comes plain, with dropout and paged; exclude
+                           "*_dropout" or "*_paged" to skip those variants)
   FLASHGEN_KERNELS_EXCLUDE exclude globs over kernel names
 
 Lists may be separated by ';', ',' or spaces.
@@ -25,7 +27,9 @@ from typing import Iterable, Mapping, Optional
 
 from .spec import DIRECTIONS, DTYPES, FAMILIES, KernelSpec, is_valid
 
-DEFAULT_HEAD_DIMS = ((32, 32), (64, 64), (96, 96), (128, 128), (192, 192), (256, 256))
+DEFAULT_HEAD_DIMS = ((32, 32), (64, 64), (96, 96), (128, 128), (192, 192), (256, 256), (192, 128))
+# (dropout, paged) combinations every (dtype, head dims, causal) is built in.
+VARIANTS = ((False, False), (True, False), (False, True))
 DEFAULT_DTYPES = ("fp16", "bf16")
 FALLBACK_CUDA_ARCH = "80"
 
@@ -146,10 +150,10 @@ class BuildSelection:
 
     def candidates(self) -> Iterable[KernelSpec]:
         """Every spec over the selected axes, valid or not, before the name globs."""
-        for family, direction, dtype, (qk, v), causal in itertools.product(
-            self.families, DIRECTIONS, self.dtypes, self.head_dims, (False, True)
+        for family, direction, dtype, (qk, v), causal, (dropout, paged) in itertools.product(
+            self.families, DIRECTIONS, self.dtypes, self.head_dims, (False, True), VARIANTS
         ):
-            yield KernelSpec(family, direction, dtype, qk, v, causal)
+            yield KernelSpec(family, direction, dtype, qk, v, causal, dropout, paged)
 
     def specs(self) -> list[KernelSpec]:
         """The kernels this selection builds, in spec order, each valid and unique."""

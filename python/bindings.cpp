@@ -3,7 +3,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -15,8 +14,6 @@ namespace py = pybind11;
 
 namespace {
 
-using Strides = std::array<int64_t, 3>;  // (batch, row, head) in elements
-
 void raise_for(flashgen_status_t status) {
   if (status == FLASHGEN_STATUS_OK) { return; }
   const std::string message = flashgen_last_error();
@@ -27,45 +24,132 @@ void raise_for(flashgen_status_t status) {
   }
 }
 
-void fwd(int dtype, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse, int64_t batch,
-         int64_t seqlen_q, int64_t seqlen_k, int64_t num_heads_q, int64_t num_heads_kv, int64_t head_dim_qk,
-         int64_t head_dim_v, Strides q_strides, Strides k_strides, Strides v_strides, Strides out_strides,
-         float softmax_scale, bool causal, uintptr_t stream) {
-  flashgen_fwd_args_t a;
-  flashgen_fwd_args_init(&a);
-  a.dtype = static_cast<flashgen_dtype_t>(dtype);
-  a.q = reinterpret_cast<const void*>(q);
-  a.k = reinterpret_cast<const void*>(k);
-  a.v = reinterpret_cast<const void*>(v);
-  a.out = reinterpret_cast<void*>(out);
-  a.lse = reinterpret_cast<float*>(lse);
-  a.batch = batch;
-  a.seqlen_q = seqlen_q;
-  a.seqlen_k = seqlen_k;
-  a.num_heads_q = num_heads_q;
-  a.num_heads_kv = num_heads_kv;
-  a.head_dim_qk = head_dim_qk;
-  a.head_dim_v = head_dim_v;
-  a.q_batch_stride = q_strides[0];
-  a.q_row_stride = q_strides[1];
-  a.q_head_stride = q_strides[2];
-  a.k_batch_stride = k_strides[0];
-  a.k_row_stride = k_strides[1];
-  a.k_head_stride = k_strides[2];
-  a.v_batch_stride = v_strides[0];
-  a.v_row_stride = v_strides[1];
-  a.v_head_stride = v_strides[2];
-  a.out_batch_stride = out_strides[0];
-  a.out_row_stride = out_strides[1];
-  a.out_head_stride = out_strides[2];
-  a.softmax_scale = softmax_scale;
-  a.causal = causal ? 1 : 0;
-  flashgen_status_t status;
-  {
-    py::gil_scoped_release release;
-    status = flashgen_fwd(&a, reinterpret_cast<cudaStream_t>(stream));
-  }
-  raise_for(status);
+cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+// Pointer fields cross as Python ints.
+#define FG_POINTER(cls, Struct, field, Type)                                                                 \
+  cls.def_property(                                                                                          \
+      #field, [](const Struct& s) { return reinterpret_cast<uintptr_t>(s.field); },                         \
+      [](Struct& s, uintptr_t value) { s.field = reinterpret_cast<Type>(value); })
+#define FG_FIELD(cls, Struct, field) cls.def_readwrite(#field, &Struct::field)
+
+void bind_fwd_args(py::module_& m) {
+  using S = flashgen_fwd_args_t;
+  py::class_<S> c(m, "FwdArgs");
+  c.def(py::init([] {
+    S s;
+    flashgen_fwd_args_init(&s);
+    return s;
+  }));
+  c.def_property(
+      "dtype", [](const S& s) { return int(s.dtype); }, [](S& s, int v) { s.dtype = flashgen_dtype_t(v); });
+  FG_POINTER(c, S, q, const void*);
+  FG_POINTER(c, S, k, const void*);
+  FG_POINTER(c, S, v, const void*);
+  FG_POINTER(c, S, out, void*);
+  FG_POINTER(c, S, lse, float*);
+  FG_FIELD(c, S, batch);
+  FG_FIELD(c, S, seqlen_q);
+  FG_FIELD(c, S, seqlen_k);
+  FG_FIELD(c, S, num_heads_q);
+  FG_FIELD(c, S, num_heads_kv);
+  FG_FIELD(c, S, head_dim_qk);
+  FG_FIELD(c, S, head_dim_v);
+  FG_FIELD(c, S, q_batch_stride);
+  FG_FIELD(c, S, q_row_stride);
+  FG_FIELD(c, S, q_head_stride);
+  FG_FIELD(c, S, k_batch_stride);
+  FG_FIELD(c, S, k_row_stride);
+  FG_FIELD(c, S, k_head_stride);
+  FG_FIELD(c, S, v_batch_stride);
+  FG_FIELD(c, S, v_row_stride);
+  FG_FIELD(c, S, v_head_stride);
+  FG_FIELD(c, S, out_batch_stride);
+  FG_FIELD(c, S, out_row_stride);
+  FG_FIELD(c, S, out_head_stride);
+  FG_POINTER(c, S, cu_seqlens_q, const int32_t*);
+  FG_POINTER(c, S, cu_seqlens_k, const int32_t*);
+  FG_FIELD(c, S, total_q);
+  FG_POINTER(c, S, seqused_k, const int32_t*);
+  FG_FIELD(c, S, seqused_k_add);
+  FG_POINTER(c, S, kv_batch_idx, const int32_t*);
+  FG_FIELD(c, S, kv_batch_count);
+  FG_POINTER(c, S, block_table, const int32_t*);
+  FG_FIELD(c, S, block_table_batch_stride);
+  FG_FIELD(c, S, max_pages_per_seq);
+  FG_FIELD(c, S, page_size);
+  FG_FIELD(c, S, num_pages);
+  FG_FIELD(c, S, softmax_scale);
+  FG_FIELD(c, S, causal);
+  FG_FIELD(c, S, window_left);
+  FG_FIELD(c, S, window_right);
+  FG_FIELD(c, S, softcap);
+  FG_POINTER(c, S, alibi_slopes, const float*);
+  FG_FIELD(c, S, alibi_batch_stride);
+  FG_POINTER(c, S, sinks, const float*);
+  FG_FIELD(c, S, dropout_p);
+  FG_FIELD(c, S, philox_seed);
+  FG_FIELD(c, S, philox_offset);
+  FG_FIELD(c, S, num_splits);
+  FG_POINTER(c, S, workspace, void*);
+  FG_FIELD(c, S, workspace_bytes);
+}
+
+void bind_kv_append_args(py::module_& m) {
+  using S = flashgen_kv_append_args_t;
+  py::class_<S> c(m, "KvAppendArgs");
+  c.def(py::init([] {
+    S s;
+    flashgen_kv_append_args_init(&s);
+    return s;
+  }));
+  c.def_property(
+      "dtype", [](const S& s) { return int(s.dtype); }, [](S& s, int v) { s.dtype = flashgen_dtype_t(v); });
+  FG_FIELD(c, S, batch);
+  FG_FIELD(c, S, seqlen_new);
+  FG_FIELD(c, S, num_heads_kv);
+  FG_FIELD(c, S, head_dim_qk);
+  FG_FIELD(c, S, head_dim_v);
+  FG_POINTER(c, S, k_new, const void*);
+  FG_POINTER(c, S, v_new, const void*);
+  FG_FIELD(c, S, k_new_batch_stride);
+  FG_FIELD(c, S, k_new_row_stride);
+  FG_FIELD(c, S, k_new_head_stride);
+  FG_FIELD(c, S, v_new_batch_stride);
+  FG_FIELD(c, S, v_new_row_stride);
+  FG_FIELD(c, S, v_new_head_stride);
+  FG_POINTER(c, S, k_cache, void*);
+  FG_POINTER(c, S, v_cache, void*);
+  FG_FIELD(c, S, k_cache_batch_stride);
+  FG_FIELD(c, S, k_cache_row_stride);
+  FG_FIELD(c, S, k_cache_head_stride);
+  FG_FIELD(c, S, v_cache_batch_stride);
+  FG_FIELD(c, S, v_cache_row_stride);
+  FG_FIELD(c, S, v_cache_head_stride);
+  FG_POINTER(c, S, cache_seqlens, const int32_t*);
+  FG_FIELD(c, S, capacity);
+  FG_POINTER(c, S, kv_batch_idx, const int32_t*);
+  FG_FIELD(c, S, kv_batch_count);
+  FG_POINTER(c, S, block_table, const int32_t*);
+  FG_FIELD(c, S, block_table_batch_stride);
+  FG_FIELD(c, S, page_size);
+  FG_FIELD(c, S, num_pages);
+  FG_POINTER(c, S, rotary_cos, const void*);
+  FG_POINTER(c, S, rotary_sin, const void*);
+  FG_FIELD(c, S, rotary_dim);
+  FG_FIELD(c, S, rotary_seqlen);
+  FG_FIELD(c, S, rotary_interleaved);
+  FG_POINTER(c, S, q, const void*);
+  FG_POINTER(c, S, q_out, void*);
+  FG_FIELD(c, S, seqlen_q);
+  FG_FIELD(c, S, num_heads_q);
+  FG_FIELD(c, S, q_batch_stride);
+  FG_FIELD(c, S, q_row_stride);
+  FG_FIELD(c, S, q_head_stride);
+  FG_FIELD(c, S, q_out_batch_stride);
+  FG_FIELD(c, S, q_out_row_stride);
+  FG_FIELD(c, S, q_out_head_stride);
+  FG_FIELD(c, S, q_positions_per_row);
 }
 
 std::vector<std::string> kernel_names() {
@@ -80,11 +164,30 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "flashgen C API bindings (raw pointers; use the flashgen package functions)";
   m.attr("DTYPE_FP16") = int(FLASHGEN_DTYPE_FP16);
   m.attr("DTYPE_BF16") = int(FLASHGEN_DTYPE_BF16);
-  m.def("fwd", &fwd, py::arg("dtype"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("lse"),
-        py::arg("batch"), py::arg("seqlen_q"), py::arg("seqlen_k"), py::arg("num_heads_q"), py::arg("num_heads_kv"),
-        py::arg("head_dim_qk"), py::arg("head_dim_v"), py::arg("q_strides"), py::arg("k_strides"),
-        py::arg("v_strides"), py::arg("out_strides"), py::arg("softmax_scale"), py::arg("causal"),
-        py::arg("stream"));
+  bind_fwd_args(m);
+  bind_kv_append_args(m);
+  m.def("fwd", [](const flashgen_fwd_args_t& args, uintptr_t stream) {
+    flashgen_status_t status;
+    {
+      py::gil_scoped_release release;
+      status = flashgen_fwd(&args, as_stream(stream));
+    }
+    raise_for(status);
+  });
+  m.def("fwd_workspace", [](const flashgen_fwd_args_t& args) {
+    size_t bytes = 0;
+    int64_t splits = 0;
+    raise_for(flashgen_fwd_workspace_size(&args, &bytes, &splits));
+    return py::make_tuple(bytes, splits);
+  });
+  m.def("kv_append", [](const flashgen_kv_append_args_t& args, uintptr_t stream) {
+    raise_for(flashgen_kv_append(&args, as_stream(stream)));
+  });
+  m.def("dropout_mask", [](uint64_t seed, uint64_t offset, float p, int64_t batch, int64_t heads, int64_t seqlen_q,
+                           int64_t seqlen_k, uintptr_t mask, uintptr_t stream) {
+    raise_for(flashgen_dropout_mask(seed, offset, p, batch, heads, seqlen_q, seqlen_k, reinterpret_cast<uint8_t*>(mask),
+                                    as_stream(stream)));
+  });
   m.def("kernel_names", &kernel_names, "Canonical names of the compiled kernel instantiations");
   m.def("cuda_archs", [] { return std::string(flashgen_cuda_archs()); });
   m.def("version", [] { return std::string(flashgen_version()); });

@@ -6,12 +6,16 @@ import math
 
 import torch
 
+TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-def attention_ref(q, k, v, softmax_scale=None, causal=False, compute_dtype=torch.float32):
+
+def attention_ref(q, k, v, softmax_scale=None, causal=False, window=(-1, -1), softcap=0.0, alibi_slopes=None,
+                  sinks=None, dropout_mask=None, dropout_p=0.0, compute_dtype=torch.float32):
     """out (b, sq, h, dv) and lse (b, h, sq) computed in `compute_dtype`.
 
     float32/float64 give the reference; the input dtype gives what plain PyTorch achieves at
-    that precision (the yardstick of the tolerance rule). Rows that see no key: out 0, lse +inf.
+    that precision (the yardstick of the tolerance rule). Rows that see no key: out 0, lse +inf
+    (lse = sink when sinks are given).
     """
     b, sq, h, d = q.shape
     sk, hkv = k.shape[1], k.shape[2]
@@ -19,27 +23,49 @@ def attention_ref(q, k, v, softmax_scale=None, causal=False, compute_dtype=torch
     qh = q.transpose(1, 2).to(compute_dtype)
     kh = k.transpose(1, 2).to(compute_dtype).repeat_interleave(h // hkv, dim=1)
     vh = v.transpose(1, 2).to(compute_dtype).repeat_interleave(h // hkv, dim=1)
-    scores = (qh @ kh.transpose(-1, -2)).float() * scale
+    scores = (qh @ kh.transpose(-1, -2)).double() * scale
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    rows = torch.arange(sq, device=q.device).view(-1, 1) + (sk - sq)
+    cols = torch.arange(sk, device=q.device).view(1, -1)
+    if alibi_slopes is not None:
+        slopes = alibi_slopes.double().expand(b, h) if alibi_slopes.dim() == 1 else alibi_slopes.double()
+        scores = scores - slopes.view(b, h, 1, 1) * (rows - cols).abs()
+    left, right = window
     if causal:
-        rows = torch.arange(sq, device=q.device).view(-1, 1)
-        cols = torch.arange(sk, device=q.device).view(1, -1)
-        scores = scores.masked_fill(cols > rows + sk - sq, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    empty = torch.isneginf(lse)
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        right = 0
+    masked = torch.zeros(sq, sk, dtype=torch.bool, device=q.device)
+    if right >= 0:
+        masked |= cols > rows + right
+    if left >= 0:
+        masked |= cols < rows - left
+    scores = scores.masked_fill(masked, float("-inf"))
+    if sinks is not None:
+        sink_col = sinks.double().view(1, h, 1, 1).expand(b, h, sq, 1)
+        lse = torch.logsumexp(torch.cat([scores, sink_col], dim=-1), dim=-1)
+    else:
+        lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - lse.unsqueeze(-1)).nan_to_num(0.0)
+    if dropout_mask is not None:
+        probs = probs * dropout_mask / (1.0 - dropout_p)
     out = probs.to(compute_dtype) @ vh
-    lse = lse.masked_fill(empty, float("inf"))
+    lse = lse.masked_fill(torch.isneginf(lse), float("inf")).float()
     return out.transpose(1, 2).contiguous(), lse
 
 
-def assert_close_to_reference(out, q, k, v, softmax_scale=None, causal=False):
+def assert_close_to_reference(out, q, k, v, **kw):
     """The field's rule: error vs float32 <= 2x PyTorch's own error in the input dtype + atol."""
-    ref, _ = attention_ref(q, k, v, softmax_scale, causal, torch.float32)
-    low, _ = attention_ref(q, k, v, softmax_scale, causal, q.dtype)
+    ref, _ = attention_ref(q, k, v, compute_dtype=torch.float32, **kw)
+    low, _ = attention_ref(q, k, v, compute_dtype=q.dtype, **kw)
     assert not torch.isnan(out).any(), "output has NaN"
-    err = (out.float() - ref).abs().max().item()
-    low_err = (low.float() - ref).abs().max().item()
-    rounding = (ref.to(q.dtype).float() - ref).abs().max().item()
+    err = (out.float() - ref.float()).abs().max().item() if out.numel() else 0.0
+    low_err = (low.float() - ref.float()).abs().max().item() if out.numel() else 0.0
+    rounding = (ref.to(q.dtype).float() - ref.float()).abs().max().item() if out.numel() else 0.0
     bound = 2 * low_err + 2 * rounding + 1e-5
     assert err <= bound, f"max error {err:.3e} > bound {bound:.3e} (pytorch {q.dtype} error {low_err:.3e})"
     return err, low_err
+
+
+def assert_lse_close(lse, q, k, v, **kw):
+    _, ref = attention_ref(q, k, v, compute_dtype=torch.float32, **kw)
+    torch.testing.assert_close(lse, ref, atol=2e-3, rtol=1e-3)

@@ -10,7 +10,9 @@ from flashgen.dispatch import arch_is_built
 
 
 def built_spec():
-    return KernelSpec.parse(manifest()["kernels"][0]["name"])
+    """The first plain (no dropout, no paging) kernel of the build."""
+    specs = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"]]
+    return next(s for s in specs if not s.dropout and not s.paged)
 
 
 def qkv(b=2, sq=17, sk=19, h=4, hkv=4, d=None, dv=None, dtype=None, device="cpu"):
@@ -73,8 +75,9 @@ def test_head_dim_checks():
     with pytest.raises(ValueError, match="multiples of 8 up to 256"):
         flashgen.flash_attn_func(q, k, v)
     q, k, v = qkv(d=40, dv=40)
-    with pytest.raises(ValueError, match="head_dim % 32"):
-        flashgen.flash_attn_func(q, k, v)
+    if "fwd_sm80_%s_hdim40" % built_spec().dtype not in flashgen.built_kernels():
+        with pytest.raises(flashgen.KernelNotBuiltError, match="FLASHGEN_HEAD_DIMS including 40"):
+            flashgen.flash_attn_func(q, k, v)
 
 
 def test_strides():
@@ -87,13 +90,60 @@ def test_strides():
         flashgen.flash_attn_func(wide[..., :d], k, v)
 
 
-def test_bad_softmax_scale_and_dropout():
+def test_bad_scalar_options():
     q, k, v = qkv()
     for scale in (-1.0, 0.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="softmax_scale"):
             flashgen.flash_attn_func(q, k, v, softmax_scale=scale)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        flashgen.flash_attn_func(q, k, v, dropout_p=0.1)
+    for p in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="dropout_p"):
+            flashgen.flash_attn_func(q, k, v, dropout_p=p)
+    for window in ((-2, 0), (1, 2, 3), "ab"):
+        with pytest.raises(ValueError, match="window_size"):
+            flashgen.flash_attn_func(q, k, v, window_size=window)
+    with pytest.raises(ValueError, match="softcap"):
+        flashgen.flash_attn_func(q, k, v, softcap=-1.0)
+    with pytest.raises(ValueError, match="num_splits"):
+        flashgen.flash_attn_func(q, k, v, num_splits=-1)
+
+
+def test_bad_per_head_tensors():
+    q, k, v = qkv(h=4, hkv=2)
+    with pytest.raises(TypeError, match="alibi_slopes must be float32"):
+        flashgen.flash_attn_func(q, k, v, alibi_slopes=torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="alibi_slopes must have shape"):
+        flashgen.flash_attn_func(q, k, v, alibi_slopes=torch.ones(3))
+    with pytest.raises(ValueError, match="sinks must have shape"):
+        flashgen.flash_attn_func(q, k, v, sinks=torch.ones(2, 4))
+
+
+def test_varlen_argument_checks():
+    spec = built_spec()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
+    q = torch.randn(12, 2, spec.head_dim_qk, dtype=dtype)
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    with pytest.raises(ValueError, match="q must have 3 dimensions"):
+        flashgen.flash_attn_varlen_func(q[None], q, q, cu, cu, 7, 7)
+    with pytest.raises(TypeError, match="cu_seqlens_k must be int32"):
+        flashgen.flash_attn_varlen_func(q, q, q, cu, cu.long(), 7, 7)
+    with pytest.raises(ValueError, match=r"cu_seqlens_k must have shape \(3,\)"):
+        flashgen.flash_attn_varlen_func(q, q, q, cu, cu[:2], 7, 7)
+
+
+def test_kvcache_argument_checks():
+    spec = built_spec()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
+    q = torch.randn(2, 1, 4, spec.head_dim_qk, dtype=dtype)
+    cache = torch.randn(2, 64, 2, spec.head_dim_qk, dtype=dtype)
+    with pytest.raises(ValueError, match="k and v come together"):
+        flashgen.flash_attn_with_kvcache(q, cache, cache, k=cache[:, :1])
+    with pytest.raises(NotImplementedError, match="cache_leftpad"):
+        flashgen.flash_attn_with_kvcache(q, cache, cache, cache_leftpad=torch.zeros(2, dtype=torch.int32))
+    with pytest.raises(TypeError, match="cache_seqlens must be int32"):
+        flashgen.flash_attn_with_kvcache(q, cache, cache, cache_seqlens=torch.zeros(2))
+    with pytest.raises(ValueError, match="block_table must be int32"):
+        flashgen.flash_attn_with_kvcache(q, cache, cache, cache_seqlens=torch.zeros(2, dtype=torch.int32),
+                                         block_table=torch.zeros(2, 4))
 
 
 def test_kernel_not_built_names_the_kernel_and_the_filter():

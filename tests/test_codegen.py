@@ -58,11 +58,9 @@ def test_parse_rejects_garbage():
     "spec, fragment",
     [
         (KernelSpec("sm80", "fwd", "e4m3", 128, 128, False), "e4m3"),
-        (KernelSpec("sm80", "fwd", "bf16", 80, 80, False), "head_dim % 32"),
         (KernelSpec("sm80", "fwd", "bf16", 264, 264, False), "head dims must be in"),
         (KernelSpec("sm80", "fwd", "bf16", 100, 100, False), "multiples of 8"),
-        (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, dropout=True), "dropout"),
-        (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, paged=True), "paged"),
+        (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, dropout=True, paged=True), "paged-KV"),
         (KernelSpec("sm70", "fwd", "bf16", 128, 128, False), "kernel family"),
         (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
     ],
@@ -73,8 +71,10 @@ def test_rules_reject_with_a_reason(spec, fragment):
 
 
 def test_rules_accept_the_implemented_kernels():
-    for dtype, hdim, causal in itertools.product(("fp16", "bf16"), (32, 64, 96, 128, 192, 256), (False, True)):
-        assert is_valid(KernelSpec("sm80", "fwd", dtype, hdim, hdim, causal))
+    for dtype, (qk, v), causal, (dropout, paged) in itertools.product(
+            ("fp16", "bf16"), ((8, 8), (32, 32), (80, 80), (128, 128), (192, 128), (256, 256), (64, 128)),
+            (False, True), ((False, False), (True, False), (False, True))):
+        assert is_valid(KernelSpec("sm80", "fwd", dtype, qk, v, causal, dropout, paged))
 
 
 # ---- build selection ----
@@ -97,18 +97,23 @@ def test_parse_head_dim_forms():
 
 def test_default_selection_is_the_implemented_set():
     names = [s.name for s in selection().specs()]
-    assert len(names) == 24
-    assert "fwd_sm80_bf16_hdim128_causal" in names and "fwd_sm80_fp16_hdim32" in names
+    # 7 head-dim pairs x 2 dtypes x 2 causal x (plain, dropout, paged)
+    assert len(names) == 84
+    for name in ("fwd_sm80_bf16_hdim128_causal", "fwd_sm80_fp16_hdim32", "fwd_sm80_bf16_hdim192x128_paged",
+                 "fwd_sm80_fp16_hdim256_causal_dropout"):
+        assert name in names
 
 
 def test_head_dim_and_dtype_filters():
-    names = {s.name for s in selection(head_dims="64;128", dtypes="bf16").specs()}
+    names = {s.name for s in selection(head_dims="64;128", dtypes="bf16", kernels_exclude="*_dropout;*_paged").specs()}
     assert names == {"fwd_sm80_bf16_hdim64", "fwd_sm80_bf16_hdim64_causal",
                      "fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal"}
+    assert len(selection(head_dims="64;128", dtypes="bf16").specs()) == 12
 
 
 def test_include_and_exclude_globs():
-    names = {s.name for s in selection(kernels="fwd_sm80_bf16_*", kernels_exclude="*_causal;*hdim256*").specs()}
+    names = {s.name for s in selection(kernels="fwd_sm80_bf16_*",
+                                       kernels_exclude="*_causal*;*hdim256*;*_dropout;*_paged;*x128*").specs()}
     assert names == {f"fwd_sm80_bf16_hdim{d}" for d in (32, 64, 96, 128, 192)}
 
 
@@ -116,7 +121,8 @@ def test_environment_is_the_fallback_and_arguments_win():
     env = {"FLASHGEN_HEAD_DIMS": "96", "FLASHGEN_DTYPES": "fp16", "FLASHGEN_CUDA_ARCHS": "86"}
     sel = BuildSelection.from_values(env=env)
     assert sel.cuda_archs == ("86",)
-    assert {s.name for s in sel.specs()} == {"fwd_sm80_fp16_hdim96", "fwd_sm80_fp16_hdim96_causal"}
+    assert {s.name for s in sel.specs()} == {f"fwd_sm80_fp16_hdim96{c}{v}" for c in ("", "_causal")
+                                             for v in ("", "_dropout", "_paged")}
     sel = BuildSelection.from_values(head_dims="32", env=env)
     assert {s.head_dim_qk for s in sel.specs()} == {32}
 
@@ -138,7 +144,7 @@ def test_unknown_dtype_and_empty_selection_are_errors(tmp_path):
 
 
 def test_unbuildable_head_dims_are_dropped_not_generated():
-    assert {s.head_dim_qk for s in selection(head_dims="64;80").specs()} == {64}
+    assert {s.head_dim_qk for s in selection(head_dims="64;80;100;264").specs()} == {64, 80}
 
 
 # ---- rendering ----
@@ -154,14 +160,14 @@ def test_write_if_different_leaves_unchanged_files_alone(tmp_path):
 
 
 def test_render_is_incremental_and_removes_stale_sources(tmp_path):
-    sel = selection(head_dims="64;128", dtypes="bf16")
+    sel = selection(head_dims="64;128", dtypes="bf16", kernels_exclude="*_dropout;*_paged")
     first = render(sel, tmp_path)
     assert len(first.written) == 4 + 3 and not first.unchanged
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     second = render(sel, tmp_path)
     assert not second.written and len(second.unchanged) == 7
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    third = render(selection(head_dims="64", dtypes="bf16"), tmp_path)
+    third = render(selection(head_dims="64", dtypes="bf16", kernels_exclude="*_dropout;*_paged"), tmp_path)
     assert sorted(third.removed) == ["kernels/fwd_sm80_bf16_hdim128.cu", "kernels/fwd_sm80_bf16_hdim128_causal.cu"]
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == [
         "fwd_sm80_bf16_hdim64.cu", "fwd_sm80_bf16_hdim64_causal.cu"]
@@ -198,9 +204,9 @@ def test_each_generated_source_instantiates_one_template(tmp_path):
 
 
 def test_cli_list_prints_names_and_count():
-    env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_HEAD_DIMS="128", FLASHGEN_DTYPES="bf16")
+    env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_HEAD_DIMS="128", FLASHGEN_DTYPES="bf16",
+               FLASHGEN_KERNELS_EXCLUDE="*_dropout;*_paged")
     env.pop("FLASHGEN_KERNELS", None)
-    env.pop("FLASHGEN_KERNELS_EXCLUDE", None)
     result = subprocess.run([sys.executable, "-m", "codegen", "--list"], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()

@@ -8,41 +8,31 @@ import pytest
 import torch
 
 import flashgen
-from flashgen._library import manifest
-from flashgen.codegen.spec import KernelSpec
 
 from conftest import requires_gpu
-from reference import assert_close_to_reference, attention_ref
+from gpu_common import kernels, make_qkv
+from reference import TORCH_DTYPES, assert_close_to_reference, assert_lse_close
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
 
-TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-FWD_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "fwd"]
+FWD_KERNELS = kernels()
 SEQLENS = [(1, 1), (1, 239), (17, 17), (113, 203), (239, 113), (1023, 1023), (2048, 2048), (113, 2048)]
-
-
-def make_qkv(spec, b, sq, sk, h, hkv):
-    """Fresh random inputs on every call (never zeros)."""
-    dtype = TORCH_DTYPES[spec.dtype]
-    q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=dtype)
-    k = torch.randn(b, sk, hkv, spec.head_dim_qk, device="cuda", dtype=dtype)
-    v = torch.randn(b, sk, hkv, spec.head_dim_v, device="cuda", dtype=dtype)
-    return q, k, v
 
 
 def poisoned_out(q, v):
     return torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype, device=q.device)
 
 
-def run_and_check(spec, q, k, v, softmax_scale=None):
+def run_and_check(spec, q, k, v, softmax_scale=None, **options):
     out = poisoned_out(q, v)
     result, lse = flashgen.flash_attn_func(q, k, v, softmax_scale=softmax_scale, causal=spec.causal,
-                                           return_lse=True, out=out)
+                                           return_lse=True, out=out, **options)
     torch.cuda.synchronize()
     assert result.data_ptr() == out.data_ptr()
-    assert_close_to_reference(out, q, k, v, softmax_scale, spec.causal)
-    _, lse_ref = attention_ref(q, k, v, softmax_scale, spec.causal, torch.float32)
-    torch.testing.assert_close(lse, lse_ref, atol=2e-3, rtol=1e-3)
+    ref_options = {("window" if key == "window_size" else key): val for key, val in options.items()
+                   if key != "num_splits"}
+    assert_close_to_reference(out, q, k, v, softmax_scale=softmax_scale, causal=spec.causal, **ref_options)
+    assert_lse_close(lse, q, k, v, softmax_scale=softmax_scale, causal=spec.causal, **ref_options)
     return out, lse
 
 
@@ -109,3 +99,46 @@ def test_other_cuda_device_index_is_respected():
     with torch.cuda.device(1):
         q, k, v = make_qkv(spec, b=1, sq=65, sk=65, h=2, hkv=2)
     run_and_check(spec, q, k, v)
+
+
+WINDOWS = [(16, 0), (100, 37), (-1, 37), (0, 0), (300, -1)]
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+@pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
+def test_sliding_window(spec, window):
+    for sq, sk in ((113, 239), (239, 113), (1023, 1023)):
+        q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=2, hkv=1)
+        run_and_check(spec, q, k, v, window_size=window)
+
+
+@pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
+def test_alibi_softcap_sinks(spec):
+    b, h = 2, 4
+    q, k, v = make_qkv(spec, b=b, sq=239, sk=301, h=h, hkv=2)
+    slopes = torch.rand(h, device="cuda") * 0.5
+    run_and_check(spec, q, k, v, alibi_slopes=slopes)
+    run_and_check(spec, q, k, v, alibi_slopes=torch.rand(b, h, device="cuda"))
+    run_and_check(spec, q, k, v, softcap=5.0)
+    run_and_check(spec, q, k, v, sinks=torch.randn(h, device="cuda") * 2)
+    run_and_check(spec, q, k, v, softcap=20.0, alibi_slopes=slopes, sinks=torch.randn(h, device="cuda"),
+                  window_size=(64, 16), softmax_scale=0.1)
+
+
+@pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
+def test_split_kv(spec):
+    for sq, sk, splits in ((1, 2048, 0), (1, 2048, 5), (17, 1023, 3), (113, 4001, 0), (5, 97, 8)):
+        q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=4, hkv=2)
+        run_and_check(spec, q, k, v, num_splits=splits)
+    q, k, v = make_qkv(spec, b=1, sq=3, sk=1500, h=2, hkv=2)
+    run_and_check(spec, q, k, v, num_splits=4, sinks=torch.randn(2, device="cuda"), window_size=(200, 0))
+
+
+@pytest.mark.parametrize("spec", kernels(causal=False)[:1], ids=lambda s: s.name)
+def test_merge_attention_states_equals_full_attention(spec):
+    q, k, v = make_qkv(spec, b=2, sq=77, sk=500, h=4, hkv=4)
+    full, full_lse = flashgen.flash_attn_func(q, k, v, return_lse=True)
+    parts = [flashgen.flash_attn_func(q, k[:, a:b], v[:, a:b], return_lse=True) for a, b in ((0, 123), (123, 500))]
+    merged, merged_lse = flashgen.merge_attention_states([p[0] for p in parts], [p[1] for p in parts])
+    torch.testing.assert_close(merged_lse, full_lse, atol=1e-3, rtol=1e-3)
+    assert (merged.float() - full.float()).abs().max().item() < 2e-2

@@ -3,7 +3,7 @@
 # box). Logs land in $OUT (default ./out). Steps and kernel selection come from the
 # environment:
 #   STEPS="build test bench"   which steps to run
-#   FLASHGEN_*                 the build selection (default here: 90a, every default kernel)
+#   FLASHGEN_*                 the build selection (default: this GPU, every default kernel)
 #   PYTEST_ARGS, BENCH_ARGS    extra arguments
 # Offline machines: carry the nvidia-cutlass wheel in .whl/ (see README).
 set -uo pipefail
@@ -11,7 +11,7 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 STEPS=${STEPS:-build test bench}
-export FLASHGEN_CUDA_ARCHS=${FLASHGEN_CUDA_ARCHS:-90a}
+
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 status=0
 

@@ -57,30 +57,129 @@ typedef struct flashgen_fwd_args {
   float* lse; /* optional: NULL skips writing the log-sum-exp */
 
   int64_t batch;
-  int64_t seqlen_q;
-  int64_t seqlen_k;
+  int64_t seqlen_q; /* varlen: the longest sequence */
+  int64_t seqlen_k; /* varlen: total_k; paged: ignored (max_pages_per_seq * page_size) */
   int64_t num_heads_q;
   int64_t num_heads_kv; /* num_heads_q must be a multiple of it (MQA/GQA) */
   int64_t head_dim_qk;
   int64_t head_dim_v;
 
-  /* Strides in elements. */
+  /* Strides in elements (batch strides unused when varlen; k/v batch strides are page
+     strides when paged). */
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t k_batch_stride, k_row_stride, k_head_stride;
   int64_t v_batch_stride, v_row_stride, v_head_stride;
   int64_t out_batch_stride, out_row_stride, out_head_stride;
 
-  float softmax_scale;
+  /* Variable length: int32 (batch + 1) prefix sums; q, k, v, out are then packed
+     (total, heads, head_dim) and lse is (num_heads_q, total_q). */
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
+  int64_t total_q;
+
+  /* KV cache: keys used per batch entry (seqused_k[b] + seqused_k_add) and the cache entry
+     of each batch entry (kv_batch_idx, into kv_batch_count entries); optional. */
+  const int32_t* seqused_k;
+  int64_t seqused_k_add;
+  const int32_t* kv_batch_idx;
+  int64_t kv_batch_count;
+
+  /* Paged KV (needs a *_paged kernel): k, v are (num_pages, page_size, num_heads_kv, dim);
+     block_table is int32 (batch, max_pages_per_seq). Any page_size >= 1. */
+  const int32_t* block_table;
+  int64_t block_table_batch_stride;
+  int64_t max_pages_per_seq;
+  int64_t page_size;
+  int64_t num_pages;
+
+  float softmax_scale; /* 0: 1/sqrt(head_dim_qk) */
   /* Causal mask aligned to the bottom-right corner: query row i sees keys
      j <= i + seqlen_k - seqlen_q. Rows that see no key get out = 0, lse = +inf. */
   int causal;
+  /* Sliding window: row i sees keys i + d - window_left <= j <= i + d + window_right
+     (d = seqlen_k - seqlen_q); negative means unbounded. */
+  int64_t window_left;
+  int64_t window_right;
+  float softcap; /* > 0: logits = softcap * tanh(scores * softmax_scale / softcap) */
+  /* ALiBi: logits -= slope * |i + d - j|; float32 (batch, num_heads_q), batch stride may be 0. */
+  const float* alibi_slopes;
+  int64_t alibi_batch_stride;
+  /* Attention sinks: one float32 logit per query head added to the softmax denominator. */
+  const float* sinks;
+
+  /* Dropout (needs a *_dropout kernel): probability, and the Philox seed and offset. */
+  float dropout_p;
+  uint64_t philox_seed;
+  uint64_t philox_offset;
+
+  /* Split-KV: 0 picks the count from the shape and the SM count (1 without a workspace);
+     > 1 needs workspace of flashgen_fwd_workspace_size() bytes. */
+  int64_t num_splits;
+  void* workspace;
+  size_t workspace_bytes;
 } flashgen_fwd_args_t;
 
-/* Fills every field with its default (zeros, softmax_scale = 0 meaning 1/sqrt(head_dim_qk)). */
+/* Fills every field with its default (zeros, no window: window_left = window_right = -1). */
 FLASHGEN_API void flashgen_fwd_args_init(flashgen_fwd_args_t* args);
 
 /* Forward attention on the current CUDA device and the given stream. */
 FLASHGEN_API flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cudaStream_t stream);
+
+/* Workspace bytes flashgen_fwd needs for these arguments (0 when it will not split), and the
+   split count it will use. */
+FLASHGEN_API flashgen_status_t flashgen_fwd_workspace_size(const flashgen_fwd_args_t* args, size_t* bytes,
+                                                           int64_t* num_splits);
+
+/* Writes the dropout keep-mask (1 = kept) that the *_dropout kernels apply for (seed,
+   offset), as uint8 (batch, num_heads, seqlen_q, seqlen_k): a test and debugging aid. */
+FLASHGEN_API flashgen_status_t flashgen_dropout_mask(uint64_t philox_seed, uint64_t philox_offset, float dropout_p,
+                                                     int64_t batch, int64_t num_heads, int64_t seqlen_q,
+                                                     int64_t seqlen_k, uint8_t* mask, cudaStream_t stream);
+
+/* Appends new keys/values to a KV cache in place (rotary applied to the keys when cos/sin
+   are given), and optionally writes rotated queries: flash_attn_with_kvcache's first half. */
+typedef struct flashgen_kv_append_args {
+  size_t struct_size;
+  flashgen_dtype_t dtype;
+  int64_t batch;
+  int64_t seqlen_new;
+  int64_t num_heads_kv;
+  int64_t head_dim_qk;
+  int64_t head_dim_v;
+  const void* k_new; /* (batch, seqlen_new, num_heads_kv, head_dim_qk) */
+  const void* v_new;
+  int64_t k_new_batch_stride, k_new_row_stride, k_new_head_stride;
+  int64_t v_new_batch_stride, v_new_row_stride, v_new_head_stride;
+  void* k_cache; /* (kv_batch_count, capacity, ...) or paged (num_pages, page_size, ...) */
+  void* v_cache;
+  int64_t k_cache_batch_stride, k_cache_row_stride, k_cache_head_stride;
+  int64_t v_cache_batch_stride, v_cache_row_stride, v_cache_head_stride;
+  const int32_t* cache_seqlens; /* (batch,): where the new rows go */
+  int64_t capacity;             /* rows per cache entry (max_pages_per_seq * page_size if paged) */
+  const int32_t* kv_batch_idx;
+  int64_t kv_batch_count;
+  const int32_t* block_table;
+  int64_t block_table_batch_stride;
+  int64_t page_size;
+  int64_t num_pages;
+  /* Rotary embedding: cos/sin (rotary_seqlen, rotary_dim / 2) in dtype; NULL for none. */
+  const void* rotary_cos;
+  const void* rotary_sin;
+  int64_t rotary_dim;
+  int64_t rotary_seqlen;
+  int rotary_interleaved;
+  /* Optional rotated copy of q: (batch, seqlen_q, num_heads_q, head_dim_qk). Query row i sits at
+     position cache_seqlens[b] + i when q_positions_per_row, else at cache_seqlens[b]. */
+  const void* q;
+  void* q_out;
+  int64_t seqlen_q, num_heads_q;
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t q_out_batch_stride, q_out_row_stride, q_out_head_stride;
+  int q_positions_per_row;
+} flashgen_kv_append_args_t;
+
+FLASHGEN_API void flashgen_kv_append_args_init(flashgen_kv_append_args_t* args);
+FLASHGEN_API flashgen_status_t flashgen_kv_append(const flashgen_kv_append_args_t* args, cudaStream_t stream);
 
 /* A description of the last error raised on this thread ("" if none). */
 FLASHGEN_API const char* flashgen_last_error(void);

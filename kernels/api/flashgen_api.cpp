@@ -1,17 +1,17 @@
-// The C ABI: argument validation, kernel selection and the registry queries.
+// The forward C ABI: argument validation, kernel selection, split-KV planning.
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "api/device_info.h"
 #include "api/launch_status.h"
 #include "api/registry.h"
+#include "api/split_heuristic.h"
 #include "flashgen/flashgen.h"
+#include "sm80/sm80_fwd_tile.h"
 
 namespace flashgen {
-
-const char* last_error();
-void clear_error();
 
 const KernelEntry* find_kernel(const KernelKey& key) {
   for (int i = 0; i < kNumKernels; ++i) {
@@ -33,48 +33,58 @@ const char* dtype_name(flashgen_dtype_t dtype) {
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // 16-byte vector accesses need every row to start on a 16-byte boundary.
-bool strides_aligned(int64_t a, int64_t b, int64_t c, int64_t elems_per_16_bytes) {
-  return a % elems_per_16_bytes == 0 && b % elems_per_16_bytes == 0 && c % elems_per_16_bytes == 0;
-}
+bool strides_aligned(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
+
+bool fits_int(int64_t x) { return x >= 0 && x <= INT_MAX; }
 
 flashgen_status_t validate(const flashgen_fwd_args_t& a) {
+  const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
   if (a.dtype != FLASHGEN_DTYPE_FP16 && a.dtype != FLASHGEN_DTYPE_BF16) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "unsupported dtype enum %d", int(a.dtype));
+    return set_error(invalid, "unsupported dtype enum %d", int(a.dtype));
   }
-  if (a.batch < 0 || a.seqlen_q < 0 || a.seqlen_k < 0) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "batch and sequence lengths must be >= 0");
+  if (!fits_int(a.batch) || !fits_int(a.seqlen_q) || !fits_int(a.seqlen_k) || !fits_int(a.total_q)) {
+    return set_error(invalid, "batch, sequence lengths and total_q must be in 0..2^31-1");
   }
   if (a.num_heads_q <= 0 || a.num_heads_kv <= 0 || a.head_dim_qk <= 0 || a.head_dim_v <= 0) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "head counts and head dims must be > 0");
+    return set_error(invalid, "head counts and head dims must be > 0");
   }
   if (a.num_heads_q % a.num_heads_kv != 0) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "num_heads_q (%lld) must be a multiple of num_heads_kv (%lld)",
+    return set_error(invalid, "num_heads_q (%lld) must be a multiple of num_heads_kv (%lld)",
                      (long long)a.num_heads_q, (long long)a.num_heads_kv);
   }
-  if (a.seqlen_q > INT_MAX || a.seqlen_k > INT_MAX || a.batch > 65535 || a.num_heads_q > 65535) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "sizes out of range: seqlen <= 2^31-1, batch <= 65535, num_heads <= 65535");
-  }
-  // An empty tensor may have a null data pointer; k and v are never read when seqlen_k == 0.
-  const bool keys_present = a.seqlen_k > 0;
+  if (a.num_heads_q > 65535) { return set_error(invalid, "num_heads_q must be <= 65535"); }
+  const bool keys_present = a.seqlen_k > 0 || a.block_table != nullptr || a.cu_seqlens_k != nullptr;
   if (a.q == nullptr || a.out == nullptr || (keys_present && (a.k == nullptr || a.v == nullptr))) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "q, k, v and out must be non-null");
+    return set_error(invalid, "q, k, v and out must be non-null");
   }
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.out)) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "q, k, v and out must be 16-byte aligned");
+    return set_error(invalid, "q, k, v and out must be 16-byte aligned");
   }
-  const int64_t vec = 8;  // 2-byte elements per 16 bytes
-  if (!strides_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride, vec) ||
-      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride, vec) ||
-      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride, vec) ||
-      !strides_aligned(a.out_batch_stride, a.out_row_stride, a.out_head_stride, vec)) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "batch, row and head strides must be multiples of 8 elements (16 bytes)");
+  if (!strides_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
+      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride) ||
+      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride) ||
+      !strides_aligned(a.out_batch_stride, a.out_row_stride, a.out_head_stride)) {
+    return set_error(invalid, "batch, row and head strides must be multiples of 8 elements (16 bytes)");
   }
   if (!(a.softmax_scale >= 0.f) || std::isinf(a.softmax_scale)) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "softmax_scale must be finite and >= 0 (0 = default)");
+    return set_error(invalid, "softmax_scale must be finite and >= 0 (0 = default)");
   }
+  if (!(a.softcap >= 0.f) || std::isinf(a.softcap)) { return set_error(invalid, "softcap must be finite and >= 0"); }
+  if (!(a.dropout_p >= 0.f && a.dropout_p < 1.f)) { return set_error(invalid, "dropout_p must be in [0, 1)"); }
+  if ((a.cu_seqlens_q == nullptr) != (a.cu_seqlens_k == nullptr)) {
+    return set_error(invalid, "cu_seqlens_q and cu_seqlens_k come together");
+  }
+  if (a.block_table != nullptr) {
+    if (a.page_size <= 0 || a.num_pages <= 0 || a.max_pages_per_seq <= 0 ||
+        a.max_pages_per_seq * a.page_size > INT_MAX) {
+      return set_error(invalid, "paged KV needs page_size, num_pages and max_pages_per_seq > 0");
+    }
+    if (a.kv_batch_idx != nullptr) { return set_error(invalid, "kv_batch_idx does not apply to a paged cache"); }
+  }
+  if (a.kv_batch_idx != nullptr && a.kv_batch_count <= 0) {
+    return set_error(invalid, "kv_batch_idx needs kv_batch_count > 0");
+  }
+  if (a.num_splits < 0 || a.num_splits > 256) { return set_error(invalid, "num_splits must be in 0..256"); }
   return FLASHGEN_STATUS_OK;
 }
 
@@ -85,14 +95,16 @@ FwdParams to_params(const flashgen_fwd_args_t& a) {
   p.v = a.v;
   p.out = a.out;
   p.lse = a.lse;
+  const bool varlen = a.cu_seqlens_q != nullptr;
   p.batch = int(a.batch);
   p.seqlen_q = int(a.seqlen_q);
-  p.seqlen_k = int(a.seqlen_k);
+  p.seqlen_k = a.block_table != nullptr ? int(a.max_pages_per_seq * a.page_size) : int(a.seqlen_k);
   p.num_heads_q = int(a.num_heads_q);
   p.num_heads_kv = int(a.num_heads_kv);
   p.group_size = int(a.num_heads_q / a.num_heads_kv);
   p.head_dim_qk = int(a.head_dim_qk);
   p.head_dim_v = int(a.head_dim_v);
+  p.total_q = varlen ? int(a.total_q) : int(a.batch * a.seqlen_q);
   p.q_batch_stride = a.q_batch_stride;
   p.q_row_stride = a.q_row_stride;
   p.q_head_stride = a.q_head_stride;
@@ -105,23 +117,104 @@ FwdParams to_params(const flashgen_fwd_args_t& a) {
   p.out_batch_stride = a.out_batch_stride;
   p.out_row_stride = a.out_row_stride;
   p.out_head_stride = a.out_head_stride;
+  p.lse_batch_stride = varlen ? 0 : a.num_heads_q * a.seqlen_q;
+  p.lse_head_stride = varlen ? a.total_q : a.seqlen_q;
+  p.cu_seqlens_q = a.cu_seqlens_q;
+  p.cu_seqlens_k = a.cu_seqlens_k;
+  p.seqused_k = a.seqused_k;
+  p.seqused_k_add = int(a.seqused_k_add);
+  p.kv_batch_idx = a.kv_batch_idx;
+  p.kv_batch_count = int(a.kv_batch_count);
+  p.block_table = a.block_table;
+  p.block_table_batch_stride = a.block_table_batch_stride;
+  p.page_size = int(a.page_size);
+  p.num_pages = int(a.num_pages);
+
   p.softmax_scale = a.softmax_scale > 0.f ? a.softmax_scale : 1.f / std::sqrt(float(a.head_dim_qk));
-  p.softmax_scale_log2 = p.softmax_scale * float(M_LOG2E);
-  p.causal = a.causal != 0;
+  p.softcap = a.softcap;
+  p.softcap_prescale = a.softcap > 0.f ? p.softmax_scale / a.softcap : 0.f;
+  p.logit_scale = a.softcap > 0.f ? a.softcap : p.softmax_scale;
+  p.logit_scale_log2 = p.logit_scale * float(M_LOG2E);
+  p.window_left = a.window_left < 0 ? -1 : int(a.window_left > INT_MAX / 2 ? INT_MAX / 2 : a.window_left);
+  p.window_right = a.window_right < 0 ? -1 : int(a.window_right > INT_MAX / 2 ? INT_MAX / 2 : a.window_right);
+  p.alibi_slopes = a.alibi_slopes;
+  p.alibi_batch_stride = a.alibi_batch_stride;
+  p.sinks = a.sinks;
+
+  p.dropout_p = a.dropout_p;
+  p.dropout_scale = 1.f / (1.f - a.dropout_p);
+  p.dropout_threshold = uint32_t(std::lround(double(a.dropout_p) * 65536.0));
+  p.philox_seed = a.philox_seed;
+  p.philox_offset = a.philox_offset;
+  p.num_splits = 1;
   return p;
 }
 
-flashgen_status_t current_compute_capability(int* cc) {
-  int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  int major = 0, minor = 0;
-  if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device); }
-  if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device); }
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return set_error(FLASHGEN_STATUS_CUDA_ERROR, "no usable CUDA device: %s", cudaGetErrorString(err));
+struct Plan {
+  const KernelEntry* entry;
+  FwdParams params;
+  int num_splits;
+  size_t workspace_bytes;
+};
+
+// workspace_available: whether an automatic split count may ask for workspace.
+flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_available, Plan* plan) {
+  clear_error();
+  if (args == nullptr) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "args is NULL"); }
+  if (args->struct_size != sizeof(flashgen_fwd_args_t)) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "args->struct_size is %zu, this library expects %zu: call flashgen_fwd_args_init and "
+                     "build against the matching flashgen.h",
+                     args->struct_size, sizeof(flashgen_fwd_args_t));
   }
-  *cc = major * 10 + minor;
+  flashgen_status_t status = validate(*args);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+
+  DeviceInfo device;
+  status = current_device_info(&device);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (device.compute_capability < 80) {
+    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
+                     device.compute_capability / 10, device.compute_capability % 10);
+  }
+
+  KernelKey key{KernelFamily::kSm80,   Direction::kFwd,     args->dtype,      int(args->head_dim_qk),
+                int(args->head_dim_v), args->causal != 0,   args->dropout_p > 0.f, args->block_table != nullptr};
+  const KernelEntry* entry = nullptr;
+  if (device.compute_capability == 90) {
+    KernelKey hopper = key;
+    hopper.family = KernelFamily::kSm90;
+    entry = find_kernel(hopper);
+  }
+  if (entry == nullptr) { entry = find_kernel(key); }
+  if (entry == nullptr) {
+    return set_error(FLASHGEN_STATUS_NOT_BUILT,
+                     "no forward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d dropout=%d "
+                     "paged=%d; rebuild with FLASHGEN_HEAD_DIMS / FLASHGEN_DTYPES / FLASHGEN_KERNELS selecting it",
+                     dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v, int(key.causal), int(key.dropout),
+                     int(key.paged));
+  }
+
+  plan->entry = entry;
+  plan->params = to_params(*args);
+  FwdParams& p = plan->params;
+
+  const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v);
+  const int m_blocks = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+  const int n_blocks = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
+  int splits = int(args->num_splits);
+  if (splits == 0) {
+    splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_q * m_blocks, n_blocks, device.num_sms)
+                                 : 1;
+  }
+  splits = splits > n_blocks ? (n_blocks > 0 ? n_blocks : 1) : splits;
+  if (int64_t(p.batch) * splits > 65535) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "batch * num_splits must be <= 65535");
+  }
+  plan->num_splits = splits;
+  plan->workspace_bytes =
+      splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0;
+  p.num_splits = splits;
   return FLASHGEN_STATUS_OK;
 }
 
@@ -134,47 +227,40 @@ void flashgen_fwd_args_init(flashgen_fwd_args_t* args) {
   if (args == nullptr) { return; }
   std::memset(args, 0, sizeof(*args));
   args->struct_size = sizeof(*args);
+  args->window_left = -1;
+  args->window_right = -1;
+}
+
+flashgen_status_t flashgen_fwd_workspace_size(const flashgen_fwd_args_t* args, size_t* bytes, int64_t* num_splits) {
+  using namespace flashgen;
+  Plan plan{};
+  flashgen_status_t status = make_plan(args, /*workspace_available=*/true, &plan);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (bytes != nullptr) { *bytes = plan.workspace_bytes; }
+  if (num_splits != nullptr) { *num_splits = plan.num_splits; }
+  return FLASHGEN_STATUS_OK;
 }
 
 flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cudaStream_t stream) {
   using namespace flashgen;
-  clear_error();
-  if (args == nullptr) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "args is NULL"); }
-  if (args->struct_size != sizeof(flashgen_fwd_args_t)) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "args->struct_size is %zu, this library expects %zu: call flashgen_fwd_args_init and "
-                     "build against the matching flashgen.h",
-                     args->struct_size, sizeof(flashgen_fwd_args_t));
-  }
-  flashgen_status_t status = validate(*args);
+  Plan plan{};
+  flashgen_status_t status = make_plan(args, args != nullptr && args->workspace != nullptr, &plan);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  if (args->batch == 0 || args->seqlen_q == 0) { return FLASHGEN_STATUS_OK; }
-
-  int cc = 0;
-  status = current_compute_capability(&cc);
-  if (status != FLASHGEN_STATUS_OK) { return status; }
-  if (cc < 80) {
-    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
-                     cc / 10, cc % 10);
+  if (args->batch == 0 || plan.params.total_q == 0) { return FLASHGEN_STATUS_OK; }
+  FwdParams& p = plan.params;
+  if (plan.num_splits > 1) {
+    if (args->workspace == nullptr || args->workspace_bytes < plan.workspace_bytes) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                       "num_splits=%d needs %zu bytes of workspace (flashgen_fwd_workspace_size), got %zu",
+                       plan.num_splits, plan.workspace_bytes, args->workspace_bytes);
+    }
+    if (reinterpret_cast<uintptr_t>(args->workspace) % 16 != 0) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "workspace must be 16-byte aligned");
+    }
+    p.out_accum = static_cast<float*>(args->workspace);
+    p.lse_accum = p.out_accum + size_t(plan.num_splits) * p.num_heads_q * p.total_q * p.head_dim_v;
   }
-
-  KernelKey key{KernelFamily::kSm80,       Direction::kFwd,      args->dtype,
-                int(args->head_dim_qk),    int(args->head_dim_v), args->causal != 0,
-                /*dropout=*/false,         /*paged=*/false};
-  const KernelEntry* entry = nullptr;
-  if (cc == 90) {
-    KernelKey hopper = key;
-    hopper.family = KernelFamily::kSm90;
-    entry = find_kernel(hopper);
-  }
-  if (entry == nullptr) { entry = find_kernel(key); }
-  if (entry == nullptr) {
-    return set_error(FLASHGEN_STATUS_NOT_BUILT,
-                     "no forward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d; "
-                     "rebuild with FLASHGEN_HEAD_DIMS / FLASHGEN_DTYPES / FLASHGEN_KERNELS selecting it",
-                     dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v, int(key.causal));
-  }
-  return entry->fwd(to_params(*args), stream);
+  return plan.entry->fwd(p, stream);
 }
 
 const char* flashgen_last_error(void) { return flashgen::last_error(); }

@@ -7,6 +7,10 @@
 
 namespace flashgen {
 
+// This thread's last error message ("" if none), and its reset at the start of each call.
+const char* last_error();
+void clear_error();
+
 // Records a printf-style message as this thread's last error and returns status.
 flashgen_status_t set_error(flashgen_status_t status, const char* format, ...)
 #if defined(__GNUC__)

@@ -1,6 +1,13 @@
 // Attention mask policy: which key blocks a query block visits, which of those need the
-// element-wise mask, and the element-wise mask itself. The kernel's main loop is split at
-// n_block_masked_min() so that fully visible blocks carry no masking code.
+// element-wise mask, and the element-wise mask itself.
+//
+// Query row i (of seqlen_q) sees key j (of seqlen_k) iff j < seqlen_k and
+//   i + d - window_left <= j <= i + d + window_right,   d = seqlen_k - seqlen_q,
+// a negative window bound meaning unbounded. Causal kernels fix window_right = 0 (the
+// bottom-right aligned causal mask). The key blocks of a query block split into
+//   [n_min, left_end)              masked (left window edge)
+//   [left_end, right_begin)        fully visible: no masking code runs for them
+//   [right_begin, n_max)           masked (causal diagonal / right window edge / seqlen_k tail)
 #pragma once
 
 #include <cmath>
@@ -9,51 +16,66 @@
 
 namespace flashgen {
 
+CUTE_HOST_DEVICE constexpr int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+CUTE_HOST_DEVICE constexpr int ceil_div_signed(int a, int b) { return floor_div(a + b - 1, b); }
+
+struct KeyBlockRange {
+  int n_min;
+  int n_max;        // exclusive
+  int left_end;     // blocks below this need the left-edge mask
+  int right_begin;  // blocks at or above this need the right-edge mask
+
+  CUTE_DEVICE bool needs_mask(int n) const { return n < left_end || n >= right_begin; }
+};
+
 template <bool kIsCausal, int kBlockM, int kBlockN>
 struct AttentionMask {
   int seqlen_q;
   int seqlen_k;
+  int window_left;
+  int window_right;
 
-  // Exclusive upper bound on the key blocks that query block m_block attends to.
-  CUTE_DEVICE int n_block_max(int m_block) const {
-    int n_max = (seqlen_k + kBlockN - 1) / kBlockN;
-    if constexpr (kIsCausal) {
-      // Causal is aligned bottom-right: row i sees columns j <= i + seqlen_k - seqlen_q.
-      const int last_row = min((m_block + 1) * kBlockM, seqlen_q) - 1;
-      const int last_visible_col = last_row + seqlen_k - seqlen_q;
-      n_max = min(n_max, last_visible_col < 0 ? 0 : last_visible_col / kBlockN + 1);
+  CUTE_DEVICE AttentionMask(int seqlen_q_, int seqlen_k_, int window_left_, int window_right_)
+      : seqlen_q(seqlen_q_),
+        seqlen_k(seqlen_k_),
+        window_left(window_left_),
+        window_right(kIsCausal ? 0 : window_right_) {}
+
+  CUTE_DEVICE KeyBlockRange blocks(int m_block) const {
+    const int d = seqlen_k - seqlen_q;
+    const int first_row = m_block * kBlockM;
+    const int last_row = min(first_row + kBlockM, seqlen_q) - 1;
+    KeyBlockRange r{0, (seqlen_k + kBlockN - 1) / kBlockN, 0, seqlen_k / kBlockN};
+    if (window_right >= 0) {
+      r.n_max = min(r.n_max, max(0, floor_div(last_row + d + window_right, kBlockN) + 1));
+      // Block n is right-visible to every row iff its last key is visible to the first row.
+      r.right_begin = min(r.right_begin, floor_div(first_row + d + window_right + 1, kBlockN));
     }
-    return n_max;
+    if (window_left >= 0) {
+      r.n_min = max(0, floor_div(first_row + d - window_left, kBlockN));
+      // Block n is left-visible to every row iff its first key is visible to the last row.
+      r.left_end = max(r.n_min, ceil_div_signed(last_row + d - window_left, kBlockN));
+    }
+    r.left_end = min(r.left_end, r.n_max);
+    r.right_begin = max(r.right_begin, r.left_end);
+    return r;
   }
 
-  // Key blocks with index >= this value need the element-wise mask.
-  CUTE_DEVICE int n_block_masked_min(int m_block) const {
-    int n_min = seqlen_k / kBlockN;  // a partial last block reaches past seqlen_k
-    if constexpr (kIsCausal) {
-      // Block n is visible to every row of the tile iff its last column is visible to the
-      // tile's first row.
-      const int first_row_limit = m_block * kBlockM + seqlen_k - seqlen_q;
-      const int fully_visible = first_row_limit + 1 <= 0 ? 0 : (first_row_limit + 1) / kBlockN;
-      n_min = min(n_min, fully_visible);
-    }
-    return n_min;
-  }
-
-  // scores: (rows, cols) view of the score tile; coords: the same view of its (row, col)
-  // coordinates inside the (kBlockM, kBlockN) tile.
+  // scores: (rows, cols) view of the raw score tile; coords: the same view of each element's
+  // (row, col) inside the (kBlockM, kBlockN) tile.
   template <class ScoresTensor, class CoordTensor>
   CUTE_DEVICE void apply(ScoresTensor& scores, CoordTensor const& coords, int m_block, int n_block) const {
-    const int row0 = m_block * kBlockM;
+    const int row0 = m_block * kBlockM + seqlen_k - seqlen_q;  // row index shifted onto key positions
     const int col0 = n_block * kBlockN;
-    const int diagonal_offset = seqlen_k - seqlen_q;
     CUTE_UNROLL
     for (int r = 0; r < size<0>(scores); ++r) {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) {
-        const int row = row0 + get<0>(coords(r, c));
+        const int diag = row0 + get<0>(coords(r, c));
         const int col = col0 + get<1>(coords(r, c));
         bool masked = col >= seqlen_k;
-        if constexpr (kIsCausal) { masked = masked || col > row + diagonal_offset; }
+        if (window_right >= 0) { masked = masked || col > diag + window_right; }
+        if (window_left >= 0) { masked = masked || col < diag - window_left; }
         if (masked) { scores(r, c) = -INFINITY; }
       }
     }

@@ -16,8 +16,8 @@ struct OnlineSoftmax {
   float row_max[kRows];
   float row_sum[kRows];
 
-  // scores: (kRows, cols) raw logits; turned in place into unnormalised probabilities.
-  // acc_o:  (kRows, head_dim) output accumulator, rescaled when the running max grows.
+  // scores: (kRows, cols) raw scores; turned in place into unnormalised probabilities
+  // exp(logit_scale * (s - max)). acc_o: (kRows, head_dim), rescaled when the max grows.
   template <bool kIsFirst, class ScoresTensor, class AccTensor>
   CUTE_DEVICE void update(ScoresTensor& scores, AccTensor& acc_o, float scale_log2) {
     static_assert(decltype(size<0>(scores))::value == kRows);
@@ -48,18 +48,29 @@ struct OnlineSoftmax {
     }
   }
 
-  // Normalises acc_o by the row sums and returns the natural-log LSE of each row in lse[].
-  // Rows that saw no key (sum 0) keep a zero output and get lse = +inf, as flash-attn does.
+  // Normalises acc_o (times out_scale, the dropout rescale) and returns each row's
+  // natural-log LSE. `sink` is an extra logit in the denominator (-inf: none). A row whose
+  // denominator is empty keeps a zero output and gets lse = empty_lse.
   template <class AccTensor>
-  CUTE_DEVICE void finalize(AccTensor& acc_o, float softmax_scale, float (&lse)[kRows]) {
+  CUTE_DEVICE void finalize(AccTensor& acc_o, float logit_scale, float sink, float out_scale, float empty_lse,
+                            float (&lse)[kRows]) {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      const float sum = quad_allreduce_sum(row_sum[r]);
+      float sum = quad_allreduce_sum(row_sum[r]);
+      float max_logit = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * logit_scale;
+      float out_factor = 1.f;
+      if (sink != -INFINITY) {
+        const float m = fmaxf(max_logit, sink);
+        const float rescale = max_logit == -INFINITY ? 0.f : __expf(max_logit - m);
+        sum = sum * rescale + __expf(sink - m);
+        out_factor = rescale;
+        max_logit = m;
+      }
       const bool empty = sum == 0.f || sum != sum;
-      const float inv_sum = empty ? 1.f : 1.f / sum;
-      lse[r] = empty ? INFINITY : row_max[r] * softmax_scale + __logf(sum);
+      lse[r] = empty ? empty_lse : max_logit + __logf(sum);
+      const float factor = empty ? 0.f : out_factor * out_scale / sum;
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= inv_sum; }
+      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= factor; }
     }
   }
 };

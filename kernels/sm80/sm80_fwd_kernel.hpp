@@ -1,17 +1,20 @@
-// SM80-path forward attention: one CTA per (query block, head, batch).
+// SM80-path forward attention: one CTA per (query block, head, batch entry x split).
 //
 // Q stays in shared memory for the whole CTA; K and V tiles are single-buffered but
 // overlapped: V(n) streams in while S = Q K(n)^T runs, K(n-1) streams in while softmax and
-// O += P V(n) run. Key blocks are visited from the last one down, so the blocks that need
-// the element-wise mask (the partial tail, the causal diagonal) come first.
+// O += P V(n) run. Key blocks are visited from the last one down; the mask policy splits
+// them into masked and fully visible ranges so that only boundary blocks run masking code.
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include "common/cute_utils.hpp"
+#include "common/dropout.hpp"
 #include "common/fwd_params.h"
+#include "common/logit_transforms.hpp"
 #include "common/mask.hpp"
 #include "common/online_softmax.hpp"
+#include "common/seq_info.hpp"
 #include "sm80/sm80_fwd_traits.hpp"
 
 namespace flashgen::sm80 {
@@ -54,87 +57,183 @@ CUTE_DEVICE void gemm_reg_smem(TiledMma& tiled_mma, Acc& acc, FragA const& frag_
   }
 }
 
-template <class Traits, bool kIsCausal>
+// Copies a partitioned (CPY, CPY_M, CPY_K) tile. Rows at or past max_rows (when kGuardRows)
+// and columns past kCols (the unpadded head dim) are zero-filled when kZeroFill, else left.
+template <bool kGuardRows, bool kZeroFill, int kCols, class TiledCopy, class Src, class Dst, class Coords>
+CUTE_DEVICE void copy_tile(TiledCopy const& tiled_copy, Src const& src, Dst&& dst, Coords const& coords, int max_rows) {
+  constexpr bool kCheckCols = kCols % 32 != 0;  // head dims are padded to multiples of 32
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(src); ++m) {
+    const bool row_ok = !kGuardRows || get<0>(coords(0, m, 0)) < max_rows;
+    CUTE_UNROLL
+    for (int k = 0; k < size<2>(src); ++k) {
+      if (row_ok && (!kCheckCols || get<1>(coords(0, m, k)) < kCols)) {
+        copy(tiled_copy, src(_, m, k), dst(_, m, k));
+      } else if constexpr (kZeroFill) {
+        clear(dst(_, m, k));
+      }
+    }
+  }
+}
+
+// The paged-KV form of copy_tile: src_cols addresses columns only (row stride 0); each row's
+// address comes from the block table. Keys past seqlen_k or on an invalid page read as zeros.
+template <bool kZeroFill, int kCols, class TiledCopy, class Src, class Dst, class Coords>
+CUTE_DEVICE void copy_paged_tile(TiledCopy const& tiled_copy, Src const& src_cols, Dst&& dst, Coords const& coords,
+                                 int first_key, const SeqInfo& seq, const FwdParams& p, int64_t page_stride,
+                                 int64_t row_stride) {
+  constexpr bool kCheckCols = kCols % 32 != 0;
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(src_cols); ++m) {
+    const int key = first_key + get<0>(coords(0, m, 0));
+    const int page = key < seq.seqlen_k ? seq.block_table[key / p.page_size] : -1;
+    const bool row_ok = page >= 0 && page < p.num_pages;
+    const int64_t offset = row_ok ? int64_t(page) * page_stride + int64_t(key % p.page_size) * row_stride : 0;
+    Tensor src_row = make_tensor(src_cols(_, m, _).data() + offset, src_cols(_, m, _).layout());
+    CUTE_UNROLL
+    for (int k = 0; k < size<2>(src_cols); ++k) {
+      if (row_ok && (!kCheckCols || get<1>(coords(0, m, k)) < kCols)) {
+        copy(tiled_copy, src_row(_, k), dst(_, m, k));
+      } else if constexpr (kZeroFill) {
+        clear(dst(_, m, k));
+      }
+    }
+  }
+}
+
+template <class Traits, bool kIsCausal, bool kHasDropout, bool kIsPaged>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __grid_constant__ FwdParams params) {
   using Element = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
-  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kPadQK = Traits::kPadQK;
+  constexpr int kPadV = Traits::kPadV;
+  constexpr int kDimQK = Traits::kHeadDimQK;
+  constexpr int kDimV = Traits::kHeadDimV;
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
 
   extern __shared__ __align__(128) char smem[];
 
   const int m_block = blockIdx.x;
   const int head = blockIdx.y;
-  const int batch = blockIdx.z;
+  const int batch = blockIdx.z / params.num_splits;
+  const int split = blockIdx.z % params.num_splits;
+  const bool is_split = params.num_splits > 1;
   const int head_kv = head / params.group_size;
   const int tid = threadIdx.x;
-  const int rows_left = params.seqlen_q - m_block * kBlockM;
 
-  const Mask mask{params.seqlen_q, params.seqlen_k};
-  const int n_block_max = mask.n_block_max(m_block);
+  const SeqInfo seq(params, batch);
+  if (m_block * kBlockM >= seq.seqlen_q) { return; }
+  const int rows_left = seq.seqlen_q - m_block * kBlockM;
 
-  Tensor mQ = make_tensor(
-      make_gmem_ptr(static_cast<Element const*>(params.q) + batch * params.q_batch_stride + head * params.q_head_stride),
-      make_shape(params.seqlen_q, Int<kHeadDim>{}), make_stride(params.q_row_stride, _1{}));
-  Tensor mK = make_tensor(
-      make_gmem_ptr(static_cast<Element const*>(params.k) + batch * params.k_batch_stride + head_kv * params.k_head_stride),
-      make_shape(params.seqlen_k, Int<kHeadDim>{}), make_stride(params.k_row_stride, _1{}));
-  Tensor mV = make_tensor(
-      make_gmem_ptr(static_cast<Element const*>(params.v) + batch * params.v_batch_stride + head_kv * params.v_head_stride),
-      make_shape(params.seqlen_k, Int<kHeadDim>{}), make_stride(params.v_row_stride, _1{}));
+  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right);
+  KeyBlockRange range = mask.blocks(m_block);
+  if (is_split) {
+    const int blocks_per_split = ((seq.seqlen_k + kBlockN - 1) / kBlockN + params.num_splits - 1) / params.num_splits;
+    range.n_min = max(range.n_min, split * blocks_per_split);
+    range.n_max = min(range.n_max, (split + 1) * blocks_per_split);
+  }
+
+  // Outputs: the final (Element) tile, or this split's fp32 partial tile.
+  const int row0 = m_block * kBlockM;
   Tensor mO = make_tensor(
-      make_gmem_ptr(static_cast<Element*>(params.out) + batch * params.out_batch_stride + head * params.out_head_stride),
-      make_shape(params.seqlen_q, Int<kHeadDim>{}), make_stride(params.out_row_stride, _1{}));
+      make_gmem_ptr(static_cast<Element*>(params.out) + seq.out_offset + head * params.out_head_stride),
+      make_shape(seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
+  Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m_block, 0));  // (kBlockM, kPadV)
+  const int64_t accum_row0 = (int64_t(split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0;
+  float* lse_row0 = is_split ? params.lse_accum + accum_row0
+                             : (params.lse == nullptr ? nullptr
+                                                      : params.lse + seq.lse_offset + head * params.lse_head_stride + row0);
+  float* accum_o_row0 = is_split ? params.out_accum + accum_row0 * kDimV : nullptr;
+  const float empty_lse = is_split ? -INFINITY : INFINITY;
 
-  Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (kBlockM, kHeadDim)
-  Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));  // (kBlockN, kHeadDim, n)
-  Tensor gV = local_tile(mV, Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));  // (kBlockN, kHeadDim, n)
-  Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));  // (kBlockM, kHeadDim)
-
-  typename Traits::GmemTiledCopyO gmem_tiled_copy_o;
+  using IOQK = typename Traits::IOQK;
+  using IOV = typename Traits::IOV;
+  typename IOV::CopyStore gmem_tiled_copy_o;
   auto gmem_thr_copy_o = gmem_tiled_copy_o.get_thread_slice(tid);
-  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kPadV>>{});
   Tensor tOcO = gmem_thr_copy_o.partition_D(cO);
   Tensor tOgO = gmem_thr_copy_o.partition_D(gO);
-  float* lse_row0 = params.lse == nullptr
-                        ? nullptr
-                        : params.lse + (int64_t(batch) * params.num_heads_q + head) * params.seqlen_q + m_block * kBlockM;
 
-  if (n_block_max <= 0) {
-    // No query row of this tile sees a key (causal with seqlen_q > seqlen_k): zeros, lse = +inf.
-    Tensor zeros = make_fragment_like(tOgO);
-    clear(zeros);
-    copy_rows_guarded</*kZeroFill=*/false>(gmem_tiled_copy_o, zeros, tOgO, tOcO, rows_left);
+  if (range.n_max <= range.n_min) {
+    // No key is visible to any row of this tile (or this split holds no block).
+    if (is_split) {
+      for (int i = tid; i < kBlockM * kDimV; i += Traits::kNumThreads) {
+        if (i / kDimV < rows_left) { accum_o_row0[i] = 0.f; }
+      }
+    } else {
+      Tensor zeros = make_fragment_like(tOgO);
+      clear(zeros);
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, zeros, tOgO, tOcO, rows_left);
+    }
     if (lse_row0 != nullptr) {
-      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { lse_row0[r] = INFINITY; }
+      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { lse_row0[r] = empty_lse; }
     }
     return;
   }
 
+  Tensor mQ = make_tensor(
+      make_gmem_ptr(static_cast<Element const*>(params.q) + seq.q_offset + head * params.q_head_stride),
+      make_shape(seq.seqlen_q, Int<kPadQK>{}), make_stride(params.q_row_stride, _1{}));
+  Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kPadQK>>{}, make_coord(m_block, 0));  // (kBlockM, kPadQK)
+  Element const* k_base = static_cast<Element const*>(params.k) + seq.k_offset + head_kv * params.k_head_stride;
+  Element const* v_base = static_cast<Element const*>(params.v) + seq.v_offset + head_kv * params.v_head_stride;
+  // Paged: rows are placed by the block table, so the tensors address columns only.
+  const int64_t k_rows = kIsPaged ? 0 : params.k_row_stride;
+  const int64_t v_rows = kIsPaged ? 0 : params.v_row_stride;
+  Tensor mK = make_tensor(make_gmem_ptr(k_base), make_shape(seq.seqlen_k, Int<kPadQK>{}), make_stride(k_rows, _1{}));
+  Tensor mV = make_tensor(make_gmem_ptr(v_base), make_shape(seq.seqlen_k, Int<kPadV>{}), make_stride(v_rows, _1{}));
+  Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kPadQK>>{}, make_coord(_, 0));  // (kBlockN, kPadQK, n)
+  Tensor gV = local_tile(mV, Shape<Int<kBlockN>, Int<kPadV>>{}, make_coord(_, 0));   // (kBlockN, kPadV, n)
+
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
-  Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
-  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+  Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutK{});
+  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutV{});
   Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
   Tensor sO = make_tensor(sQ.data(), typename Traits::SmemLayoutO{});
 
-  typename Traits::GmemTiledCopyQKV gmem_tiled_copy_qkv;
-  auto gmem_thr_copy_qkv = gmem_tiled_copy_qkv.get_thread_slice(tid);
-  Tensor tQgQ = gmem_thr_copy_qkv.partition_S(gQ);
-  Tensor tQsQ = gmem_thr_copy_qkv.partition_D(sQ);
-  Tensor tKgK = gmem_thr_copy_qkv.partition_S(gK);  // (CPY, CPY_N, CPY_K, n)
-  Tensor tKsK = gmem_thr_copy_qkv.partition_D(sK);
-  Tensor tVgV = gmem_thr_copy_qkv.partition_S(gV);  // (CPY, CPY_N, CPY_K, n)
-  Tensor tVsV = gmem_thr_copy_qkv.partition_D(sV);
-  Tensor tQcQ = gmem_thr_copy_qkv.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  Tensor tKVcKV = gmem_thr_copy_qkv.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  typename IOQK::CopyAsync gmem_tiled_copy_qk;
+  auto gmem_thr_copy_qk = gmem_tiled_copy_qk.get_thread_slice(tid);
+  typename IOV::CopyAsync gmem_tiled_copy_v;
+  auto gmem_thr_copy_v = gmem_tiled_copy_v.get_thread_slice(tid);
+  Tensor tQgQ = gmem_thr_copy_qk.partition_S(gQ);
+  Tensor tQsQ = gmem_thr_copy_qk.partition_D(sQ);
+  Tensor tKgK = gmem_thr_copy_qk.partition_S(gK);  // (CPY, CPY_N, CPY_K, n)
+  Tensor tKsK = gmem_thr_copy_qk.partition_D(sK);
+  Tensor tVgV = gmem_thr_copy_v.partition_S(gV);  // (CPY, CPY_N, CPY_K, n)
+  Tensor tVsV = gmem_thr_copy_v.partition_D(sV);
+  Tensor tQcQ = gmem_thr_copy_qk.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  Tensor tKcK = gmem_thr_copy_qk.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kPadQK>>{}));
+  Tensor tVcV = gmem_thr_copy_v.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kPadV>>{}));
+
+  // Loads key block n of K or V; kGuard checks rows against seqlen_k and zero-fills (the
+  // padded head-dim columns are zero-filled too, so guarded loads must come first).
+  auto load_k = [&](int n, auto guard) __attribute__((always_inline)) {
+    constexpr bool kGuard = decltype(guard)::value;
+    if constexpr (kIsPaged) {
+      copy_paged_tile<kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, 0), tKsK, tKcK, n * kBlockN, seq, params,
+                                      params.k_batch_stride, params.k_row_stride);
+    } else {
+      copy_tile<kGuard, kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, n), tKsK, tKcK,
+                                        seq.seqlen_k - n * kBlockN);
+    }
+  };
+  auto load_v = [&](int n, auto guard) __attribute__((always_inline)) {
+    constexpr bool kGuard = decltype(guard)::value;
+    if constexpr (kIsPaged) {
+      copy_paged_tile<kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, 0), tVsV, tVcV, n * kBlockN, seq, params,
+                                     params.v_batch_stride, params.v_row_stride);
+    } else {
+      copy_tile<kGuard, kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, n), tVsV, tVcV, seq.seqlen_k - n * kBlockN);
+    }
+  };
 
   typename Traits::TiledMma tiled_mma;
   auto thr_mma = tiled_mma.get_thread_slice(tid);
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);    // (MMA, MMA_M, MMA_K)
   Tensor tSrK = thr_mma.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_K)
-  Tensor tOrVt = thr_mma.partition_fragment_B(sVt);  // (MMA, MMA_K=head_dim, MMA_N)
-  Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_K)
+  Tensor tOrVt = thr_mma.partition_fragment_B(sVt);  // (MMA, MMA_K=head_dim_v, MMA_N)
+  Tensor acc_o = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kPadV>>{});  // (MMA, MMA_M, MMA_K)
   Tensor acc_o_rc = make_tensor(acc_o.data(), acc_layout_rowcol(acc_o.layout()));
 
   auto smem_tiled_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, tiled_mma);
@@ -147,93 +246,138 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   auto smem_thr_copy_v = smem_tiled_copy_v.get_thread_slice(tid);
   Tensor tOsVt = smem_thr_copy_v.partition_S(sVt);
 
-  // Coordinates of each score element inside its (kBlockM, kBlockN) tile, for the mask.
+  // Coordinates of each score element inside its (kBlockM, kBlockN) tile.
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
 
-  // Prologue: Q and the last key block.
-  int n_block = n_block_max - 1;
-  copy_rows_guarded</*kZeroFill=*/true>(gmem_tiled_copy_qkv, tQgQ, tQsQ, tQcQ, rows_left);
-  copy_rows_guarded</*kZeroFill=*/true>(gmem_tiled_copy_qkv, tKgK(_, _, _, n_block), tKsK, tKVcKV,
-                                        params.seqlen_k - n_block * kBlockN);
+  const float alibi_raw_slope =
+      params.alibi_slopes == nullptr
+          ? 0.f
+          : params.alibi_slopes[batch * params.alibi_batch_stride + head] / params.logit_scale;
+  const DropoutKey dropout_key(params.philox_seed, params.philox_offset, batch, params.num_heads_q, head,
+                               params.dropout_threshold);
+
+  // Prologue: Q and the last key block, guarded (this also zero-fills the padded columns).
+  int n_block = range.n_max - 1;
+  copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_tiled_copy_qk, tQgQ, tQsQ, tQcQ, rows_left);
+  load_k(n_block, true_type{});
   cp_async_fence();
 
   clear(acc_o);
   constexpr int kRowsPerThread = decltype(size<0>(acc_o_rc))::value;
   OnlineSoftmax<kRowsPerThread> softmax;
 
-  const int n_block_masked_min = mask.n_block_masked_min(m_block);
-
   auto step = [&](int n, auto is_first, auto needs_mask) __attribute__((always_inline)) {
+    constexpr bool kMasked = decltype(needs_mask)::value;
+    // The first step's loads zero-fill the padded columns; later ones leave them alone.
+    constexpr bool kFirst = decltype(is_first)::value;
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
     cp_async_wait<0>();
     __syncthreads();  // K(n) landed; every warp is done reading V(n+1)
-    if constexpr (decltype(needs_mask)::value) {
-      copy_rows_guarded</*kZeroFill=*/true>(gmem_tiled_copy_qkv, tVgV(_, _, _, n), tVsV, tKVcKV,
-                                            params.seqlen_k - n * kBlockN);
-    } else {
-      copy(gmem_tiled_copy_qkv, tVgV(_, _, _, n), tVsV);
-    }
+    load_v(n, bool_constant<kMasked || kFirst>{});
     cp_async_fence();
 
     gemm_smem_smem(tiled_mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, smem_tiled_copy_q, smem_tiled_copy_k,
                    smem_thr_copy_q, smem_thr_copy_k);
     Tensor scores = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
-    if constexpr (decltype(needs_mask)::value) { mask.apply(scores, tScS_rc, m_block, n); }
+    if (params.softcap > 0.f) { apply_softcap(scores, params.softcap_prescale); }
+    if (params.alibi_slopes != nullptr) {
+      apply_alibi(scores, tScS_rc, row0 + seq.seqlen_k - seq.seqlen_q, n * kBlockN, alibi_raw_slope);
+    }
+    if constexpr (kMasked) { mask.apply(scores, tScS_rc, m_block, n); }
 
     cp_async_wait<0>();
     __syncthreads();  // V(n) landed; every warp is done reading K(n)
-    if (n > 0) {
-      // Blocks below the last one are whole: no row guard needed.
-      copy(gmem_tiled_copy_qkv, tKgK(_, _, _, n - 1), tKsK);
+    if (n > range.n_min) {
+      load_k(n - 1, false_type{});  // blocks below the last are whole
       cp_async_fence();
     }
 
-    softmax.template update<decltype(is_first)::value>(scores, acc_o_rc, params.softmax_scale_log2);
+    softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2);
+
+    if constexpr (kHasDropout) {
+      CUTE_UNROLL
+      for (int m = 0; m < size<1>(acc_s); ++m) {
+        CUTE_UNROLL
+        for (int j = 0; j < size<2>(acc_s) / 2; ++j) {
+          auto coord = tScS_rc(make_coord(0, m), make_coord(0, 2 * j));
+          const Philox4x32 bits = dropout_key.group_bits(row0 + get<0>(coord), n * kBlockN + get<1>(coord));
+          CUTE_UNROLL
+          for (int h = 0; h < 2; ++h) {
+            CUTE_UNROLL
+            for (int ch = 0; ch < 2; ++ch) {
+              CUTE_UNROLL
+              for (int cl = 0; cl < 2; ++cl) {
+                const int slot = h * 4 + ch * 2 + cl;
+                float& p = scores(make_coord(h, m), make_coord(cl, 2 * j + ch));
+                p = DropoutKey::uniform16(bits, slot) >= dropout_key.threshold ? p : 0.f;
+              }
+            }
+          }
+        }
+      }
+    }
 
     Tensor probs = convert_fragment<Element>(acc_s);
     Tensor tOrP = make_tensor(probs.data(), acc_layout_as_a_operand(probs.layout()));
     gemm_reg_smem(tiled_mma, acc_o, tOrP, tOrVt, tOsVt, smem_tiled_copy_v, smem_thr_copy_v);
   };
 
-  // The first visited block is masked when it is the partial tail or on the diagonal.
-  if (n_block >= n_block_masked_min) {
+  if (range.needs_mask(n_block)) {
     step(n_block, true_type{}, true_type{});
   } else {
     step(n_block, true_type{}, false_type{});
   }
-  for (--n_block; n_block >= n_block_masked_min; --n_block) { step(n_block, false_type{}, true_type{}); }
-  for (; n_block >= 0; --n_block) { step(n_block, false_type{}, false_type{}); }
+  for (--n_block; n_block >= range.right_begin && n_block >= range.n_min; --n_block) {
+    step(n_block, false_type{}, true_type{});
+  }
+  for (; n_block >= range.left_end && n_block >= range.n_min; --n_block) { step(n_block, false_type{}, false_type{}); }
+  for (; n_block >= range.n_min; --n_block) { step(n_block, false_type{}, true_type{}); }
 
-  // Epilogue: normalise, stage O through shared memory (reusing Q's buffer) for 16-byte stores.
+  // Epilogue.
   float lse[kRowsPerThread];
-  softmax.finalize(acc_o_rc, params.softmax_scale, lse);
+  const float sink = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[head];
+  softmax.finalize(acc_o_rc, params.logit_scale, sink, kHasDropout ? params.dropout_scale : 1.f, empty_lse, lse);
 
-  Tensor out = convert_fragment<Element>(acc_o);
-  auto smem_tiled_copy_o = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, tiled_mma);
-  auto smem_thr_copy_o = smem_tiled_copy_o.get_thread_slice(tid);
-  Tensor taccOrO = smem_thr_copy_o.retile_S(out);
-  Tensor taccOsO = smem_thr_copy_o.partition_D(sO);
-  __syncthreads();  // every warp is done with the Q tile before it is overwritten
-  copy(smem_tiled_copy_o, taccOrO, taccOsO);
-  __syncthreads();
-
-  Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-  Tensor tOrO = make_fragment_like(tOgO);
-  copy(gmem_tiled_copy_o, tOsO, tOrO);
-  copy_rows_guarded</*kZeroFill=*/false>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
-
-  if (lse_row0 != nullptr) {
-    Tensor taccOcO = thr_mma.partition_C(cO);
-    Tensor taccOcO_rc = make_tensor(taccOcO.data(), acc_layout_rowcol(taccOcO.layout()));
-    // The lane that holds column 0 of a row writes its LSE.
-    if (get<1>(taccOcO_rc(0, 0)) == 0) {
+  Tensor taccOcO = thr_mma.partition_C(cO);
+  Tensor taccOcO_rc = make_tensor(taccOcO.data(), acc_layout_rowcol(taccOcO.layout()));
+  if (is_split) {
+    // fp32 partials straight from registers, two adjacent columns per store.
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(acc_o_rc); ++r) {
+      const int row = get<0>(taccOcO_rc(r, 0));
       CUTE_UNROLL
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int row = get<0>(taccOcO_rc(r, 0));
-        if (row < rows_left) { lse_row0[row] = lse[r]; }
+      for (int n = 0; n < size<1>(acc_o_rc) / 2; ++n) {
+        const int col = get<1>(taccOcO_rc(r, 2 * n));
+        if (row < rows_left && col < kDimV) {
+          *reinterpret_cast<float2*>(accum_o_row0 + int64_t(row) * kDimV + col) =
+              make_float2(acc_o_rc(r, 2 * n), acc_o_rc(r, 2 * n + 1));
+        }
       }
+    }
+  } else {
+    // Stage O through shared memory (reusing the input buffers) for 16-byte stores.
+    Tensor out = convert_fragment<Element>(acc_o);
+    auto smem_tiled_copy_o = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, tiled_mma);
+    auto smem_thr_copy_o = smem_tiled_copy_o.get_thread_slice(tid);
+    Tensor taccOrO = smem_thr_copy_o.retile_S(out);
+    Tensor taccOsO = smem_thr_copy_o.partition_D(sO);
+    __syncthreads();  // every warp is done with Q, K and V before they are overwritten
+    copy(smem_tiled_copy_o, taccOrO, taccOsO);
+    __syncthreads();
+    Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
+    Tensor tOrO = make_fragment_like(tOgO);
+    copy(gmem_tiled_copy_o, tOsO, tOrO);
+    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
+  }
+
+  if (lse_row0 != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
+    // The lane that holds column 0 of a row writes its LSE.
+    CUTE_UNROLL
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      const int row = get<0>(taccOcO_rc(r, 0));
+      if (row < rows_left) { lse_row0[row] = lse[r]; }
     }
   }
 }

@@ -1,27 +1,35 @@
 // Host-side launch of the SM80-path forward kernel. A generated translation unit includes
-// this header and instantiates run_fwd for one (dtype, head dim, causal) combination.
+// this header and instantiates run_fwd for one kernel spec.
 #pragma once
+
+#include <type_traits>
 
 #include <cuda_runtime_api.h>
 
 #include "api/launch_status.h"
+#include "common/fwd_combine.h"
 #include "common/fwd_params.h"
 #include "sm80/sm80_fwd_kernel.hpp"
 
 namespace flashgen::sm80 {
 
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
-  using Traits = FwdTraits<Element, kHeadDim>;
-  auto* kernel = &fwd_kernel<Traits, kIsCausal>;
+  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasDropout, kIsPaged>;
   constexpr int kSmemBytes = Traits::kSmemBytes;
 
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
-  const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads_q, params.batch);
+  const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads_q,
+                  params.batch * params.num_splits);
   kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
-  return check_launch("sm80 forward kernel");
+  status = check_launch("sm80 forward kernel");
+  if (status != FLASHGEN_STATUS_OK || params.num_splits == 1) { return status; }
+  constexpr flashgen_dtype_t kDtype =
+      std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
+  return run_fwd_combine(params, kDtype, stream);
 }
 
 }  // namespace flashgen::sm80

@@ -13,61 +13,70 @@ namespace flashgen::sm80 {
 
 using namespace cute;
 
-template <class Element_, int kHeadDim_>
+// Shared-memory layout and global-memory copies of a (rows, kDim) tile, kDim a multiple of 32.
+template <class Element, int kNumThreads, int kDim>
+struct TileIO {
+  static_assert(kDim % 32 == 0);
+  // Rows of 64 (or 32) elements, XOR-swizzled so that ldmatrix reads of 8 rows hit distinct banks.
+  static constexpr int kRowElems = kDim % 64 == 0 ? 64 : 32;
+  static constexpr int kSwizzleBits = kRowElems == 64 ? 3 : 2;
+  using SmemAtom = decltype(composition(Swizzle<kSwizzleBits, 3, 3>{},
+                                        Layout<Shape<_8, Int<kRowElems>>, Stride<Int<kRowElems>, _1>>{}));
+  // 16-byte global accesses, a row of the swizzle atom per 4 or 8 threads.
+  static constexpr int kElemsPerAccess = 16 / sizeof(Element);
+  static constexpr int kThreadsPerRow = kRowElems / kElemsPerAccess;
+  static constexpr int kRowsPerPass = kNumThreads / kThreadsPerRow;
+  using ThreadLayout = Layout<Shape<Int<kRowsPerPass>, Int<kThreadsPerRow>>, Stride<Int<kThreadsPerRow>, _1>>;
+  using ValueLayout = Layout<Shape<_1, Int<kElemsPerAccess>>>;
+  using CopyAsync = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{},
+                                             ThreadLayout{}, ValueLayout{}));
+  using CopyStore = decltype(make_tiled_copy(Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{},
+                                             ThreadLayout{}, ValueLayout{}));
+};
+
+template <class Element_, int kHeadDimQK_, int kHeadDimV_>
 struct FwdTraits {
   using Element = Element_;
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
 
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTile kTile = fwd_tile(kHeadDim);
+  // Actual head dims (what is read and written) and the padded ones the MMAs run on.
+  static constexpr int kHeadDimQK = kHeadDimQK_;
+  static constexpr int kHeadDimV = kHeadDimV_;
+  static constexpr int kPadQK = padded_head_dim(kHeadDimQK);
+  static constexpr int kPadV = padded_head_dim(kHeadDimV);
+  static_assert(kHeadDimQK % 8 == 0 && kHeadDimV % 8 == 0);
+
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kNumWarps = kTile.num_warps;
   static constexpr int kNumThreads = kNumWarps * 32;
-  static_assert(kHeadDim % 32 == 0, "the SM80 forward kernel tiles head_dim by 32 or 64");
-  static_assert(kBlockM == 16 * kNumWarps * (kBlockM / (16 * kNumWarps)));
+  static_assert(kBlockM % (16 * kNumWarps) == 0);
 
-  // Shared memory rows are 64 (or 32) elements wide and XOR-swizzled so that ldmatrix reads
-  // of 8 rows hit distinct banks.
-  static constexpr int kSmemRowElems = kHeadDim % 64 == 0 ? 64 : 32;
-  static constexpr int kSwizzleBits = kSmemRowElems == 64 ? 3 : 2;
-  using SmemLayoutAtom = decltype(composition(
-      Swizzle<kSwizzleBits, 3, 3>{},
-      Layout<Shape<_8, Int<kSmemRowElems>>, Stride<Int<kSmemRowElems>, _1>>{}));
-  using SmemLayoutQ = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  using SmemLayoutKV = decltype(tile_to_shape(SmemLayoutAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-  // V read as (head_dim, block_n), the B operand of O += P V.
-  using SmemLayoutVt = decltype(composition(
-      SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
-  using SmemLayoutO = SmemLayoutQ;
+  using IOQK = TileIO<Element, kNumThreads, kPadQK>;
+  using IOV = TileIO<Element, kNumThreads, kPadV>;
+  static_assert(kBlockN % IOQK::kRowsPerPass == 0 && kBlockN % IOV::kRowsPerPass == 0);
 
-  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>,
-                                   SM80_16x8x16_F32F16F16F32_TN, SM80_16x8x16_F32BF16BF16F32_TN>;
+  using SmemLayoutQ = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  using SmemLayoutK = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadQK>>{}));
+  using SmemLayoutV = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadV>>{}));
+  // V read as (head_dim_v, block_n), the B operand of O += P V.
+  using SmemLayoutVt = decltype(composition(SmemLayoutV{}, make_layout(Shape<Int<kPadV>, Int<kBlockN>>{}, GenRowMajor{})));
+  using SmemLayoutO = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadV>>{}));
+
+  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
+                                   SM80_16x8x16_F32BF16BF16F32_TN>;
   // Warps stack along M; N and K tiles of 16 let ldmatrix.x4 feed two n8 MMAs at once.
-  using TiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kNumWarps>, _1, _1>>,
-                            Tile<Int<16 * kNumWarps>, _16, _16>>;
+  using TiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kNumWarps>, _1, _1>>, Tile<Int<16 * kNumWarps>, _16, _16>>;
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
   using SmemCopyAtomO = Copy_Atom<DefaultCopy, Element>;
 
-  // 16-byte global accesses; a warp covers 4 or 8 rows of one swizzle atom.
-  static constexpr int kElemsPerAccess = 16 / sizeof(Element);
-  static constexpr int kThreadsPerRow = kSmemRowElems / kElemsPerAccess;
-  static_assert(kNumThreads % kThreadsPerRow == 0);
-  using GmemThreadLayout = Layout<Shape<Int<kNumThreads / kThreadsPerRow>, Int<kThreadsPerRow>>,
-                                  Stride<Int<kThreadsPerRow>, _1>>;
-  using GmemValueLayout = Layout<Shape<_1, Int<kElemsPerAccess>>>;
-  using GmemTiledCopyQKV = decltype(make_tiled_copy(
-      Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<cute::uint128_t>, Element>{}, GmemThreadLayout{}, GmemValueLayout{}));
-  using GmemTiledCopyO = decltype(make_tiled_copy(
-      Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{}, GmemThreadLayout{}, GmemValueLayout{}));
-  static_assert(kBlockM % (kNumThreads / kThreadsPerRow) == 0);
-  static_assert(kBlockN % (kNumThreads / kThreadsPerRow) == 0);
-
+  static constexpr int kSmemInputElems = int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutK> + cosize_v<SmemLayoutV>);
   static constexpr int kSmemBytes =
-      int(cosize_v<SmemLayoutQ> + 2 * cosize_v<SmemLayoutKV>) * int(sizeof(Element));
-  static_assert(kSmemBytes == fwd_smem_bytes(kHeadDim, sizeof(Element)));
+      int(sizeof(Element)) * (kSmemInputElems > int(cosize_v<SmemLayoutO>) ? kSmemInputElems : int(cosize_v<SmemLayoutO>));
+  static_assert(kSmemBytes == fwd_smem_bytes(kHeadDimQK, kHeadDimV, sizeof(Element)));
 };
 
 }  // namespace flashgen::sm80

@@ -74,3 +74,69 @@ def resolve_softmax_scale(softmax_scale: Optional[float], head_dim: int) -> floa
     if not math.isfinite(scale) or scale <= 0.0:
         raise ValueError(f"softmax_scale must be a finite positive number, got {softmax_scale!r}")
     return scale
+
+
+def check_window(window_size) -> tuple[int, int]:
+    try:
+        left, right = (int(x) for x in window_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"window_size must be a pair of ints (left, right), got {window_size!r}") from None
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size entries must be >= -1 (-1 = unbounded), got {window_size!r}")
+    return left, right
+
+
+def check_softcap(softcap) -> float:
+    value = float(softcap)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"softcap must be a finite number >= 0 (0 = off), got {softcap!r}")
+    return value
+
+
+def check_dropout(dropout_p) -> float:
+    value = float(dropout_p)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+    return value
+
+
+def check_float_vector(name: str, t, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+    """A float32 per-head (or per-batch-and-head) parameter tensor such as alibi slopes or sinks."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32, got {t.dtype}")
+    if tuple(t.shape) not in shapes:
+        raise ValueError(f"{name} must have shape {' or '.join(str(s) for s in shapes)}, got {tuple(t.shape)}")
+    if t.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous in its last dimension")
+    return t
+
+
+def check_int32_vector(name: str, t, length: int) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int32:
+        raise TypeError(f"{name} must be int32, got {t.dtype}")
+    if t.dim() != 1 or t.shape[0] != length:
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    return t
+
+
+def check_num_splits(num_splits) -> int:
+    value = int(num_splits)
+    if value < 0 or value > 256:
+        raise ValueError(f"num_splits must be in 0..256 (0 = automatic), got {num_splits!r}")
+    return value
+
+
+def raise_if_any(conditions: list[tuple[torch.Tensor, str]]) -> None:
+    """Evaluates device-side boolean checks with a single synchronisation."""
+    if not conditions:
+        return
+    flags = torch.stack([c.reshape(()).to(torch.bool) for c, _ in conditions]).cpu().tolist()
+    for failed, (_, message) in zip(flags, conditions):
+        if failed:
+            raise ValueError(message)

@@ -27,11 +27,13 @@ def select_kernel(
     head_dim_v: int,
     causal: bool,
     device: Optional[torch.device] = None,
+    dropout: bool = False,
+    paged: bool = False,
 ) -> KernelSpec:
     """The spec the C library will dispatch to; raises if it cannot exist or was not built."""
     built = set(built_kernels())
     candidates = [
-        KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal)
+        KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, dropout, paged)
         for family in _families_for(device)
     ]
     for spec in candidates:
@@ -42,7 +44,7 @@ def select_kernel(
         spec = candidates[-1]
         raise ValueError(
             f"flashgen has no kernel for head_dim_qk={head_dim_qk}, head_dim_v={head_dim_v}, "
-            f"dtype={spec.dtype}, causal={causal}: {rejection(spec)}"
+            f"dtype={spec.dtype}, causal={causal}, dropout={dropout}, paged={paged}: {rejection(spec)}"
         )
     spec = buildable[0]
     selection = manifest().get("selection", {})

@@ -1,0 +1,16 @@
+// Properties of the current CUDA device that host heuristics need, cached per device.
+#pragma once
+
+#include "flashgen/flashgen.h"
+
+namespace flashgen {
+
+struct DeviceInfo {
+  int device;
+  int compute_capability;  // major * 10 + minor
+  int num_sms;
+};
+
+flashgen_status_t current_device_info(DeviceInfo* info);
+
+}  // namespace flashgen

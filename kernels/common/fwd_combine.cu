@@ -1,0 +1,92 @@
+#include "common/fwd_combine.h"
+
+#include <cmath>
+
+#include <cutlass/numeric_types.h>
+
+#include "api/launch_status.h"
+
+namespace flashgen {
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+
+__device__ float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) { x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, offset)); }
+  return x;
+}
+
+__device__ float warp_sum(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) { x += __shfl_xor_sync(0xffffffff, x, offset); }
+  return x;
+}
+
+// One warp per (head, row among total_q): lanes reduce over splits, then over columns.
+template <class Element>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __grid_constant__ FwdParams p) {
+  const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (item >= int64_t(p.total_q) * p.num_heads_q) { return; }
+  const int head = int(item / p.total_q);
+  const int row = int(item % p.total_q);
+  const int64_t split_stride = int64_t(p.num_heads_q) * p.total_q;
+  const float* lse_parts = p.lse_accum + int64_t(head) * p.total_q + row;
+  const float* out_parts = p.out_accum + (int64_t(head) * p.total_q + row) * p.head_dim_v;
+
+  float max_lse = -INFINITY;
+  for (int s = lane; s < p.num_splits; s += 32) { max_lse = fmaxf(max_lse, lse_parts[s * split_stride]); }
+  max_lse = warp_max(max_lse);
+  const float sink = p.sinks == nullptr ? -INFINITY : p.sinks[head];
+  const float ref = fmaxf(max_lse, sink);
+  float sum = 0.f;
+  if (ref != -INFINITY) {
+    for (int s = lane; s < p.num_splits; s += 32) { sum += __expf(lse_parts[s * split_stride] - ref); }
+  }
+  sum = warp_sum(sum);
+  if (sink != -INFINITY) { sum += __expf(sink - ref); }
+  const bool empty = !(sum > 0.f);
+  const float lse = empty ? INFINITY : ref + __logf(sum);
+
+  // Output address of this row: fixed length rows are (batch, seqlen_q); varlen rows are global.
+  int64_t out_offset, lse_offset;
+  if (p.cu_seqlens_q != nullptr) {
+    out_offset = int64_t(row) * p.out_row_stride;
+    lse_offset = int64_t(head) * p.lse_head_stride + row;
+  } else {
+    const int batch = row / p.seqlen_q, r = row % p.seqlen_q;
+    out_offset = int64_t(batch) * p.out_batch_stride + int64_t(r) * p.out_row_stride;
+    lse_offset = int64_t(batch) * p.lse_batch_stride + int64_t(head) * p.lse_head_stride + r;
+  }
+  Element* out = static_cast<Element*>(p.out) + out_offset + int64_t(head) * p.out_head_stride;
+  for (int c = lane; c < p.head_dim_v; c += 32) {
+    float acc = 0.f;
+    if (!empty) {
+      for (int s = 0; s < p.num_splits; ++s) {
+        const float w = __expf(lse_parts[s * split_stride] - lse);
+        if (w > 0.f) { acc += w * out_parts[s * split_stride * p.head_dim_v + c]; }
+      }
+    }
+    out[c] = Element(acc);
+  }
+  if (p.lse != nullptr && lane == 0) { p.lse[lse_offset] = lse; }
+}
+
+template <class Element>
+flashgen_status_t launch(const FwdParams& p, cudaStream_t stream) {
+  const int64_t items = int64_t(p.total_q) * p.num_heads_q;
+  const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  if (blocks > 0x7fffffff) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many rows to combine"); }
+  flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(&combine_kernel<Element>), 0);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  combine_kernel<Element><<<unsigned(blocks), kWarpsPerBlock * 32, 0, stream>>>(p);
+  return check_launch("split-KV combine kernel");
+}
+
+}  // namespace
+
+flashgen_status_t run_fwd_combine(const FwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream) {
+  return dtype == FLASHGEN_DTYPE_FP16 ? launch<cutlass::half_t>(params, stream)
+                                      : launch<cutlass::bfloat16_t>(params, stream);
+}
+
+}  // namespace flashgen

@@ -1,0 +1,111 @@
+"""Fills the C API's argument struct from tensors and runs the forward kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ._library import lib
+
+_DTYPE_ENUM = {torch.float16: "DTYPE_FP16", torch.bfloat16: "DTYPE_BF16"}
+
+
+@dataclass
+class Varlen:
+    cu_seqlens_q: torch.Tensor  # int32 (batch + 1,)
+    cu_seqlens_k: torch.Tensor
+    max_seqlen_q: int
+    max_seqlen_k: int
+
+
+@dataclass
+class KVCache:
+    seqused_k: Optional[torch.Tensor] = None  # int32 (batch,)
+    seqused_k_add: int = 0
+    batch_idx: Optional[torch.Tensor] = None  # int32 (batch,)
+    kv_batch_count: int = 0
+
+
+@dataclass
+class Paged:
+    block_table: torch.Tensor  # int32 (batch, max_pages)
+    page_size: int
+    num_pages: int
+
+
+@dataclass
+class Options:
+    softmax_scale: float
+    causal: bool = False
+    window: tuple[int, int] = (-1, -1)
+    softcap: float = 0.0
+    alibi_slopes: Optional[torch.Tensor] = None  # float32 (batch, nheads) or (nheads,)
+    sinks: Optional[torch.Tensor] = None  # float32 (nheads,)
+    dropout_p: float = 0.0
+    philox: tuple[int, int] = (0, 0)
+    num_splits: int = 0
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None, kv: Optional[KVCache] = None,
+                paged: Optional[Paged] = None) -> None:
+    """q/k/v/out in flash-attn layouts: (b, s, h, d), or packed (total, h, d) when varlen,
+    or k/v as (num_pages, page_size, h_kv, d) when paged."""
+    _C = lib()
+    a = _C.FwdArgs()
+    a.dtype = getattr(_C, _DTYPE_ENUM[q.dtype])
+    a.q, a.k, a.v, a.out, a.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), _ptr(lse)
+    a.num_heads_q, a.head_dim_qk = q.shape[-2], q.shape[-1]
+    a.num_heads_kv, a.head_dim_v = v.shape[-2], v.shape[-1]
+
+    def strides(t):  # (batch, row, head) element strides of a 4-D or packed 3-D tensor
+        return (0, t.stride(0), t.stride(1)) if t.dim() == 3 else (t.stride(0), t.stride(1), t.stride(2))
+
+    a.q_batch_stride, a.q_row_stride, a.q_head_stride = strides(q)
+    a.k_batch_stride, a.k_row_stride, a.k_head_stride = strides(k)
+    a.v_batch_stride, a.v_row_stride, a.v_head_stride = strides(v)
+    a.out_batch_stride, a.out_row_stride, a.out_head_stride = strides(out)
+    if varlen is not None:
+        a.cu_seqlens_q, a.cu_seqlens_k = varlen.cu_seqlens_q.data_ptr(), varlen.cu_seqlens_k.data_ptr()
+        a.batch = varlen.cu_seqlens_q.numel() - 1
+        a.seqlen_q = varlen.max_seqlen_q
+        a.total_q = q.shape[0]
+        a.seqlen_k = k.shape[0] if paged is None else 0
+    else:
+        a.batch, a.seqlen_q = q.shape[0], q.shape[1]
+        a.seqlen_k = k.shape[1]
+        a.total_q = q.shape[0] * q.shape[1]
+    if kv is not None:
+        a.seqused_k, a.seqused_k_add = _ptr(kv.seqused_k), kv.seqused_k_add
+        a.kv_batch_idx, a.kv_batch_count = _ptr(kv.batch_idx), kv.kv_batch_count
+    if paged is not None:
+        a.block_table = paged.block_table.data_ptr()
+        a.block_table_batch_stride = paged.block_table.stride(0)
+        a.max_pages_per_seq = paged.block_table.shape[1]
+        a.page_size, a.num_pages = paged.page_size, paged.num_pages
+
+    a.softmax_scale = opts.softmax_scale
+    a.causal = int(opts.causal)
+    a.window_left, a.window_right = opts.window
+    a.softcap = opts.softcap
+    if opts.alibi_slopes is not None:
+        a.alibi_slopes = opts.alibi_slopes.data_ptr()
+        a.alibi_batch_stride = opts.alibi_slopes.stride(0) if opts.alibi_slopes.dim() == 2 else 0
+    a.sinks = _ptr(opts.sinks)
+    a.dropout_p = opts.dropout_p
+    a.philox_seed, a.philox_offset = opts.philox
+    a.num_splits = opts.num_splits
+
+    device = q.device
+    with torch.cuda.device(device):
+        workspace = None
+        nbytes, _ = _C.fwd_workspace(a)
+        if nbytes:
+            workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
+        _C.fwd(a, torch.cuda.current_stream(device).cuda_stream)

@@ -1,0 +1,39 @@
+"""Shared helpers of the GPU tests: the built kernels, by feature, and random inputs."""
+
+import torch
+
+from flashgen._library import manifest
+from flashgen.codegen.spec import KernelSpec
+
+from reference import TORCH_DTYPES
+
+FWD_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "fwd"]
+
+
+def kernels(dropout=False, paged=False, causal=None):
+    return [s for s in FWD_KERNELS
+            if s.dropout == dropout and s.paged == paged and (causal is None or s.causal == causal)]
+
+
+def one_per_head_dims(specs):
+    """The first kernel of each (dtype, head dims): keeps option sweeps short."""
+    seen, chosen = set(), []
+    for s in specs:
+        key = (s.dtype, s.head_dim_qk, s.head_dim_v, s.causal)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(s)
+    return chosen
+
+
+def make_qkv(spec, b, sq, sk, h, hkv):
+    """Fresh random inputs on every call (never zeros)."""
+    dtype = TORCH_DTYPES[spec.dtype]
+    q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=dtype)
+    k = torch.randn(b, sk, hkv, spec.head_dim_qk, device="cuda", dtype=dtype)
+    v = torch.randn(b, sk, hkv, spec.head_dim_v, device="cuda", dtype=dtype)
+    return q, k, v
+
+
+def ids(spec):
+    return spec.name
