@@ -29,9 +29,9 @@ def _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, sof
     return opts
 
 
-def _check_qkv_common(q, k, v, rank):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _checks.check_tensor(name, t, rank=rank)
+def _check_qkv_common(q, k, v, rank, kv_rank=None):
+    for name, t, r in (("q", q, rank), ("k", k, kv_rank or rank), ("v", v, kv_rank or rank)):
+        _checks.check_tensor(name, t, rank=r)
     dtype = _checks.check_dtypes(q=q, k=k, v=v)
     nheads, head_dim = q.shape[-2], q.shape[-1]
     nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
@@ -161,8 +161,7 @@ def flash_attn_varlen_func(
     if return_attn_probs:
         raise NotImplementedError("return_attn_probs is only available in flash_attn_func")
     paged = block_table is not None
-    _checks.check_tensor("q", q, rank=3)
-    dtype, nheads, head_dim, head_dim_v = _check_qkv_common(q, k, v, rank=4 if paged else 3)
+    dtype, nheads, head_dim, head_dim_v = _check_qkv_common(q, k, v, rank=3, kv_rank=4 if paged else 3)
     if not isinstance(cu_seqlens_q, torch.Tensor) or cu_seqlens_q.dim() != 1 or cu_seqlens_q.numel() < 2:
         raise ValueError("cu_seqlens_q must be a 1-D int32 tensor of batch + 1 offsets")
     batch = cu_seqlens_q.numel() - 1
