@@ -1,7 +1,8 @@
-"""python -m flashgen.bench: the standard forward sweep beside torch SDPA's FLASH and CUDNN.
+"""python -m flashgen.bench: the standard forward sweep beside torch SDPA's FLASH and CUDNN,
+and the decode sweep (TB/s over a paged and a dense KV cache).
 
 Prints max error against a float32 reference, TFLOP/s and ratios, plus the same-run bf16
-matmul and copy ceilings. --markdown FILE also writes the table for bench/RESULTS.md.
+matmul and copy ceilings. --markdown FILE also writes the tables for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 import flashgen
 
+from . import decode
 from .sweep import Result, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops
 
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--head-dims", type=_ints, default=(64, 128, 256))
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
-    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--mode", choices=("all", "fwd", "decode"), default="all")
+    parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("flashgen.bench needs a CUDA GPU", file=sys.stderr)
@@ -66,22 +69,35 @@ def main(argv=None) -> int:
     ]
     for line in header:
         print(line, flush=True)
-    ceilings = f"ceilings (same run): bf16 matmul 8192^3 {matmul_tflops():.0f} TFLOP/s, copy {copy_tbps():.2f} TB/s"
+    copy_rate = copy_tbps()
+    ceilings = f"ceilings (same run): bf16 matmul 8192^3 {matmul_tflops():.0f} TFLOP/s, copy {copy_rate:.2f} TB/s"
     print(ceilings, flush=True)
+    flashgen.config.check_device_inputs = False  # no host synchronisation inside timed calls
 
-    results = []
-    for case in standard_cases(args.head_dims, args.seqlens, causal):
-        result = run_case(case)
-        results.append(result)
-        print(table([result])[-1] + (f"  # {result.note}" if result.note else ""), flush=True)
-        torch.cuda.empty_cache()
-
-    lines = header + [ceilings, ""] + table(results)
-    notes = [f"- hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}" for r in results if r.note]
-    print("\n".join([""] + lines + notes))
+    lines = header + [ceilings, ""]
+    if args.mode in ("all", "fwd"):
+        results = []
+        for case in standard_cases(args.head_dims, args.seqlens, causal):
+            result = run_case(case)
+            results.append(result)
+            print(table([result])[-1] + (f"  # {result.note}" if result.note else ""), flush=True)
+            torch.cuda.empty_cache()
+        lines += table(results)
+        lines += [f"- hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
+                  for r in results if r.note]
+    if args.mode in ("all", "decode"):
+        decode_results = []
+        for batch, seqlen_k in decode.CASES:
+            decode_results.append(decode.run_case(batch, seqlen_k))
+            print(decode.table(decode_results[-1:], copy_rate)[-1], flush=True)
+            torch.cuda.empty_cache()
+        lines += ["", f"Decode, bf16, GQA {decode.HEADS_Q}/{decode.HEADS_KV}, head dim {decode.HEAD_DIM}, one query "
+                  "token: TB/s (K+V read once, Q and O) against the copy rate above", ""]
+        lines += decode.table(decode_results, copy_rate)
+    print("\n".join([""] + lines))
     if args.markdown:
         with open(args.markdown, "w") as fh:
-            fh.write("\n".join(lines + notes) + "\n")
+            fh.write("\n".join(lines) + "\n")
     return 0
 
 
