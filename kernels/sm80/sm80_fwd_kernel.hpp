@@ -257,25 +257,29 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   const DropoutKey dropout_key(params.philox_seed, params.philox_offset, batch, params.num_heads_q, head,
                                params.dropout_threshold);
 
-  // Prologue: Q and the last key block, guarded (this also zero-fills the padded columns).
-  int n_block = range.n_max - 1;
+  // Prologue: Q and the last key block, guarded (this also zero-fills the padded columns of
+  // sQ and sK); the padded columns of sV are cleared once here, later loads skip them.
   copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_tiled_copy_qk, tQgQ, tQsQ, tQcQ, rows_left);
-  load_k(n_block, true_type{});
+  load_k(range.n_max - 1, true_type{});
   cp_async_fence();
+  if constexpr (kDimV % 32 != 0) {
+    CUTE_UNROLL
+    for (int i = 0; i < size(tVsV); ++i) {
+      if (get<1>(tVcV(i)) >= kDimV) { tVsV(i) = Element(0); }
+    }
+  }
 
   clear(acc_o);
   constexpr int kRowsPerThread = decltype(size<0>(acc_o_rc))::value;
   OnlineSoftmax<kRowsPerThread> softmax;
 
-  auto step = [&](int n, auto is_first, auto needs_mask) __attribute__((always_inline)) {
+  auto step = [&](int n, auto needs_mask) __attribute__((always_inline)) {
     constexpr bool kMasked = decltype(needs_mask)::value;
-    // The first step's loads zero-fill the padded columns; later ones leave them alone.
-    constexpr bool kFirst = decltype(is_first)::value;
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
     cp_async_wait<0>();
     __syncthreads();  // K(n) landed; every warp is done reading V(n+1)
-    load_v(n, bool_constant<kMasked || kFirst>{});
+    load_v(n, bool_constant<kMasked>{});
     cp_async_fence();
 
     gemm_smem_smem(tiled_mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, smem_tiled_copy_q, smem_tiled_copy_k,
@@ -294,7 +298,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       cp_async_fence();
     }
 
-    softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2);
+    softmax.update(scores, acc_o_rc, params.logit_scale_log2);
 
     if constexpr (kHasDropout) {
       CUTE_UNROLL
@@ -324,16 +328,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     gemm_reg_smem(tiled_mma, acc_o, tOrP, tOrVt, tOsVt, smem_tiled_copy_v, smem_thr_copy_v);
   };
 
-  if (range.needs_mask(n_block)) {
-    step(n_block, true_type{}, true_type{});
-  } else {
-    step(n_block, true_type{}, false_type{});
+  // One masked and one unmasked instance of the step keep the code small; the branch is
+  // uniform across the CTA.
+  for (int n_block = range.n_max - 1; n_block >= range.n_min; --n_block) {
+    if (range.needs_mask(n_block)) {
+      step(n_block, true_type{});
+    } else {
+      step(n_block, false_type{});
+    }
   }
-  for (--n_block; n_block >= range.right_begin && n_block >= range.n_min; --n_block) {
-    step(n_block, false_type{}, true_type{});
-  }
-  for (; n_block >= range.left_end && n_block >= range.n_min; --n_block) { step(n_block, false_type{}, false_type{}); }
-  for (; n_block >= range.n_min; --n_block) { step(n_block, false_type{}, true_type{}); }
 
   // Epilogue.
   float lse[kRowsPerThread];

@@ -15,7 +15,7 @@ struct FwdTile {
 
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v) {
   const int d = padded_head_dim(head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v);
-  if (d <= 64) { return {/*block_m=*/128, /*block_n=*/64, /*num_warps=*/4}; }
+  if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*num_warps=*/4}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/64, /*num_warps=*/4}; }
   return {/*block_m=*/128, /*block_n=*/64, /*num_warps=*/8};
 }
