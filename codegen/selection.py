@@ -6,9 +6,9 @@ Every knob comes from a command-line value, else the environment variable of the
   FLASHGEN_CUDA_ARCHS      CUDA targets, e.g. "80;90a" (default: the GPU on this machine, else 80)
   FLASHGEN_HEAD_DIMS       head dims, e.g. "64;128" or "192x128" for head_dim_qk x head_dim_v
   FLASHGEN_DTYPES          e.g. "bf16"
+  FLASHGEN_VARIANTS        feature sets, '+'-joined: e.g. "plain;paged;softcap+alibi"
+                           (default: plain;softcap;alibi;dropout;paged)
   FLASHGEN_KERNELS         include globs over kernel names, e.g. "fwd_sm80_bf16_*"
-                           (every kernel comes plain, with dropout and paged; exclude
-                           "*_dropout" or "*_paged" to skip those variants)
   FLASHGEN_KERNELS_EXCLUDE exclude globs over kernel names
 
 Lists may be separated by ';', ',' or spaces.
@@ -28,8 +28,9 @@ from typing import Iterable, Mapping, Optional
 from .spec import DIRECTIONS, DTYPES, FAMILIES, KernelSpec, is_valid
 
 DEFAULT_HEAD_DIMS = ((32, 32), (64, 64), (96, 96), (128, 128), (192, 192), (256, 256), (192, 128))
-# (dropout, paged) combinations every (dtype, head dims, causal) is built in.
-VARIANTS = ((False, False), (True, False), (False, True))
+# Feature sets (besides causal, always built both ways) each (dtype, head dims) is built with.
+VARIANT_FEATURES = ("softcap", "alibi", "dropout", "paged")
+DEFAULT_VARIANTS = ("plain", "softcap", "alibi", "dropout", "paged")
 DEFAULT_DTYPES = ("fp16", "bf16")
 FALLBACK_CUDA_ARCH = "80"
 
@@ -37,6 +38,7 @@ ENV_KNOBS = (
     "FLASHGEN_CUDA_ARCHS",
     "FLASHGEN_HEAD_DIMS",
     "FLASHGEN_DTYPES",
+    "FLASHGEN_VARIANTS",
     "FLASHGEN_KERNELS",
     "FLASHGEN_KERNELS_EXCLUDE",
 )
@@ -93,6 +95,16 @@ def parse_head_dim(item: str) -> tuple[int, int]:
     return qk, int(match[2]) if match[2] else qk
 
 
+def parse_variant(item: str) -> frozenset[str]:
+    """'plain' -> {}; 'softcap+alibi' -> {'softcap', 'alibi'}."""
+    features = frozenset(f for f in item.strip().split("+") if f and f != "plain")
+    unknown = features - set(VARIANT_FEATURES)
+    if unknown:
+        raise SelectionError(f"unknown variant feature(s) {sorted(unknown)} in {item!r} "
+                             f"(known: plain, {', '.join(VARIANT_FEATURES)}, joined with '+')")
+    return features
+
+
 @dataclass(frozen=True)
 class BuildSelection:
     cuda_archs: tuple[str, ...]
@@ -100,6 +112,7 @@ class BuildSelection:
     dtypes: tuple[str, ...]
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
+    variants: tuple[frozenset, ...] = tuple(parse_variant(v) for v in DEFAULT_VARIANTS)
 
     @classmethod
     def from_values(
@@ -107,6 +120,7 @@ class BuildSelection:
         cuda_archs: Optional[str] = None,
         head_dims: Optional[str] = None,
         dtypes: Optional[str] = None,
+        variants: Optional[str] = None,
         kernels: Optional[str] = None,
         kernels_exclude: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -129,9 +143,12 @@ class BuildSelection:
                 raise SelectionError(f"unknown dtype {d!r} (known: {', '.join(DTYPES)})")
         dts = tuple(dict.fromkeys(dtype_items)) or DEFAULT_DTYPES
 
+        variant_items = split_list(pick(variants, "FLASHGEN_VARIANTS")) or list(DEFAULT_VARIANTS)
+        vars_ = tuple(dict.fromkeys(parse_variant(v) for v in variant_items))
+
         include = tuple(split_list(pick(kernels, "FLASHGEN_KERNELS"))) or ("*",)
         exclude = tuple(split_list(pick(kernels_exclude, "FLASHGEN_KERNELS_EXCLUDE")))
-        return cls(cuda_archs=archs, head_dims=hdims, dtypes=dts, include=include, exclude=exclude)
+        return cls(cuda_archs=archs, head_dims=hdims, dtypes=dts, include=include, exclude=exclude, variants=vars_)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -150,10 +167,10 @@ class BuildSelection:
 
     def candidates(self) -> Iterable[KernelSpec]:
         """Every spec over the selected axes, valid or not, before the name globs."""
-        for family, direction, dtype, (qk, v), causal, (dropout, paged) in itertools.product(
-            self.families, DIRECTIONS, self.dtypes, self.head_dims, (False, True), VARIANTS
+        for family, direction, dtype, (qk, v), causal, features in itertools.product(
+            self.families, DIRECTIONS, self.dtypes, self.head_dims, (False, True), self.variants
         ):
-            yield KernelSpec(family, direction, dtype, qk, v, causal, dropout, paged)
+            yield KernelSpec(family, direction, dtype, qk, v, causal, **{f: f in features for f in VARIANT_FEATURES})
 
     def specs(self) -> list[KernelSpec]:
         """The kernels this selection builds, in spec order, each valid and unique."""
@@ -165,6 +182,7 @@ class BuildSelection:
             "cuda_archs": list(self.cuda_archs),
             "head_dims": [f"{qk}x{v}" if qk != v else str(qk) for qk, v in self.head_dims],
             "dtypes": list(self.dtypes),
+            "variants": ["+".join(sorted(v)) or "plain" for v in self.variants],
             "kernels": list(self.include),
             "kernels_exclude": list(self.exclude),
         }

@@ -32,17 +32,22 @@ class KernelSpec:
     head_dim_qk: int
     head_dim_v: int
     causal: bool
+    softcap: bool = False
+    alibi: bool = False
     dropout: bool = False
     paged: bool = False
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The boolean axes that are on, in name order."""
+        return tuple(flag for flag in FLAGS if getattr(self, flag))
 
     @property
     def name(self) -> str:
         hdim = f"hdim{self.head_dim_qk}"
         if self.head_dim_v != self.head_dim_qk:
             hdim += f"x{self.head_dim_v}"
-        parts = [self.direction, self.arch, self.dtype, hdim]
-        parts += [flag for flag, on in (("causal", self.causal), ("dropout", self.dropout), ("paged", self.paged)) if on]
-        return "_".join(parts)
+        return "_".join([self.direction, self.arch, self.dtype, hdim, *self.features])
 
     @classmethod
     def parse(cls, name: str) -> "KernelSpec":
@@ -57,15 +62,16 @@ class KernelSpec:
             dtype=match["dtype"],
             head_dim_qk=qk,
             head_dim_v=int(match["v"]) if match["v"] else qk,
-            causal="causal" in flags,
-            dropout="dropout" in flags,
-            paged="paged" in flags,
+            **{flag: flag in flags for flag in FLAGS},
         )
 
 
+# Boolean axes in the order they appear in names.
+FLAGS = ("causal", "softcap", "alibi", "dropout", "paged")
+
 _NAME_RE = re.compile(
     r"(?P<dir>fwd|bwd)_(?P<arch>sm\d+)_(?P<dtype>[a-z0-9]+)_hdim(?P<qk>\d+)(?:x(?P<v>\d+))?"
-    r"(?P<flags>(?:_causal)?(?:_dropout)?(?:_paged)?)"
+    r"(?P<flags>" + "".join(f"(?:_{flag})?" for flag in FLAGS) + ")"
 )
 
 

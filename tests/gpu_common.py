@@ -10,9 +10,11 @@ from reference import TORCH_DTYPES
 FWD_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "fwd"]
 
 
-def kernels(dropout=False, paged=False, causal=None):
+def kernels(dropout=False, paged=False, causal=None, softcap=False, alibi=False):
+    """Built forward kernels with exactly these features (causal=None: either)."""
     return [s for s in FWD_KERNELS
-            if s.dropout == dropout and s.paged == paged and (causal is None or s.causal == causal)]
+            if (s.dropout, s.paged, s.softcap, s.alibi) == (dropout, paged, softcap, alibi)
+            and (causal is None or s.causal == causal)]
 
 
 def one_per_head_dims(specs):

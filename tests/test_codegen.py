@@ -11,21 +11,20 @@ import pytest
 
 from codegen.render import render, write_if_different
 from codegen.selection import BuildSelection, SelectionError, parse_cuda_arch, parse_head_dim
-from codegen.spec import DIRECTIONS, DTYPES, FAMILIES, KernelSpec, is_valid, rejection
+from codegen.spec import DIRECTIONS, DTYPES, FAMILIES, FLAGS, KernelSpec, is_valid, rejection
 
 from conftest import REPO_ROOT
 
 
 def all_axes_specs():
-    for fam, direction, dtype, qk, v, causal, dropout, paged in itertools.product(
-        FAMILIES, DIRECTIONS, DTYPES, (32, 64, 80, 128, 192, 256), (64, 128, 192), (False, True), (False, True),
-        (False, True),
+    for fam, direction, dtype, qk, v, *flags in itertools.product(
+        FAMILIES, DIRECTIONS, DTYPES, (32, 64, 80, 128, 192, 256), (64, 128, 192), *[(False, True)] * len(FLAGS),
     ):
-        yield KernelSpec(fam, direction, dtype, qk, v, causal, dropout, paged)
+        yield KernelSpec(fam, direction, dtype, qk, v, *flags)
 
 
 def selection(**kw):
-    base = dict(cuda_archs="80", head_dims=None, dtypes=None, kernels=None, kernels_exclude=None, env={})
+    base = dict(cuda_archs="80", head_dims=None, dtypes=None, variants=None, kernels=None, kernels_exclude=None, env={})
     base.update(kw)
     return BuildSelection.from_values(**base)
 
@@ -35,7 +34,10 @@ def selection(**kw):
 def test_names_are_stable():
     assert KernelSpec("sm80", "fwd", "bf16", 128, 128, True).name == "fwd_sm80_bf16_hdim128_causal"
     assert KernelSpec("sm80", "fwd", "fp16", 64, 64, False).name == "fwd_sm80_fp16_hdim64"
-    assert KernelSpec("sm90", "bwd", "e4m3", 192, 128, True, True, True).name == "bwd_sm90_e4m3_hdim192x128_causal_dropout_paged"
+    assert (KernelSpec("sm90", "bwd", "e4m3", 192, 128, True, dropout=True, paged=True).name
+            == "bwd_sm90_e4m3_hdim192x128_causal_dropout_paged")
+    assert (KernelSpec("sm80", "fwd", "bf16", 64, 64, False, softcap=True, alibi=True).name
+            == "fwd_sm80_bf16_hdim64_softcap_alibi")
 
 
 def test_names_are_unique_and_parse_back():
@@ -71,10 +73,10 @@ def test_rules_reject_with_a_reason(spec, fragment):
 
 
 def test_rules_accept_the_implemented_kernels():
-    for dtype, (qk, v), causal, (dropout, paged) in itertools.product(
+    for dtype, (qk, v), causal, softcap, alibi, (dropout, paged) in itertools.product(
             ("fp16", "bf16"), ((8, 8), (32, 32), (80, 80), (128, 128), (192, 128), (256, 256), (64, 128)),
-            (False, True), ((False, False), (True, False), (False, True))):
-        assert is_valid(KernelSpec("sm80", "fwd", dtype, qk, v, causal, dropout, paged))
+            (False, True), (False, True), (False, True), ((False, False), (True, False), (False, True))):
+        assert is_valid(KernelSpec("sm80", "fwd", dtype, qk, v, causal, softcap, alibi, dropout, paged))
 
 
 # ---- build selection ----
@@ -97,23 +99,33 @@ def test_parse_head_dim_forms():
 
 def test_default_selection_is_the_implemented_set():
     names = [s.name for s in selection().specs()]
-    # 7 head-dim pairs x 2 dtypes x 2 causal x (plain, dropout, paged)
-    assert len(names) == 84
+    # 7 head-dim pairs x 2 dtypes x 2 causal x (plain, softcap, alibi, dropout, paged)
+    assert len(names) == 140
     for name in ("fwd_sm80_bf16_hdim128_causal", "fwd_sm80_fp16_hdim32", "fwd_sm80_bf16_hdim192x128_paged",
-                 "fwd_sm80_fp16_hdim256_causal_dropout"):
+                 "fwd_sm80_fp16_hdim256_causal_dropout", "fwd_sm80_bf16_hdim64_softcap", "fwd_sm80_bf16_hdim96_alibi"):
         assert name in names
 
 
+def test_variants_knob():
+    names = {s.name for s in selection(head_dims="128", dtypes="bf16", variants="plain;softcap+alibi+dropout").specs()}
+    assert names == {"fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal",
+                     "fwd_sm80_bf16_hdim128_softcap_alibi_dropout", "fwd_sm80_bf16_hdim128_causal_softcap_alibi_dropout"}
+    # dropout+paged is rejected by the rules, so it builds nothing.
+    assert selection(head_dims="128", variants="dropout+paged").specs() == []
+    with pytest.raises(SelectionError, match="unknown variant"):
+        selection(variants="plain;rotary")
+
+
 def test_head_dim_and_dtype_filters():
-    names = {s.name for s in selection(head_dims="64;128", dtypes="bf16", kernels_exclude="*_dropout;*_paged").specs()}
+    names = {s.name for s in selection(head_dims="64;128", dtypes="bf16", variants="plain").specs()}
     assert names == {"fwd_sm80_bf16_hdim64", "fwd_sm80_bf16_hdim64_causal",
                      "fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal"}
-    assert len(selection(head_dims="64;128", dtypes="bf16").specs()) == 12
+    assert len(selection(head_dims="64;128", dtypes="bf16").specs()) == 20
 
 
 def test_include_and_exclude_globs():
-    names = {s.name for s in selection(kernels="fwd_sm80_bf16_*",
-                                       kernels_exclude="*_causal*;*hdim256*;*_dropout;*_paged;*x128*").specs()}
+    names = {s.name for s in selection(kernels="fwd_sm80_bf16_*", variants="plain",
+                                       kernels_exclude="*_causal*;*hdim256*;*x128*").specs()}
     assert names == {f"fwd_sm80_bf16_hdim{d}" for d in (32, 64, 96, 128, 192)}
 
 
@@ -122,7 +134,7 @@ def test_environment_is_the_fallback_and_arguments_win():
     sel = BuildSelection.from_values(env=env)
     assert sel.cuda_archs == ("86",)
     assert {s.name for s in sel.specs()} == {f"fwd_sm80_fp16_hdim96{c}{v}" for c in ("", "_causal")
-                                             for v in ("", "_dropout", "_paged")}
+                                             for v in ("", "_softcap", "_alibi", "_dropout", "_paged")}
     sel = BuildSelection.from_values(head_dims="32", env=env)
     assert {s.head_dim_qk for s in sel.specs()} == {32}
 
@@ -160,14 +172,14 @@ def test_write_if_different_leaves_unchanged_files_alone(tmp_path):
 
 
 def test_render_is_incremental_and_removes_stale_sources(tmp_path):
-    sel = selection(head_dims="64;128", dtypes="bf16", kernels_exclude="*_dropout;*_paged")
+    sel = selection(head_dims="64;128", dtypes="bf16", variants="plain")
     first = render(sel, tmp_path)
     assert len(first.written) == 4 + 3 and not first.unchanged
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     second = render(sel, tmp_path)
     assert not second.written and len(second.unchanged) == 7
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    third = render(selection(head_dims="64", dtypes="bf16", kernels_exclude="*_dropout;*_paged"), tmp_path)
+    third = render(selection(head_dims="64", dtypes="bf16", variants="plain"), tmp_path)
     assert sorted(third.removed) == ["kernels/fwd_sm80_bf16_hdim128.cu", "kernels/fwd_sm80_bf16_hdim128_causal.cu"]
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == [
         "fwd_sm80_bf16_hdim64.cu", "fwd_sm80_bf16_hdim64_causal.cu"]
@@ -205,8 +217,9 @@ def test_each_generated_source_instantiates_one_template(tmp_path):
 
 def test_cli_list_prints_names_and_count():
     env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_HEAD_DIMS="128", FLASHGEN_DTYPES="bf16",
-               FLASHGEN_KERNELS_EXCLUDE="*_dropout;*_paged")
+               FLASHGEN_VARIANTS="plain")
     env.pop("FLASHGEN_KERNELS", None)
+    env.pop("FLASHGEN_KERNELS_EXCLUDE", None)
     result = subprocess.run([sys.executable, "-m", "codegen", "--list"], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()

@@ -113,16 +113,33 @@ def test_sliding_window(spec, window):
 
 
 @pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
-def test_alibi_softcap_sinks(spec):
+def test_sinks(spec):
+    h = 4
+    q, k, v = make_qkv(spec, b=2, sq=239, sk=301, h=h, hkv=2)
+    run_and_check(spec, q, k, v, sinks=torch.randn(h, device="cuda") * 2)
+    run_and_check(spec, q, k, v, sinks=torch.randn(h, device="cuda"), window_size=(64, 16), softmax_scale=0.1)
+
+
+@pytest.mark.parametrize("spec", kernels(softcap=True), ids=lambda s: s.name)
+def test_softcap(spec):
+    q, k, v = make_qkv(spec, b=2, sq=239, sk=301, h=4, hkv=2)
+    run_and_check(spec, q, k, v, softcap=5.0)
+    run_and_check(spec, q, k, v, softcap=30.0, window_size=(64, 16), sinks=torch.randn(4, device="cuda"))
+
+
+@pytest.mark.parametrize("spec", kernels(alibi=True), ids=lambda s: s.name)
+def test_alibi(spec):
     b, h = 2, 4
     q, k, v = make_qkv(spec, b=b, sq=239, sk=301, h=h, hkv=2)
-    slopes = torch.rand(h, device="cuda") * 0.5
-    run_and_check(spec, q, k, v, alibi_slopes=slopes)
-    run_and_check(spec, q, k, v, alibi_slopes=torch.rand(b, h, device="cuda"))
-    run_and_check(spec, q, k, v, softcap=5.0)
-    run_and_check(spec, q, k, v, sinks=torch.randn(h, device="cuda") * 2)
-    run_and_check(spec, q, k, v, softcap=20.0, alibi_slopes=slopes, sinks=torch.randn(h, device="cuda"),
-                  window_size=(64, 16), softmax_scale=0.1)
+    run_and_check(spec, q, k, v, alibi_slopes=torch.rand(h, device="cuda") * 0.5)
+    run_and_check(spec, q, k, v, alibi_slopes=torch.rand(b, h, device="cuda"), window_size=(100, -1))
+
+
+@pytest.mark.parametrize("spec", kernels(softcap=True, alibi=True), ids=lambda s: s.name)
+def test_softcap_with_alibi(spec):
+    q, k, v = make_qkv(spec, b=2, sq=113, sk=239, h=4, hkv=4)
+    run_and_check(spec, q, k, v, softcap=20.0, alibi_slopes=torch.rand(4, device="cuda"),
+                  sinks=torch.randn(4, device="cuda"))
 
 
 @pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)

@@ -114,7 +114,7 @@ def test_paged_cache_any_page_size(spec, page_size):
     cache = Cache(spec, batch, hkv, capacity, page_size=page_size)
     cache_seqlens = torch.tensor([1, 200, 1000, 513], dtype=torch.int32, device="cuda")
     for sq, new, options in ((1, 1, {}), (1, 0, {"num_splits": 4}), (5, 5, {"window_size": (64, 0)}),
-                             (1, 1, {"softcap": 30.0})):
+                             (1, 1, {"sinks": torch.randn(h, device="cuda")})):
         q = torch.randn(batch, sq, h, spec.head_dim_qk, device="cuda", dtype=dtype)
         k_new = torch.randn(batch, new, hkv, spec.head_dim_qk, device="cuda", dtype=dtype) if new else None
         v_new = torch.randn(batch, new, hkv, spec.head_dim_v, device="cuda", dtype=dtype) if new else None

@@ -27,7 +27,7 @@ def test_varlen_matches_per_sequence_reference(spec):
     q, cu_q = packed(lens_q, h, spec.head_dim_qk, dtype)
     k, cu_k = packed(lens_k, hkv, spec.head_dim_qk, dtype)
     v = torch.randn(k.shape[0], hkv, spec.head_dim_v, device="cuda", dtype=dtype)
-    for options in ({}, {"window_size": (32, 8)}, {"softcap": 10.0, "num_splits": 3}):
+    for options in ({}, {"window_size": (32, 8)}, {"sinks": torch.randn(h, device="cuda"), "num_splits": 3}):
         out, lse = flashgen.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), causal=spec.causal,
                                                    return_lse=True, **options)
         ref_options = {("window" if key == "window_size" else key): val for key, val in options.items()

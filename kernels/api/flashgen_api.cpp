@@ -178,8 +178,11 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                      device.compute_capability / 10, device.compute_capability % 10);
   }
 
-  KernelKey key{KernelFamily::kSm80,   Direction::kFwd,     args->dtype,      int(args->head_dim_qk),
-                int(args->head_dim_v), args->causal != 0,   args->dropout_p > 0.f, args->block_table != nullptr};
+  KernelKey key{KernelFamily::kSm80,         Direction::kFwd,
+                args->dtype,                int(args->head_dim_qk),
+                int(args->head_dim_v),      args->causal != 0,
+                /*softcap=*/args->softcap > 0.f, /*alibi=*/args->alibi_slopes != nullptr,
+                /*dropout=*/args->dropout_p > 0.f, /*paged=*/args->block_table != nullptr};
   const KernelEntry* entry = nullptr;
   if (device.compute_capability == 90) {
     KernelKey hopper = key;
@@ -189,10 +192,11 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   if (entry == nullptr) { entry = find_kernel(key); }
   if (entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
-                     "no forward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d dropout=%d "
-                     "paged=%d; rebuild with FLASHGEN_HEAD_DIMS / FLASHGEN_DTYPES / FLASHGEN_KERNELS selecting it",
-                     dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v, int(key.causal), int(key.dropout),
-                     int(key.paged));
+                     "no forward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d softcap=%d "
+                     "alibi=%d dropout=%d paged=%d; rebuild with FLASHGEN_HEAD_DIMS / FLASHGEN_DTYPES / "
+                     "FLASHGEN_VARIANTS / FLASHGEN_KERNELS selecting it",
+                     dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v, int(key.causal), int(key.softcap),
+                     int(key.alibi), int(key.dropout), int(key.paged));
   }
 
   plan->entry = entry;

@@ -19,13 +19,15 @@ struct KernelKey {
   int head_dim_qk;
   int head_dim_v;
   bool causal;
+  bool softcap;
+  bool alibi;
   bool dropout;
   bool paged;
 
   bool operator==(const KernelKey& o) const {
     return family == o.family && direction == o.direction && dtype == o.dtype &&
            head_dim_qk == o.head_dim_qk && head_dim_v == o.head_dim_v && causal == o.causal &&
-           dropout == o.dropout && paged == o.paged;
+           softcap == o.softcap && alibi == o.alibi && dropout == o.dropout && paged == o.paged;
   }
 };
 

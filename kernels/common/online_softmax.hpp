@@ -13,8 +13,6 @@ namespace flashgen {
 
 template <int kRows>
 struct OnlineSoftmax {
-  // Starting from max = -inf and sum = 0, the first update's rescale factor is exp2(-inf) = 0,
-  // which needs no special first step (acc_o starts at zero).
   float row_max[kRows];
   float row_sum[kRows];
 
@@ -27,8 +25,9 @@ struct OnlineSoftmax {
   }
 
   // scores: (kRows, cols) raw scores; turned in place into unnormalised probabilities
-  // exp(logit_scale * (s - max)). acc_o: (kRows, head_dim), rescaled when the max grows.
-  template <class ScoresTensor, class AccTensor>
+  // exp(logit_scale * (s - max)). acc_o: (kRows, head_dim), rescaled when the max grows;
+  // kIsFirst skips that rescale (of a zero accumulator).
+  template <bool kIsFirst, class ScoresTensor, class AccTensor>
   CUTE_DEVICE void update(ScoresTensor& scores, AccTensor& acc_o, float scale_log2) {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
@@ -40,10 +39,12 @@ struct OnlineSoftmax {
       // A row that has seen only masked keys keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - x) = 0 and avoids (-inf) - (-inf) = NaN.
       const float max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-      const float correction = fast_exp2(row_max[r] * scale_log2 - max_scaled);
-      row_sum[r] *= correction;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
+      if constexpr (!kIsFirst) {
+        const float correction = fast_exp2(row_max[r] * scale_log2 - max_scaled);
+        row_sum[r] *= correction;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
+      }
       row_max[r] = new_max;
       float sum = 0.f;
       CUTE_UNROLL

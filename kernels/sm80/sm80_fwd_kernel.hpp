@@ -101,7 +101,7 @@ CUTE_DEVICE void copy_paged_tile(TiledCopy const& tiled_copy, Src const& src_col
   }
 }
 
-template <class Traits, bool kIsCausal, bool kHasDropout, bool kIsPaged>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __grid_constant__ FwdParams params) {
   using Element = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
@@ -134,18 +134,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     range.n_max = min(range.n_max, (split + 1) * blocks_per_split);
   }
 
-  // Outputs: the final (Element) tile, or this split's fp32 partial tile.
+  // Outputs: the final (Element) tile, or this split's fp32 partial tile. Built on demand (here
+  // and in the epilogue) so that no output address stays live in registers across the main loop.
   const int row0 = m_block * kBlockM;
-  Tensor mO = make_tensor(
-      make_gmem_ptr(static_cast<Element*>(params.out) + seq.out_offset + head * params.out_head_stride),
-      make_shape(seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
-  Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m_block, 0));  // (kBlockM, kPadV)
-  const int64_t accum_row0 = (int64_t(split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0;
-  float* lse_row0 = is_split ? params.lse_accum + accum_row0
-                             : (params.lse == nullptr ? nullptr
-                                                      : params.lse + seq.lse_offset + head * params.lse_head_stride + row0);
-  float* accum_o_row0 = is_split ? params.out_accum + accum_row0 * kDimV : nullptr;
   const float empty_lse = is_split ? -INFINITY : INFINITY;
+  auto accum_row0 = [&]() { return (int64_t(split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0; };
+  auto lse_row0 = [&]() -> float* {
+    if (is_split) { return params.lse_accum + accum_row0(); }
+    return params.lse == nullptr ? nullptr : params.lse + seq.lse_offset + head * params.lse_head_stride + row0;
+  };
+  auto accum_o_row0 = [&]() -> float* { return params.out_accum + accum_row0() * kDimV; };
+  auto gmem_out_tile = [&]() {
+    Tensor mO = make_tensor(
+        make_gmem_ptr(static_cast<Element*>(params.out) + seq.out_offset + head * params.out_head_stride),
+        make_shape(seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
+    return local_tile(mO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m_block, 0));  // (kBlockM, kPadV)
+  };
 
   using IOQK = typename Traits::IOQK;
   using IOV = typename Traits::IOV;
@@ -153,21 +157,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   auto gmem_thr_copy_o = gmem_tiled_copy_o.get_thread_slice(tid);
   Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kPadV>>{});
   Tensor tOcO = gmem_thr_copy_o.partition_D(cO);
-  Tensor tOgO = gmem_thr_copy_o.partition_D(gO);
 
   if (range.n_max <= range.n_min) {
     // No key is visible to any row of this tile (or this split holds no block).
     if (is_split) {
+      float* accum = accum_o_row0();
       for (int i = tid; i < kBlockM * kDimV; i += Traits::kNumThreads) {
-        if (i / kDimV < rows_left) { accum_o_row0[i] = 0.f; }
+        if (i / kDimV < rows_left) { accum[i] = 0.f; }
       }
     } else {
+      Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
       Tensor zeros = make_fragment_like(tOgO);
       clear(zeros);
       copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, zeros, tOgO, tOcO, rows_left);
     }
-    if (lse_row0 != nullptr) {
-      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { lse_row0[r] = empty_lse; }
+    if (float* lse = lse_row0(); lse != nullptr) {
+      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { lse[r] = empty_lse; }
     }
     return;
   }
@@ -251,9 +256,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
 
   const float alibi_raw_slope =
-      params.alibi_slopes == nullptr
-          ? 0.f
-          : params.alibi_slopes[batch * params.alibi_batch_stride + head] / params.logit_scale;
+      kHasAlibi ? params.alibi_slopes[batch * params.alibi_batch_stride + head] / params.logit_scale : 0.f;
   const DropoutKey dropout_key(params.philox_seed, params.philox_offset, batch, params.num_heads_q, head,
                                params.dropout_threshold);
 
@@ -273,7 +276,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   constexpr int kRowsPerThread = decltype(size<0>(acc_o_rc))::value;
   OnlineSoftmax<kRowsPerThread> softmax;
 
-  auto step = [&](int n, auto needs_mask) __attribute__((always_inline)) {
+  auto step = [&](int n, auto is_first, auto needs_mask) __attribute__((always_inline)) {
+    constexpr bool kFirst = decltype(is_first)::value;
     constexpr bool kMasked = decltype(needs_mask)::value;
     Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
@@ -285,8 +289,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     gemm_smem_smem(tiled_mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, smem_tiled_copy_q, smem_tiled_copy_k,
                    smem_thr_copy_q, smem_thr_copy_k);
     Tensor scores = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
-    if (params.softcap > 0.f) { apply_softcap(scores, params.softcap_prescale); }
-    if (params.alibi_slopes != nullptr) {
+    if constexpr (kHasSoftcap) { apply_softcap(scores, params.softcap_prescale); }
+    if constexpr (kHasAlibi) {
       apply_alibi(scores, tScS_rc, row0 + seq.seqlen_k - seq.seqlen_q, n * kBlockN, alibi_raw_slope);
     }
     if constexpr (kMasked) { mask.apply(scores, tScS_rc, m_block, n); }
@@ -298,7 +302,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       cp_async_fence();
     }
 
-    softmax.update(scores, acc_o_rc, params.logit_scale_log2);
+    softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2);
 
     if constexpr (kHasDropout) {
       CUTE_UNROLL
@@ -328,15 +332,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     gemm_reg_smem(tiled_mma, acc_o, tOrP, tOrVt, tOsVt, smem_tiled_copy_v, smem_thr_copy_v);
   };
 
-  // One masked and one unmasked instance of the step keep the code small; the branch is
-  // uniform across the CTA.
-  for (int n_block = range.n_max - 1; n_block >= range.n_min; --n_block) {
-    if (range.needs_mask(n_block)) {
-      step(n_block, true_type{});
-    } else {
-      step(n_block, false_type{});
-    }
+  // Straight-line loops per mask kind: a branch between the S = Q K^T MMAs and the softmax
+  // would stop the compiler from interleaving them (measured: 10-25% slower, bench/NOTES.md).
+  int n_block = range.n_max - 1;
+  if (range.needs_mask(n_block)) {
+    step(n_block, true_type{}, true_type{});
+  } else {
+    step(n_block, true_type{}, false_type{});
   }
+  for (--n_block; n_block >= range.right_begin && n_block >= range.n_min; --n_block) {
+    step(n_block, false_type{}, true_type{});
+  }
+  for (; n_block >= range.left_end && n_block >= range.n_min; --n_block) { step(n_block, false_type{}, false_type{}); }
+  for (; n_block >= range.n_min; --n_block) { step(n_block, false_type{}, true_type{}); }
 
   // Epilogue.
   float lse[kRowsPerThread];
@@ -347,6 +355,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   Tensor taccOcO_rc = make_tensor(taccOcO.data(), acc_layout_rowcol(taccOcO.layout()));
   if (is_split) {
     // fp32 partials straight from registers, two adjacent columns per store.
+    float* accum = accum_o_row0();
     CUTE_UNROLL
     for (int r = 0; r < size<0>(acc_o_rc); ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
@@ -354,7 +363,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       for (int n = 0; n < size<1>(acc_o_rc) / 2; ++n) {
         const int col = get<1>(taccOcO_rc(r, 2 * n));
         if (row < rows_left && col < kDimV) {
-          *reinterpret_cast<float2*>(accum_o_row0 + int64_t(row) * kDimV + col) =
+          *reinterpret_cast<float2*>(accum + int64_t(row) * kDimV + col) =
               make_float2(acc_o_rc(r, 2 * n), acc_o_rc(r, 2 * n + 1));
         }
       }
@@ -370,17 +379,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     copy(smem_tiled_copy_o, taccOrO, taccOsO);
     __syncthreads();
     Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
+    Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
     Tensor tOrO = make_fragment_like(tOgO);
     copy(gmem_tiled_copy_o, tOsO, tOrO);
     copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
   }
 
-  if (lse_row0 != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
+  float* lse_out = lse_row0();
+  if (lse_out != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
     // The lane that holds column 0 of a row writes its LSE.
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
-      if (row < rows_left) { lse_row0[row] = lse[r]; }
+      if (row < rows_left) { lse_out[row] = lse[r]; }
     }
   }
 }

@@ -13,10 +13,11 @@
 
 namespace flashgen::sm80 {
 
-template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasDropout, bool kIsPaged>
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
+          bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
-  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasDropout, kIsPaged>;
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
   constexpr int kSmemBytes = Traits::kSmemBytes;
 
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), kSmemBytes);

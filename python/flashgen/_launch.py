@@ -47,6 +47,10 @@ class Options:
     philox: tuple[int, int] = (0, 0)
     num_splits: int = 0
 
+    def features(self) -> dict[str, bool]:
+        """The kernel-spec flags these options need (compile-time features of the kernels)."""
+        return dict(softcap=self.softcap > 0.0, alibi=self.alibi_slopes is not None, dropout=self.dropout_p > 0.0)
+
 
 def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()

@@ -111,7 +111,7 @@ def flash_attn_func(
     opts = _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
                     dropout_p, num_splits)
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None,
-                  dropout=opts.dropout_p > 0.0)
+                  **opts.features())
     device = _finish(q.device, opts, dict(q=q, k=k, v=v, alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
     out = _prepare_out(out, (batch, seqlen_q, nheads, head_dim_v), dtype, device)
     want_lse = return_lse or return_attn_probs
@@ -181,7 +181,7 @@ def flash_attn_varlen_func(
             raise ValueError(f"block_table must be int32 ({batch}, max_pages) with contiguous rows")
         paged_info = Paged(block_table, page_size=k.shape[1], num_pages=k.shape[0])
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None,
-                  dropout=opts.dropout_p > 0.0, paged=paged)
+                  paged=paged, **opts.features())
     device = _finish(q.device, opts, dict(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                                           block_table=block_table, alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
     if config.check_device_inputs and batch > 0:

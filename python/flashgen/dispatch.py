@@ -27,13 +27,16 @@ def select_kernel(
     head_dim_v: int,
     causal: bool,
     device: Optional[torch.device] = None,
+    softcap: bool = False,
+    alibi: bool = False,
     dropout: bool = False,
     paged: bool = False,
 ) -> KernelSpec:
     """The spec the C library will dispatch to; raises if it cannot exist or was not built."""
     built = set(built_kernels())
     candidates = [
-        KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, dropout, paged)
+        KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, softcap, alibi, dropout,
+                   paged)
         for family in _families_for(device)
     ]
     for spec in candidates:
@@ -44,7 +47,7 @@ def select_kernel(
         spec = candidates[-1]
         raise ValueError(
             f"flashgen has no kernel for head_dim_qk={head_dim_qk}, head_dim_v={head_dim_v}, "
-            f"dtype={spec.dtype}, causal={causal}, dropout={dropout}, paged={paged}: {rejection(spec)}"
+            f"dtype={spec.dtype}, features {spec.features}: {rejection(spec)}"
         )
     spec = buildable[0]
     selection = manifest().get("selection", {})
@@ -52,8 +55,10 @@ def select_kernel(
         f"flashgen kernel '{spec.name}' was not built (this build selected head dims "
         f"{selection.get('head_dims')}, dtypes {selection.get('dtypes')}, kernels "
         f"{selection.get('kernels')}, excluding {selection.get('kernels_exclude')}). Rebuild with "
-        f"FLASHGEN_HEAD_DIMS including {head_dim_qk if head_dim_v == head_dim_qk else f'{head_dim_qk}x{head_dim_v}'} "
-        f"and FLASHGEN_DTYPES including {spec.dtype}, or FLASHGEN_KERNELS='{spec.name}'; "
+        f"FLASHGEN_HEAD_DIMS including {head_dim_qk if head_dim_v == head_dim_qk else f'{head_dim_qk}x{head_dim_v}'}, "
+        f"FLASHGEN_DTYPES including {spec.dtype} and FLASHGEN_VARIANTS including "
+        f"{'+'.join(f for f in spec.features if f != 'causal') or 'plain'} (this build: "
+        f"{selection.get('variants')}), or FLASHGEN_KERNELS='{spec.name}'; "
         "`python -m flashgen.codegen --list` shows what a selection builds.",
         kernel_name=spec.name,
     )

@@ -109,7 +109,8 @@ def flash_attn_with_kvcache(
         rotary_dim = 2 * rotary_cos.shape[1]
         if rotary_dim > head_dim:
             raise ValueError(f"rotary_dim ({rotary_dim}) exceeds head_dim ({head_dim})")
-    select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged)
+    select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
+                  **opts.features())
     device = _finish(q.device, opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
                                           cache_batch_idx=cache_batch_idx, block_table=block_table,
                                           rotary_cos=rotary_cos, rotary_sin=rotary_sin,
