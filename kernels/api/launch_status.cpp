@@ -2,7 +2,10 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "api/registry.h"
 
@@ -24,11 +27,22 @@ flashgen_status_t set_error(flashgen_status_t status, const char* format, ...) {
   return status;
 }
 
+namespace {
+// (kernel, device) pairs already checked and configured: the attribute calls cost
+// microseconds, which matter for decode-sized launches.
+std::mutex g_prepared_mutex;
+std::set<std::pair<const void*, int>> g_prepared;
+}  // namespace
+
 flashgen_status_t prepare_kernel(const void* kernel, int smem_bytes) {
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) {
     return set_error(FLASHGEN_STATUS_CUDA_ERROR, "cudaGetDevice failed: %s", cudaGetErrorString(err));
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_prepared_mutex);
+    if (g_prepared.count({kernel, device}) != 0) { return FLASHGEN_STATUS_OK; }
   }
   cudaFuncAttributes attributes;
   err = cudaFuncGetAttributes(&attributes, kernel);
@@ -56,6 +70,8 @@ flashgen_status_t prepare_kernel(const void* kernel, int smem_bytes) {
                        cudaGetErrorString(err));
     }
   }
+  std::lock_guard<std::mutex> lock(g_prepared_mutex);
+  g_prepared.insert({kernel, device});
   return FLASHGEN_STATUS_OK;
 }
 

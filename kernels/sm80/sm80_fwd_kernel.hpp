@@ -138,16 +138,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   // and in the epilogue) so that no output address stays live in registers across the main loop.
   const int row0 = m_block * kBlockM;
   const float empty_lse = is_split ? -INFINITY : INFINITY;
-  auto accum_row0 = [&]() { return (int64_t(split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0; };
-  auto lse_row0 = [&]() -> float* {
-    if (is_split) { return params.lse_accum + accum_row0(); }
-    return params.lse == nullptr ? nullptr : params.lse + seq.lse_offset + head * params.lse_head_stride + row0;
+  // The lambdas rebuild SeqInfo (a few loads) rather than keep its offsets alive.
+  auto accum_row0 = [=]() {
+    return (int64_t(split) * params.num_heads_q + head) * params.total_q + SeqInfo(params, batch).row_base + row0;
   };
-  auto accum_o_row0 = [&]() -> float* { return params.out_accum + accum_row0() * kDimV; };
-  auto gmem_out_tile = [&]() {
+  auto lse_row0 = [=]() -> float* {
+    if (is_split) { return params.lse_accum + accum_row0(); }
+    return params.lse == nullptr
+               ? nullptr
+               : params.lse + SeqInfo(params, batch).lse_offset + head * params.lse_head_stride + row0;
+  };
+  auto accum_o_row0 = [=]() -> float* { return params.out_accum + accum_row0() * kDimV; };
+  auto gmem_out_tile = [=]() {
+    const SeqInfo out_seq(params, batch);
     Tensor mO = make_tensor(
-        make_gmem_ptr(static_cast<Element*>(params.out) + seq.out_offset + head * params.out_head_stride),
-        make_shape(seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
+        make_gmem_ptr(static_cast<Element*>(params.out) + out_seq.out_offset + head * params.out_head_stride),
+        make_shape(out_seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
     return local_tile(mO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m_block, 0));  // (kBlockM, kPadV)
   };
 
