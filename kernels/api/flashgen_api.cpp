@@ -204,12 +204,16 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   FwdParams& p = plan->params;
 
   const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v);
-  const int m_blocks = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+  // Short queries under GQA: the query heads of a group share one tile and one read of K/V.
+  // ALiBi slopes and dropout streams are per head, so those kernels keep one head per tile.
+  p.pack_gqa = p.group_size > 1 && p.seqlen_q * p.group_size <= 2 * tile.block_m && !key.alibi && !key.dropout;
+  const int rows = p.seqlen_q * (p.pack_gqa ? p.group_size : 1);
+  const int m_blocks = (rows + tile.block_m - 1) / tile.block_m;
+  const int heads = p.pack_gqa ? p.num_heads_kv : p.num_heads_q;
   const int n_blocks = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
   int splits = int(args->num_splits);
   if (splits == 0) {
-    splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_q * m_blocks, n_blocks, device.num_sms)
-                                 : 1;
+    splits = workspace_available ? choose_num_splits(int64_t(p.batch) * heads * m_blocks, n_blocks, device.num_sms) : 1;
   }
   splits = splits > n_blocks ? (n_blocks > 0 ? n_blocks : 1) : splits;
   if (int64_t(p.batch) * splits > 65535) {

@@ -21,6 +21,10 @@ struct FwdParams {
   int num_heads_q;
   int num_heads_kv;
   int group_size;  // num_heads_q / num_heads_kv
+  // Pack the group_size query heads sharing a KV head into the rows of one tile (row R is query
+  // R / group_size of head head_kv * group_size + R % group_size): one read of K/V serves the
+  // whole group, and a decode step fills a tile. Grid y then runs over KV heads.
+  bool pack_gqa;
   int head_dim_qk;
   int head_dim_v;
   int total_q;  // rows of q over the whole batch: batch * seqlen_q, or total_q when varlen

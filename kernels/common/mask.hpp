@@ -34,17 +34,21 @@ struct AttentionMask {
   int seqlen_k;
   int window_left;
   int window_right;
+  int group;  // tile rows per query row (> 1 when GQA heads are packed into the rows)
 
-  CUTE_DEVICE AttentionMask(int seqlen_q_, int seqlen_k_, int window_left_, int window_right_)
+  CUTE_DEVICE AttentionMask(int seqlen_q_, int seqlen_k_, int window_left_, int window_right_, int group_)
       : seqlen_q(seqlen_q_),
         seqlen_k(seqlen_k_),
         window_left(window_left_),
-        window_right(kIsCausal ? 0 : window_right_) {}
+        window_right(kIsCausal ? 0 : window_right_),
+        group(group_) {}
+
+  CUTE_DEVICE int query_of(int tile_row) const { return group == 1 ? tile_row : tile_row / group; }
 
   CUTE_DEVICE KeyBlockRange blocks(int m_block) const {
     const int d = seqlen_k - seqlen_q;
-    const int first_row = m_block * kBlockM;
-    const int last_row = min(first_row + kBlockM, seqlen_q) - 1;
+    const int first_row = query_of(m_block * kBlockM);
+    const int last_row = query_of(min((m_block + 1) * kBlockM, seqlen_q * group) - 1);
     KeyBlockRange r{0, (seqlen_k + kBlockN - 1) / kBlockN, 0, seqlen_k / kBlockN};
     if (window_right >= 0) {
       r.n_max = min(r.n_max, max(0, floor_div(last_row + d + window_right, kBlockN) + 1));
@@ -65,13 +69,13 @@ struct AttentionMask {
   // (row, col) inside the (kBlockM, kBlockN) tile.
   template <class ScoresTensor, class CoordTensor>
   CUTE_DEVICE void apply(ScoresTensor& scores, CoordTensor const& coords, int m_block, int n_block) const {
-    const int row0 = m_block * kBlockM + seqlen_k - seqlen_q;  // row index shifted onto key positions
     const int col0 = n_block * kBlockN;
     CUTE_UNROLL
     for (int r = 0; r < size<0>(scores); ++r) {
+      // The query row, shifted onto key positions.
+      const int diag = query_of(m_block * kBlockM + get<0>(coords(r, 0))) + seqlen_k - seqlen_q;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) {
-        const int diag = row0 + get<0>(coords(r, c));
         const int col = col0 + get<1>(coords(r, c));
         bool masked = col >= seqlen_k;
         if (window_right >= 0) { masked = masked || col > diag + window_right; }

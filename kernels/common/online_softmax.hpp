@@ -58,20 +58,20 @@ struct OnlineSoftmax {
   }
 
   // Normalises acc_o (times out_scale, the dropout rescale) and returns each row's
-  // natural-log LSE. `sink` is an extra logit in the denominator (-inf: none). A row whose
+  // natural-log LSE. sink[r] is an extra logit in row r's denominator (-inf: none). A row whose
   // denominator is empty keeps a zero output and gets lse = empty_lse.
   template <class AccTensor>
-  CUTE_DEVICE void finalize(AccTensor& acc_o, float logit_scale, float sink, float out_scale, float empty_lse,
-                            float (&lse)[kRows]) {
+  CUTE_DEVICE void finalize(AccTensor& acc_o, float logit_scale, float const (&sink)[kRows], float out_scale,
+                            float empty_lse, float (&lse)[kRows]) {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       float sum = quad_allreduce_sum(row_sum[r]);
       float max_logit = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * logit_scale;
       float out_factor = 1.f;
-      if (sink != -INFINITY) {
-        const float m = fmaxf(max_logit, sink);
+      if (sink[r] != -INFINITY) {
+        const float m = fmaxf(max_logit, sink[r]);
         const float rescale = max_logit == -INFINITY ? 0.f : __expf(max_logit - m);
-        sum = sum * rescale + __expf(sink - m);
+        sum = sum * rescale + __expf(sink[r] - m);
         out_factor = rescale;
         max_logit = m;
       }

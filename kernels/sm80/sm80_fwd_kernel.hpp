@@ -76,20 +76,18 @@ CUTE_DEVICE void copy_tile(TiledCopy const& tiled_copy, Src const& src, Dst&& ds
   }
 }
 
-// The paged-KV form of copy_tile: src_cols addresses columns only (row stride 0); each row's
-// address comes from the block table. Keys past seqlen_k or on an invalid page read as zeros.
-template <bool kZeroFill, int kCols, class TiledCopy, class Src, class Dst, class Coords>
-CUTE_DEVICE void copy_paged_tile(TiledCopy const& tiled_copy, Src const& src_cols, Dst&& dst, Coords const& coords,
-                                 int first_key, const SeqInfo& seq, const FwdParams& p, int64_t page_stride,
-                                 int64_t row_stride) {
+// Copies rows whose global addresses do not follow one stride (paged KV, packed GQA rows):
+// src_cols addresses columns only (row stride 0) and row_offset(tile_row) gives each row's
+// element offset, or a negative value for a row to skip (zero-filled when kZeroFill).
+template <bool kZeroFill, int kCols, class TiledCopy, class Src, class Dst, class Coords, class RowOffset>
+CUTE_DEVICE void copy_rows_indirect(TiledCopy const& tiled_copy, Src const& src_cols, Dst&& dst, Coords const& coords,
+                                    RowOffset&& row_offset) {
   constexpr bool kCheckCols = kCols % 32 != 0;
   CUTE_UNROLL
   for (int m = 0; m < size<1>(src_cols); ++m) {
-    const int key = first_key + get<0>(coords(0, m, 0));
-    const int page = key < seq.seqlen_k ? seq.block_table[key / p.page_size] : -1;
-    const bool row_ok = page >= 0 && page < p.num_pages;
-    const int64_t offset = row_ok ? int64_t(page) * page_stride + int64_t(key % p.page_size) * row_stride : 0;
-    Tensor src_row = make_tensor(src_cols(_, m, _).data() + offset, src_cols(_, m, _).layout());
+    const int64_t offset = row_offset(get<0>(coords(0, m, 0)));
+    const bool row_ok = offset >= 0;
+    Tensor src_row = make_tensor(src_cols(_, m, _).data() + (row_ok ? offset : 0), src_cols(_, m, _).layout());
     CUTE_UNROLL
     for (int k = 0; k < size<2>(src_cols); ++k) {
       if (row_ok && (!kCheckCols || get<1>(coords(0, m, k)) < kCols)) {
@@ -97,6 +95,23 @@ CUTE_DEVICE void copy_paged_tile(TiledCopy const& tiled_copy, Src const& src_col
       } else if constexpr (kZeroFill) {
         clear(dst(_, m, k));
       }
+    }
+  }
+}
+
+// The store direction of copy_rows_indirect: dst_cols addresses columns only.
+template <int kCols, class TiledCopy, class Src, class Dst, class Coords, class RowOffset>
+CUTE_DEVICE void store_rows_indirect(TiledCopy const& tiled_copy, Src const& src, Dst const& dst_cols,
+                                     Coords const& coords, RowOffset&& row_offset) {
+  constexpr bool kCheckCols = kCols % 32 != 0;
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(src); ++m) {
+    const int64_t offset = row_offset(get<0>(coords(0, m, 0)));
+    if (offset < 0) { continue; }
+    Tensor dst_row = make_tensor(dst_cols(_, m, _).data() + offset, dst_cols(_, m, _).layout());
+    CUTE_UNROLL
+    for (int k = 0; k < size<2>(src); ++k) {
+      if (!kCheckCols || get<1>(coords(0, m, k)) < kCols) { copy(tiled_copy, src(_, m, k), dst_row(_, k)); }
     }
   }
 }
@@ -114,19 +129,26 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
 
   extern __shared__ __align__(128) char smem[];
 
-  const int m_block = blockIdx.x;
-  const int head = blockIdx.y;
+  // Heaviest query blocks first: under a causal mask the last blocks see the most keys, and
+  // starting them early shortens the tail of the grid.
+  const int m_block = gridDim.x - 1 - blockIdx.x;
   const int batch = blockIdx.z / params.num_splits;
   const int split = blockIdx.z % params.num_splits;
   const bool is_split = params.num_splits > 1;
-  const int head_kv = head / params.group_size;
   const int tid = threadIdx.x;
+  // Tile row R is query R / group of head `head + R % group`; without packing group = 1.
+  const int group = params.pack_gqa ? params.group_size : 1;
+  const int head_kv = params.pack_gqa ? int(blockIdx.y) : int(blockIdx.y) / params.group_size;
+  const int head = params.pack_gqa ? head_kv * params.group_size : int(blockIdx.y);
 
   const SeqInfo seq(params, batch);
-  if (m_block * kBlockM >= seq.seqlen_q) { return; }
-  const int rows_left = seq.seqlen_q - m_block * kBlockM;
+  const int tile_rows = seq.seqlen_q * group;
+  if (m_block * kBlockM >= tile_rows) { return; }
+  const int rows_left = tile_rows - m_block * kBlockM;
+  auto row_query = [=](int r) { return group == 1 ? m_block * kBlockM + r : (m_block * kBlockM + r) / group; };
+  auto row_head = [=](int r) { return group == 1 ? head : head + (m_block * kBlockM + r) % group; };
 
-  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right);
+  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, group);
   KeyBlockRange range = mask.blocks(m_block);
   if (is_split) {
     const int blocks_per_split = ((seq.seqlen_k + kBlockN - 1) / kBlockN + params.num_splits - 1) / params.num_splits;
@@ -134,21 +156,23 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     range.n_max = min(range.n_max, (split + 1) * blocks_per_split);
   }
 
-  // Outputs: the final (Element) tile, or this split's fp32 partial tile. Built on demand (here
-  // and in the epilogue) so that no output address stays live in registers across the main loop.
+  // Outputs: the final (Element) tile, or this split's fp32 partial tile, addressed per tile row.
+  // They are rebuilt after the main loop (SeqInfo is a few loads) rather than kept live in it.
   const int row0 = m_block * kBlockM;
   const float empty_lse = is_split ? -INFINITY : INFINITY;
-  // The lambdas rebuild SeqInfo (a few loads) rather than keep its offsets alive.
-  auto accum_row0 = [=]() {
-    return (int64_t(split) * params.num_heads_q + head) * params.total_q + SeqInfo(params, batch).row_base + row0;
+  auto accum_row = [=](int r) {  // row of this split's partials (valid rows only)
+    return (int64_t(split) * params.num_heads_q + row_head(r)) * params.total_q + SeqInfo(params, batch).row_base +
+           row_query(r);
   };
-  auto lse_row0 = [=]() -> float* {
-    if (is_split) { return params.lse_accum + accum_row0(); }
-    return params.lse == nullptr
-               ? nullptr
-               : params.lse + SeqInfo(params, batch).lse_offset + head * params.lse_head_stride + row0;
+  auto lse_ptr = [=](int r) -> float* {
+    if (is_split) { return params.lse_accum + accum_row(r); }
+    return params.lse + SeqInfo(params, batch).lse_offset + row_head(r) * params.lse_head_stride + row_query(r);
   };
-  auto accum_o_row0 = [=]() -> float* { return params.out_accum + accum_row0() * kDimV; };
+  auto out_row_offset = [=](int r) -> int64_t {  // element offset of a tile row in `out`, -1 past the end
+    if (r >= rows_left) { return -1; }
+    return SeqInfo(params, batch).out_offset + int64_t(row_query(r)) * params.out_row_stride +
+           int64_t(row_head(r)) * params.out_head_stride;
+  };
   auto gmem_out_tile = [=]() {
     const SeqInfo out_seq(params, batch);
     Tensor mO = make_tensor(
@@ -165,20 +189,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   Tensor tOcO = gmem_thr_copy_o.partition_D(cO);
 
   if (range.n_max <= range.n_min) {
-    // No key is visible to any row of this tile (or this split holds no block).
-    if (is_split) {
-      float* accum = accum_o_row0();
-      for (int i = tid; i < kBlockM * kDimV; i += Traits::kNumThreads) {
-        if (i / kDimV < rows_left) { accum[i] = 0.f; }
+    // No key is visible to any row of this tile (or this split holds no block): a rare path,
+    // written element by element.
+    for (int i = tid; i < kBlockM * kDimV; i += Traits::kNumThreads) {
+      const int r = i / kDimV, c = i % kDimV;
+      if (r >= rows_left) { continue; }
+      if (is_split) {
+        params.out_accum[accum_row(r) * kDimV + c] = 0.f;
+      } else {
+        static_cast<Element*>(params.out)[out_row_offset(r) + c] = Element(0);
       }
-    } else {
-      Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
-      Tensor zeros = make_fragment_like(tOgO);
-      clear(zeros);
-      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, zeros, tOgO, tOcO, rows_left);
     }
-    if (float* lse = lse_row0(); lse != nullptr) {
-      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { lse[r] = empty_lse; }
+    if (is_split || params.lse != nullptr) {
+      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { *lse_ptr(r) = empty_lse; }
     }
     return;
   }
@@ -217,13 +240,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   Tensor tKcK = gmem_thr_copy_qk.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kPadQK>>{}));
   Tensor tVcV = gmem_thr_copy_v.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kPadV>>{}));
 
+  // Paged KV: key `key` lives at row key % page_size of page block_table[key / page_size].
+  // Keys past seqlen_k and invalid pages read as skipped rows.
+  auto paged_row_offset = [&](int key, int64_t page_stride, int64_t row_stride) -> int64_t {
+    if (key >= seq.seqlen_k) { return -1; }
+    const int page = seq.block_table[key / params.page_size];
+    if (page < 0 || page >= params.num_pages) { return -1; }
+    return int64_t(page) * page_stride + int64_t(key % params.page_size) * row_stride;
+  };
   // Loads key block n of K or V; kGuard checks rows against seqlen_k and zero-fills (the
   // padded head-dim columns are zero-filled too, so guarded loads must come first).
   auto load_k = [&](int n, auto guard) __attribute__((always_inline)) {
     constexpr bool kGuard = decltype(guard)::value;
     if constexpr (kIsPaged) {
-      copy_paged_tile<kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, 0), tKsK, tKcK, n * kBlockN, seq, params,
-                                      params.k_batch_stride, params.k_row_stride);
+      copy_rows_indirect<kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, 0), tKsK, tKcK, [&](int r) {
+        return paged_row_offset(n * kBlockN + r, params.k_batch_stride, params.k_row_stride);
+      });
     } else {
       copy_tile<kGuard, kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, n), tKsK, tKcK,
                                         seq.seqlen_k - n * kBlockN);
@@ -232,8 +264,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   auto load_v = [&](int n, auto guard) __attribute__((always_inline)) {
     constexpr bool kGuard = decltype(guard)::value;
     if constexpr (kIsPaged) {
-      copy_paged_tile<kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, 0), tVsV, tVcV, n * kBlockN, seq, params,
-                                     params.v_batch_stride, params.v_row_stride);
+      copy_rows_indirect<kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, 0), tVsV, tVcV, [&](int r) {
+        return paged_row_offset(n * kBlockN + r, params.v_batch_stride, params.v_row_stride);
+      });
     } else {
       copy_tile<kGuard, kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, n), tVsV, tVcV, seq.seqlen_k - n * kBlockN);
     }
@@ -268,7 +301,18 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
 
   // Prologue: Q and the last key block, guarded (this also zero-fills the padded columns of
   // sQ and sK); the padded columns of sV are cleared once here, later loads skip them.
-  copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_tiled_copy_qk, tQgQ, tQsQ, tQcQ, rows_left);
+  if (group == 1) {
+    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_tiled_copy_qk, tQgQ, tQsQ, tQcQ, rows_left);
+  } else {
+    Tensor mQ_cols = make_tensor(make_gmem_ptr(static_cast<Element const*>(params.q)),
+                                 Shape<Int<kBlockM>, Int<kPadQK>>{}, Stride<_0, _1>{});
+    copy_rows_indirect</*kZeroFill=*/true, kDimQK>(
+        gmem_tiled_copy_qk, gmem_thr_copy_qk.partition_S(mQ_cols), tQsQ, tQcQ, [&](int r) -> int64_t {
+          if (r >= rows_left) { return -1; }
+          return seq.q_offset + int64_t(row_query(r)) * params.q_row_stride +
+                 int64_t(row_head(r)) * params.q_head_stride;
+        });
+  }
   load_k(range.n_max - 1, true_type{});
   cp_async_fence();
   if constexpr (kDimV % 32 != 0) {
@@ -353,24 +397,29 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   for (; n_block >= range.n_min; --n_block) { step(n_block, false_type{}, true_type{}); }
 
   // Epilogue.
-  float lse[kRowsPerThread];
-  const float sink = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[head];
-  softmax.finalize(acc_o_rc, params.logit_scale, sink, kHasDropout ? params.dropout_scale : 1.f, empty_lse, lse);
-
   Tensor taccOcO = thr_mma.partition_C(cO);
   Tensor taccOcO_rc = make_tensor(taccOcO.data(), acc_layout_rowcol(taccOcO.layout()));
+  float lse[kRowsPerThread];
+  float sink[kRowsPerThread];
+  CUTE_UNROLL
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    // Splits leave the sinks to the combine kernel.
+    sink[r] = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[row_head(get<0>(taccOcO_rc(r, 0)))];
+  }
+  softmax.finalize(acc_o_rc, params.logit_scale, sink, kHasDropout ? params.dropout_scale : 1.f, empty_lse, lse);
+
   if (is_split) {
     // fp32 partials straight from registers, two adjacent columns per store.
-    float* accum = accum_o_row0();
     CUTE_UNROLL
     for (int r = 0; r < size<0>(acc_o_rc); ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
+      if (row >= rows_left) { continue; }
+      float* accum = params.out_accum + accum_row(row) * kDimV;
       CUTE_UNROLL
       for (int n = 0; n < size<1>(acc_o_rc) / 2; ++n) {
         const int col = get<1>(taccOcO_rc(r, 2 * n));
-        if (row < rows_left && col < kDimV) {
-          *reinterpret_cast<float2*>(accum + int64_t(row) * kDimV + col) =
-              make_float2(acc_o_rc(r, 2 * n), acc_o_rc(r, 2 * n + 1));
+        if (col < kDimV) {
+          *reinterpret_cast<float2*>(accum + col) = make_float2(acc_o_rc(r, 2 * n), acc_o_rc(r, 2 * n + 1));
         }
       }
     }
@@ -385,19 +434,24 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     copy(smem_tiled_copy_o, taccOrO, taccOsO);
     __syncthreads();
     Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-    Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
-    Tensor tOrO = make_fragment_like(tOgO);
+    Tensor tOrO = make_fragment_like<Element>(tOsO);
     copy(gmem_tiled_copy_o, tOsO, tOrO);
-    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
+    if (group == 1) {
+      Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
+    } else {
+      Tensor mO_cols = make_tensor(make_gmem_ptr(static_cast<Element*>(params.out)), Shape<Int<kBlockM>, Int<kPadV>>{},
+                                   Stride<_0, _1>{});
+      store_rows_indirect<kDimV>(gmem_tiled_copy_o, tOrO, gmem_thr_copy_o.partition_D(mO_cols), tOcO, out_row_offset);
+    }
   }
 
-  float* lse_out = lse_row0();
-  if (lse_out != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
+  if ((is_split || params.lse != nullptr) && get<1>(taccOcO_rc(0, 0)) == 0) {
     // The lane that holds column 0 of a row writes its LSE.
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
-      if (row < rows_left) { lse_out[row] = lse[r]; }
+      if (row < rows_left) { *lse_ptr(row) = lse[r]; }
     }
   }
 }

@@ -23,8 +23,9 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
-  const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads_q,
-                  params.batch * params.num_splits);
+  const int group = params.pack_gqa ? params.group_size : 1;
+  const dim3 grid((params.seqlen_q * group + Traits::kBlockM - 1) / Traits::kBlockM,
+                  params.pack_gqa ? params.num_heads_kv : params.num_heads_q, params.batch * params.num_splits);
   kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
   status = check_launch("sm80 forward kernel");
   if (status != FLASHGEN_STATUS_OK || params.num_splits == 1) { return status; }
