@@ -248,28 +248,25 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     if (page < 0 || page >= params.num_pages) { return -1; }
     return int64_t(page) * page_stride + int64_t(key % params.page_size) * row_stride;
   };
-  // Loads key block n of K or V; kGuard checks rows against seqlen_k and zero-fills (the
-  // padded head-dim columns are zero-filled too, so guarded loads must come first).
-  auto load_k = [&](int n, auto guard) __attribute__((always_inline)) {
+  // Loads key block n of K or V into shared memory; kGuard checks rows against seqlen_k and
+  // zero-fills (the padded head-dim columns are zero-filled too, so guarded loads come first).
+  auto load_kv = [&](int n, auto guard, auto cols, auto const& tiled_copy, auto const& src, auto& dst,
+                     auto const& coords, int64_t page_stride, int64_t row_stride) __attribute__((always_inline)) {
     constexpr bool kGuard = decltype(guard)::value;
+    constexpr int kCols = decltype(cols)::value;
     if constexpr (kIsPaged) {
-      copy_rows_indirect<kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, 0), tKsK, tKcK, [&](int r) {
-        return paged_row_offset(n * kBlockN + r, params.k_batch_stride, params.k_row_stride);
+      copy_rows_indirect<kGuard, kCols>(tiled_copy, src(_, _, _, 0), dst, coords, [&](int r) {
+        return paged_row_offset(n * kBlockN + r, page_stride, row_stride);
       });
     } else {
-      copy_tile<kGuard, kGuard, kDimQK>(gmem_tiled_copy_qk, tKgK(_, _, _, n), tKsK, tKcK,
-                                        seq.seqlen_k - n * kBlockN);
+      copy_tile<kGuard, kGuard, kCols>(tiled_copy, src(_, _, _, n), dst, coords, seq.seqlen_k - n * kBlockN);
     }
   };
+  auto load_k = [&](int n, auto guard) __attribute__((always_inline)) {
+    load_kv(n, guard, Int<kDimQK>{}, gmem_tiled_copy_qk, tKgK, tKsK, tKcK, params.k_batch_stride, params.k_row_stride);
+  };
   auto load_v = [&](int n, auto guard) __attribute__((always_inline)) {
-    constexpr bool kGuard = decltype(guard)::value;
-    if constexpr (kIsPaged) {
-      copy_rows_indirect<kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, 0), tVsV, tVcV, [&](int r) {
-        return paged_row_offset(n * kBlockN + r, params.v_batch_stride, params.v_row_stride);
-      });
-    } else {
-      copy_tile<kGuard, kGuard, kDimV>(gmem_tiled_copy_v, tVgV(_, _, _, n), tVsV, tVcV, seq.seqlen_k - n * kBlockN);
-    }
+    load_kv(n, guard, Int<kDimV>{}, gmem_tiled_copy_v, tVgV, tVsV, tVcV, params.v_batch_stride, params.v_row_stride);
   };
 
   typename Traits::TiledMma tiled_mma;
