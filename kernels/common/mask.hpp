@@ -72,15 +72,15 @@ struct AttentionMask {
     const int col0 = n_block * kBlockN;
     CUTE_UNROLL
     for (int r = 0; r < size<0>(scores); ++r) {
-      // The query row, shifted onto key positions.
-      const int diag = query_of(m_block * kBlockM + get<0>(coords(r, 0))) + seqlen_k - seqlen_q;
+      // The row's visible key columns [lo, hi) relative to this block, computed once per row
+      // so that the per-element test is two branch-free compares.
+      const int diag = query_of(m_block * kBlockM + get<0>(coords(r, 0))) + seqlen_k - seqlen_q - col0;
+      const int hi = min(seqlen_k - col0, window_right >= 0 ? diag + window_right + 1 : kBlockN);
+      const int lo = window_left >= 0 ? diag - window_left : 0;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) {
-        const int col = col0 + get<1>(coords(r, c));
-        bool masked = col >= seqlen_k;
-        if (window_right >= 0) { masked = masked || col > diag + window_right; }
-        if (window_left >= 0) { masked = masked || col < diag - window_left; }
-        if (masked) { scores(r, c) = -INFINITY; }
+        const int col = get<1>(coords(r, c));
+        scores(r, c) = (col >= hi || col < lo) ? -INFINITY : scores(r, c);
       }
     }
   }

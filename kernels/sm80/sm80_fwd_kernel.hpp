@@ -160,21 +160,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   // They are rebuilt after the main loop (SeqInfo is a few loads) rather than kept live in it.
   const int row0 = m_block * kBlockM;
   const float empty_lse = is_split ? -INFINITY : INFINITY;
-  auto accum_row = [=](int r) {  // row of this split's partials (valid rows only)
-    return (int64_t(split) * params.num_heads_q + row_head(r)) * params.total_q + SeqInfo(params, batch).row_base +
-           row_query(r);
+  // `s` is a SeqInfo built where the outputs are written.
+  auto accum_row = [=](const SeqInfo& s, int r) {  // row of this split's partials (valid rows only)
+    return (int64_t(split) * params.num_heads_q + row_head(r)) * params.total_q + s.row_base + row_query(r);
   };
-  auto lse_ptr = [=](int r) -> float* {
-    if (is_split) { return params.lse_accum + accum_row(r); }
-    return params.lse + SeqInfo(params, batch).lse_offset + row_head(r) * params.lse_head_stride + row_query(r);
+  auto lse_ptr = [=](const SeqInfo& s, int r) -> float* {
+    if (is_split) { return params.lse_accum + accum_row(s, r); }
+    return params.lse + s.lse_offset + row_head(r) * params.lse_head_stride + row_query(r);
   };
-  auto out_row_offset = [=](int r) -> int64_t {  // element offset of a tile row in `out`, -1 past the end
+  auto out_row_offset = [=](const SeqInfo& s, int r) -> int64_t {  // offset of a tile row in `out`, -1 past the end
     if (r >= rows_left) { return -1; }
-    return SeqInfo(params, batch).out_offset + int64_t(row_query(r)) * params.out_row_stride +
-           int64_t(row_head(r)) * params.out_head_stride;
+    return s.out_offset + int64_t(row_query(r)) * params.out_row_stride + int64_t(row_head(r)) * params.out_head_stride;
   };
-  auto gmem_out_tile = [=]() {
-    const SeqInfo out_seq(params, batch);
+  auto gmem_out_tile = [=](const SeqInfo& out_seq) {
     Tensor mO = make_tensor(
         make_gmem_ptr(static_cast<Element*>(params.out) + out_seq.out_offset + head * params.out_head_stride),
         make_shape(out_seq.seqlen_q, Int<kPadV>{}), make_stride(params.out_row_stride, _1{}));
@@ -195,13 +193,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       const int r = i / kDimV, c = i % kDimV;
       if (r >= rows_left) { continue; }
       if (is_split) {
-        params.out_accum[accum_row(r) * kDimV + c] = 0.f;
+        params.out_accum[accum_row(seq, r) * kDimV + c] = 0.f;
       } else {
-        static_cast<Element*>(params.out)[out_row_offset(r) + c] = Element(0);
+        static_cast<Element*>(params.out)[out_row_offset(seq, r) + c] = Element(0);
       }
     }
     if (is_split || params.lse != nullptr) {
-      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { *lse_ptr(r) = empty_lse; }
+      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { *lse_ptr(seq, r) = empty_lse; }
     }
     return;
   }
@@ -399,6 +397,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
   }
 
   // Epilogue.
+  const SeqInfo out_seq(params, batch);
   Tensor taccOcO = thr_mma.partition_C(cO);
   Tensor taccOcO_rc = make_tensor(taccOcO.data(), acc_layout_rowcol(taccOcO.layout()));
   float lse[kRowsPerThread];
@@ -416,7 +415,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     for (int r = 0; r < size<0>(acc_o_rc); ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
       if (row >= rows_left) { continue; }
-      float* accum = params.out_accum + accum_row(row) * kDimV;
+      float* accum = params.out_accum + accum_row(out_seq, row) * kDimV;
       CUTE_UNROLL
       for (int n = 0; n < size<1>(acc_o_rc) / 2; ++n) {
         const int col = get<1>(taccOcO_rc(r, 2 * n));
@@ -439,12 +438,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     Tensor tOrO = make_fragment_like<Element>(tOsO);
     copy(gmem_tiled_copy_o, tOsO, tOrO);
     if (group == 1) {
-      Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile());
+      Tensor tOgO = gmem_thr_copy_o.partition_D(gmem_out_tile(out_seq));
       copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_tiled_copy_o, tOrO, tOgO, tOcO, rows_left);
     } else {
       Tensor mO_cols = make_tensor(make_gmem_ptr(static_cast<Element*>(params.out)), Shape<Int<kBlockM>, Int<kPadV>>{},
                                    Stride<_0, _1>{});
-      store_rows_indirect<kDimV>(gmem_tiled_copy_o, tOrO, gmem_thr_copy_o.partition_D(mO_cols), tOcO, out_row_offset);
+      store_rows_indirect<kDimV>(gmem_tiled_copy_o, tOrO, gmem_thr_copy_o.partition_D(mO_cols), tOcO,
+                                 [&](int r) { return out_row_offset(out_seq, r); });
     }
   }
 
@@ -453,7 +453,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) {
       const int row = get<0>(taccOcO_rc(r, 0));
-      if (row < rows_left) { *lse_ptr(row) = lse[r]; }
+      if (row < rows_left) { *lse_ptr(out_seq, row) = lse[r]; }
     }
   }
 }
