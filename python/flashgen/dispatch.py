@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -13,11 +14,25 @@ from .errors import KernelNotBuiltError, UnsupportedDeviceError
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+@functools.lru_cache(maxsize=None)
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _families_for(device: Optional[torch.device]) -> list[str]:
     """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
-    if device is not None and device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0):
+    if device is not None and device.type == "cuda" and _capability(_device_index(device)) == (9, 0):
         return ["sm90", "sm80"]
     return ["sm80"]
+
+
+@functools.lru_cache(maxsize=None)
+def _built_names() -> frozenset:
+    return frozenset(built_kernels())
 
 
 def select_kernel(
@@ -33,7 +48,7 @@ def select_kernel(
     paged: bool = False,
 ) -> KernelSpec:
     """The spec the C library will dispatch to; raises if it cannot exist or was not built."""
-    built = set(built_kernels())
+    built = _built_names()
     candidates = [
         KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, softcap, alibi, dropout,
                    paged)
@@ -83,7 +98,14 @@ def arch_is_built(capability: tuple[int, int], archs: tuple[str, ...]) -> bool:
 
 
 def check_device_arch(device: torch.device) -> None:
-    capability = torch.cuda.get_device_capability(device)
+    _check_arch(_device_index(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _check_arch(device_index: int) -> None:
+    """Raises once per device (the exception is not cached; a passing device is)."""
+    device = torch.device("cuda", device_index)
+    capability = _capability(device_index)
     archs = cuda_archs()
     if not arch_is_built(capability, archs):
         sm = f"{capability[0]}{capability[1]}"
