@@ -1,5 +1,5 @@
 // Small CuTe helpers shared by the attention kernels: fragment layout views,
-// conversions, guarded tile copies and quad reductions.
+// conversions and quad reductions.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -39,22 +39,6 @@ CUTE_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
   *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
       converter(*reinterpret_cast<cutlass::Array<From, kNumel> const*>(src.data()));
   return dst;
-}
-
-// Copies the rows of a partitioned (CPY, CPY_M, CPY_K) tile whose row coordinate is below
-// num_valid_rows; rows past it are zero-filled in the destination when kZeroFill is set
-// (keys past seqlen_k must read as zeros so that 0 * garbage cannot make a NaN).
-template <bool kZeroFill, class TiledCopy, class SrcTensor, class DstTensor, class CoordTensor>
-CUTE_DEVICE void copy_rows_guarded(TiledCopy const& tiled_copy, SrcTensor const& src, DstTensor&& dst,
-                                   CoordTensor const& coords, int num_valid_rows) {
-  CUTE_UNROLL
-  for (int m = 0; m < size<1>(src); ++m) {
-    if (get<0>(coords(0, m, 0)) < num_valid_rows) {
-      copy(tiled_copy, src(_, m, _), dst(_, m, _));
-    } else if constexpr (kZeroFill) {
-      clear(dst(_, m, _));
-    }
-  }
 }
 
 // Reductions over the four lanes that hold one row of an m16n8 accumulator.

@@ -12,7 +12,7 @@ from .dispatch import check_device_arch, select_kernel
 from .dropout import dropout_mask, philox_seed_offset
 
 
-def _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+def _options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
              dropout_p, num_splits) -> Options:
     opts = Options(
         softmax_scale=_checks.resolve_softmax_scale(softmax_scale, head_dim),
@@ -59,7 +59,7 @@ def _prepare_out(out, shape, dtype, device):
     return out
 
 
-def _finish(device, opts, tensors_on_device):
+def _finish(opts, tensors_on_device):
     device = _checks.check_same_cuda_device(**tensors_on_device)
     check_device_arch(device)
     if opts.dropout_p > 0.0:
@@ -108,11 +108,11 @@ def flash_attn_func(
     if k.shape[:2] != v.shape[:2] or k.shape[0] != batch:
         raise ValueError(f"shapes disagree: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; k and v must "
                          "share (batch, seqlen_k) and q's batch")
-    opts = _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+    opts = _options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
                     dropout_p, num_splits)
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None,
                   **opts.features())
-    device = _finish(q.device, opts, dict(q=q, k=k, v=v, alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
+    device = _finish(opts, dict(q=q, k=k, v=v, alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
     out = _prepare_out(out, (batch, seqlen_q, nheads, head_dim_v), dtype, device)
     want_lse = return_lse or return_attn_probs
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=device) if want_lse else None
@@ -172,7 +172,7 @@ def flash_attn_varlen_func(
         raise ValueError("max_seqlen_q and max_seqlen_k must be >= 0")
     if k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must agree except in head_dim")
-    opts = _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+    opts = _options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
                     dropout_p, num_splits)
     paged_info = None
     if paged:
@@ -182,7 +182,7 @@ def flash_attn_varlen_func(
         paged_info = Paged(block_table, page_size=k.shape[1], num_pages=k.shape[0])
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None,
                   paged=paged, **opts.features())
-    device = _finish(q.device, opts, dict(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+    device = _finish(opts, dict(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                                           block_table=block_table, alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
     if config.check_device_inputs and batch > 0:
         checks = _cu_seqlens_checks("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)

@@ -94,7 +94,7 @@ def flash_attn_with_kvcache(
             _checks.check_int32_vector("cache_batch_idx", cache_batch_idx, batch)
         elif k_cache.shape[0] != batch:
             raise ValueError(f"k_cache holds {k_cache.shape[0]} entries for a batch of {batch}; pass cache_batch_idx")
-    opts = _options(q, nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+    opts = _options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
                     0.0, num_splits)
     rotary_dim = 0
     if rotary_cos is not None or rotary_sin is not None:
@@ -111,7 +111,7 @@ def flash_attn_with_kvcache(
             raise ValueError(f"rotary_dim ({rotary_dim}) exceeds head_dim ({head_dim})")
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
                   **opts.features())
-    device = _finish(q.device, opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
+    device = _finish(opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
                                           cache_batch_idx=cache_batch_idx, block_table=block_table,
                                           rotary_cos=rotary_cos, rotary_sin=rotary_sin,
                                           alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
