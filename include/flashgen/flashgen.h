@@ -130,6 +130,39 @@ FLASHGEN_API flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cud
 FLASHGEN_API flashgen_status_t flashgen_fwd_workspace_size(const flashgen_fwd_args_t* args, size_t* bytes,
                                                            int64_t* num_splits);
 
+/* Backward attention: dq, dk, dv (and the sinks' gradient) of the forward call described by
+   `fwd` (the same q, k, v, out, lse, shapes, strides and options; dropout with the same
+   Philox seed and offset, which regenerates the same mask). lse is required. Paged KV,
+   kv_batch_idx, seqused_k and num_splits do not apply to the backward pass. */
+typedef struct flashgen_bwd_args {
+  size_t struct_size; /* sizeof(flashgen_bwd_args_t); set by flashgen_bwd_args_init */
+  flashgen_fwd_args_t fwd;
+  int64_t max_seqlen_k; /* varlen: the longest key sequence (fwd.seqlen_k is then total_k) */
+
+  const void* dout; /* like out */
+  int64_t dout_batch_stride, dout_row_stride, dout_head_stride;
+  void* dq; /* like q */
+  int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+  void* dk; /* like k: num_heads_kv heads, reduced over each group's query heads */
+  int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  void* dv; /* like v */
+  int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+  /* float32 (num_heads_q,): the sinks' gradient, written when fwd.sinks is set (may be NULL). */
+  float* dsinks;
+
+  /* Nonzero: bitwise-reproducible gradients (dq's partial sums are added in a fixed order);
+     zero: dq accumulates with unordered atomics, slightly faster. */
+  int deterministic;
+  /* flashgen_bwd_workspace_size() bytes, 16-byte aligned; flashgen_bwd initialises it. */
+  void* workspace;
+  size_t workspace_bytes;
+} flashgen_bwd_args_t;
+
+/* Defaults: zeros, fwd initialised by flashgen_fwd_args_init. */
+FLASHGEN_API void flashgen_bwd_args_init(flashgen_bwd_args_t* args);
+FLASHGEN_API flashgen_status_t flashgen_bwd_workspace_size(const flashgen_bwd_args_t* args, size_t* bytes);
+FLASHGEN_API flashgen_status_t flashgen_bwd(const flashgen_bwd_args_t* args, cudaStream_t stream);
+
 /* Writes the dropout keep-mask (1 = kept) that the *_dropout kernels apply for (seed,
    offset), as uint8 (batch, num_heads, seqlen_q, seqlen_k): a test and debugging aid. */
 FLASHGEN_API flashgen_status_t flashgen_dropout_mask(uint64_t philox_seed, uint64_t philox_offset, float dropout_p,
