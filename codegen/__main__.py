@@ -26,6 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--head-dims", help="FLASHGEN_HEAD_DIMS, e.g. '64;128;192x128'")
     parser.add_argument("--dtypes", help="FLASHGEN_DTYPES, e.g. 'bf16'")
     parser.add_argument("--variants", help="FLASHGEN_VARIANTS, e.g. 'plain;paged;softcap+alibi'")
+    parser.add_argument("--directions", help="FLASHGEN_DIRECTIONS, e.g. 'fwd' or 'fwd;bwd'")
     parser.add_argument("--kernels", help="FLASHGEN_KERNELS include globs")
     parser.add_argument("--kernels-exclude", help="FLASHGEN_KERNELS_EXCLUDE exclude globs")
     return parser.parse_args(argv)
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         selection = BuildSelection.from_values(
             cuda_archs=args.cuda_archs, head_dims=args.head_dims, dtypes=args.dtypes, variants=args.variants,
-            kernels=args.kernels, kernels_exclude=args.kernels_exclude,
+            directions=args.directions, kernels=args.kernels, kernels_exclude=args.kernels_exclude,
         )
         if args.list:
             specs = selection.specs()

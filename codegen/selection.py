@@ -8,6 +8,7 @@ Every knob comes from a command-line value, else the environment variable of the
   FLASHGEN_DTYPES          e.g. "bf16"
   FLASHGEN_VARIANTS        feature sets, '+'-joined: e.g. "plain;paged;softcap+alibi"
                            (default: plain;softcap;alibi;dropout;paged)
+  FLASHGEN_DIRECTIONS      "fwd", "bwd" or both (default: fwd;bwd; bwd covers the non-paged variants)
   FLASHGEN_KERNELS         include globs over kernel names, e.g. "fwd_sm80_bf16_*"
   FLASHGEN_KERNELS_EXCLUDE exclude globs over kernel names
 
@@ -39,6 +40,7 @@ ENV_KNOBS = (
     "FLASHGEN_HEAD_DIMS",
     "FLASHGEN_DTYPES",
     "FLASHGEN_VARIANTS",
+    "FLASHGEN_DIRECTIONS",
     "FLASHGEN_KERNELS",
     "FLASHGEN_KERNELS_EXCLUDE",
 )
@@ -113,6 +115,7 @@ class BuildSelection:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     variants: tuple[frozenset, ...] = tuple(parse_variant(v) for v in DEFAULT_VARIANTS)
+    directions: tuple[str, ...] = DIRECTIONS
 
     @classmethod
     def from_values(
@@ -121,6 +124,7 @@ class BuildSelection:
         head_dims: Optional[str] = None,
         dtypes: Optional[str] = None,
         variants: Optional[str] = None,
+        directions: Optional[str] = None,
         kernels: Optional[str] = None,
         kernels_exclude: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -146,9 +150,16 @@ class BuildSelection:
         variant_items = split_list(pick(variants, "FLASHGEN_VARIANTS")) or list(DEFAULT_VARIANTS)
         vars_ = tuple(dict.fromkeys(parse_variant(v) for v in variant_items))
 
+        direction_items = split_list(pick(directions, "FLASHGEN_DIRECTIONS"))
+        for d in direction_items:
+            if d not in DIRECTIONS:
+                raise SelectionError(f"unknown direction {d!r} (known: {', '.join(DIRECTIONS)})")
+        dirs = tuple(d for d in DIRECTIONS if d in direction_items) or DIRECTIONS
+
         include = tuple(split_list(pick(kernels, "FLASHGEN_KERNELS"))) or ("*",)
         exclude = tuple(split_list(pick(kernels_exclude, "FLASHGEN_KERNELS_EXCLUDE")))
-        return cls(cuda_archs=archs, head_dims=hdims, dtypes=dts, include=include, exclude=exclude, variants=vars_)
+        return cls(cuda_archs=archs, head_dims=hdims, dtypes=dts, include=include, exclude=exclude, variants=vars_,
+                   directions=dirs)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -168,7 +179,7 @@ class BuildSelection:
     def candidates(self) -> Iterable[KernelSpec]:
         """Every spec over the selected axes, valid or not, before the name globs."""
         for family, direction, dtype, (qk, v), causal, features in itertools.product(
-            self.families, DIRECTIONS, self.dtypes, self.head_dims, (False, True), self.variants
+            self.families, self.directions, self.dtypes, self.head_dims, (False, True), self.variants
         ):
             yield KernelSpec(family, direction, dtype, qk, v, causal, **{f: f in features for f in VARIANT_FEATURES})
 
@@ -183,6 +194,7 @@ class BuildSelection:
             "head_dims": [f"{qk}x{v}" if qk != v else str(qk) for qk, v in self.head_dims],
             "dtypes": list(self.dtypes),
             "variants": ["+".join(sorted(v)) or "plain" for v in self.variants],
+            "directions": list(self.directions),
             "kernels": list(self.include),
             "kernels_exclude": list(self.exclude),
         }

@@ -94,7 +94,8 @@ RULES: tuple[Rule, ...] = (
     Rule(lambda s: s.head_dim_qk % 8 or s.head_dim_v % 8, "head dims must be multiples of 8"),
     Rule(lambda s: s.dtype == "e4m3" and s.arch != "sm90", "e4m3 (FP8) kernels exist only in the sm90 family"),
     Rule(lambda s: s.arch == "sm90", "the sm90 (TMA + wgmma) family is not implemented yet"),
-    Rule(lambda s: s.direction == "bwd", "backward kernels are not implemented yet"),
+    Rule(lambda s: s.direction == "bwd" and s.arch != "sm80", "backward kernels exist only in the sm80 family"),
+    Rule(lambda s: s.direction == "bwd" and s.paged, "the backward pass does not read a paged KV cache"),
     Rule(lambda s: s.dropout and s.paged, "dropout is a training feature; paged-KV kernels are for inference"),
 )
 

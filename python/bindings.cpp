@@ -95,6 +95,41 @@ void bind_fwd_args(py::module_& m) {
   FG_FIELD(c, S, workspace_bytes);
 }
 
+void bind_bwd_args(py::module_& m) {
+  using S = flashgen_bwd_args_t;
+  py::class_<S> c(m, "BwdArgs");
+  c.def(py::init([] {
+    S s;
+    flashgen_bwd_args_init(&s);
+    return s;
+  }));
+  // By reference, so that `args.fwd.q = ...` fills the nested struct rather than a copy; the
+  // returned FwdArgs keeps its BwdArgs alive.
+  c.def_property_readonly(
+      "fwd", [](S& s) -> flashgen_fwd_args_t& { return s.fwd; }, py::return_value_policy::reference_internal);
+  FG_FIELD(c, S, max_seqlen_k);
+  FG_POINTER(c, S, dout, const void*);
+  FG_FIELD(c, S, dout_batch_stride);
+  FG_FIELD(c, S, dout_row_stride);
+  FG_FIELD(c, S, dout_head_stride);
+  FG_POINTER(c, S, dq, void*);
+  FG_FIELD(c, S, dq_batch_stride);
+  FG_FIELD(c, S, dq_row_stride);
+  FG_FIELD(c, S, dq_head_stride);
+  FG_POINTER(c, S, dk, void*);
+  FG_FIELD(c, S, dk_batch_stride);
+  FG_FIELD(c, S, dk_row_stride);
+  FG_FIELD(c, S, dk_head_stride);
+  FG_POINTER(c, S, dv, void*);
+  FG_FIELD(c, S, dv_batch_stride);
+  FG_FIELD(c, S, dv_row_stride);
+  FG_FIELD(c, S, dv_head_stride);
+  FG_POINTER(c, S, dsinks, float*);
+  FG_FIELD(c, S, deterministic);
+  FG_POINTER(c, S, workspace, void*);
+  FG_FIELD(c, S, workspace_bytes);
+}
+
 void bind_kv_append_args(py::module_& m) {
   using S = flashgen_kv_append_args_t;
   py::class_<S> c(m, "KvAppendArgs");
@@ -165,6 +200,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("DTYPE_FP16") = int(FLASHGEN_DTYPE_FP16);
   m.attr("DTYPE_BF16") = int(FLASHGEN_DTYPE_BF16);
   bind_fwd_args(m);
+  bind_bwd_args(m);
   bind_kv_append_args(m);
   m.def("fwd", [](const flashgen_fwd_args_t& args, uintptr_t stream) {
     flashgen_status_t status;
@@ -179,6 +215,19 @@ PYBIND11_MODULE(_C, m) {
     int64_t splits = 0;
     raise_for(flashgen_fwd_workspace_size(&args, &bytes, &splits));
     return py::make_tuple(bytes, splits);
+  });
+  m.def("bwd", [](const flashgen_bwd_args_t& args, uintptr_t stream) {
+    flashgen_status_t status;
+    {
+      py::gil_scoped_release release;
+      status = flashgen_bwd(&args, as_stream(stream));
+    }
+    raise_for(status);
+  });
+  m.def("bwd_workspace", [](const flashgen_bwd_args_t& args) {
+    size_t bytes = 0;
+    raise_for(flashgen_bwd_workspace_size(&args, &bytes));
+    return bytes;
   });
   m.def("kv_append", [](const flashgen_kv_append_args_t& args, uintptr_t stream) {
     raise_for(flashgen_kv_append(&args, as_stream(stream)));

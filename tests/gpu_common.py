@@ -39,3 +39,23 @@ def make_qkv(spec, b, sq, sk, h, hkv):
 
 def ids(spec):
     return spec.name
+
+
+BWD_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k.get("direction") == "bwd"]
+
+
+def bwd_kernels(dropout=False, causal=None, softcap=False, alibi=False):
+    """Built backward kernels with exactly these features (causal=None: either)."""
+    return [s for s in BWD_KERNELS
+            if (s.dropout, s.softcap, s.alibi) == (dropout, softcap, alibi) and (causal is None or s.causal == causal)]
+
+
+def one_per_head_dim_pair(specs):
+    """The first kernel of each (head_dim_qk, head_dim_v), whatever its dtype or causality:
+    option sweeps of the backward pass stay short."""
+    seen, chosen = set(), []
+    for s in specs:
+        if (s.head_dim_qk, s.head_dim_v) not in seen:
+            seen.add((s.head_dim_qk, s.head_dim_v))
+            chosen.append(s)
+    return chosen

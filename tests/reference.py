@@ -69,3 +69,40 @@ def assert_close_to_reference(out, q, k, v, **kw):
 def assert_lse_close(lse, q, k, v, **kw):
     _, ref = attention_ref(q, k, v, compute_dtype=torch.float32, **kw)
     torch.testing.assert_close(lse, ref, atol=2e-3, rtol=1e-3)
+
+
+def reference_grads(q, k, v, dout, compute_dtype=torch.float32, sinks=None, **kw):
+    """(dq, dk, dv, dsinks or None) of attention_ref(...) in `compute_dtype` by autograd, for
+    the output gradient dout. Inputs are cloned into fresh leaves; sinks stay float32."""
+    leaves = [t.detach().to(compute_dtype).requires_grad_() for t in (q, k, v)]
+    sink_leaf = sinks.detach().float().requires_grad_() if sinks is not None else None
+    out, _ = attention_ref(*leaves, sinks=sink_leaf, compute_dtype=compute_dtype, **kw)
+    inputs = leaves + ([sink_leaf] if sink_leaf is not None else [])
+    grads = torch.autograd.grad(out, inputs, dout.to(out.dtype), allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+    return (*grads[:3], grads[3] if sink_leaf is not None else None)
+
+
+def assert_grads_close(grads, q, k, v, dout, sinks=None, atol=1e-4, **kw):
+    """The forward's rule applied to dq, dk, dv (and dsinks): each gradient's max error against
+    the float32 reference is <= 2x the error of the same autograd computation done by PyTorch in
+    the input dtype, plus the reference's own rounding to that dtype and a small atol."""
+    ref = reference_grads(q, k, v, dout, torch.float32, sinks=sinks, **kw)
+    low = reference_grads(q, k, v, dout, q.dtype, sinks=sinks, **kw)
+    report = {}
+    for name, got, r, lo in zip(("dq", "dk", "dv", "dsinks"), grads, ref, low):
+        if r is None:
+            continue
+        assert got is not None, f"{name} is missing"
+        assert got.shape == r.shape, f"{name} has shape {tuple(got.shape)}, expected {tuple(r.shape)}"
+        assert not torch.isnan(got).any(), f"{name} has NaN"
+        if got.numel() == 0:
+            continue
+        err = (got.float() - r.float()).abs().max().item()
+        low_err = (lo.float() - r.float()).abs().max().item()
+        rounding = (r.to(q.dtype).float() - r.float()).abs().max().item()
+        bound = 2 * low_err + 2 * rounding + atol
+        assert err <= bound, (f"{name}: max error {err:.3e} > bound {bound:.3e} (pytorch {q.dtype} error "
+                              f"{low_err:.3e}, max |{name}| {r.abs().max().item():.3e})")
+        report[name] = (err, low_err)
+    return report

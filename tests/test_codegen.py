@@ -24,7 +24,8 @@ def all_axes_specs():
 
 
 def selection(**kw):
-    base = dict(cuda_archs="80", head_dims=None, dtypes=None, variants=None, kernels=None, kernels_exclude=None, env={})
+    base = dict(cuda_archs="80", head_dims=None, dtypes=None, variants=None, directions="fwd", kernels=None,
+                kernels_exclude=None, env={})
     base.update(kw)
     return BuildSelection.from_values(**base)
 
@@ -65,6 +66,7 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "fwd", "bf16", 128, 128, False, dropout=True, paged=True), "paged-KV"),
         (KernelSpec("sm70", "fwd", "bf16", 128, 128, False), "kernel family"),
         (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
+        (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
     ],
 )
 def test_rules_reject_with_a_reason(spec, fragment):
@@ -106,6 +108,18 @@ def test_default_selection_is_the_implemented_set():
         assert name in names
 
 
+def test_directions_knob_adds_backward_kernels_of_the_training_variants():
+    names = {s.name for s in selection(head_dims="128", dtypes="bf16", variants="plain;dropout;paged",
+                                       directions="fwd;bwd").specs()}
+    bwd = {n for n in names if n.startswith("bwd_")}
+    assert bwd == {"bwd_sm80_bf16_hdim128", "bwd_sm80_bf16_hdim128_causal", "bwd_sm80_bf16_hdim128_dropout",
+                   "bwd_sm80_bf16_hdim128_causal_dropout"}
+    assert len(names - bwd) == 6
+    assert len(selection(directions=None).specs()) == 140 + 112  # default: both directions
+    with pytest.raises(SelectionError, match="unknown direction"):
+        selection(directions="sideways")
+
+
 def test_variants_knob():
     names = {s.name for s in selection(head_dims="128", dtypes="bf16", variants="plain;softcap+alibi+dropout").specs()}
     assert names == {"fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal",
@@ -130,7 +144,8 @@ def test_include_and_exclude_globs():
 
 
 def test_environment_is_the_fallback_and_arguments_win():
-    env = {"FLASHGEN_HEAD_DIMS": "96", "FLASHGEN_DTYPES": "fp16", "FLASHGEN_CUDA_ARCHS": "86"}
+    env = {"FLASHGEN_HEAD_DIMS": "96", "FLASHGEN_DTYPES": "fp16", "FLASHGEN_CUDA_ARCHS": "86",
+           "FLASHGEN_DIRECTIONS": "fwd"}
     sel = BuildSelection.from_values(env=env)
     assert sel.cuda_archs == ("86",)
     assert {s.name for s in sel.specs()} == {f"fwd_sm80_fp16_hdim96{c}{v}" for c in ("", "_causal")
@@ -206,18 +221,19 @@ def test_manifest_matches_generated_files(tmp_path):
 
 
 def test_each_generated_source_instantiates_one_template(tmp_path):
-    render(selection(head_dims="128", dtypes="bf16"), tmp_path)
+    render(selection(head_dims="128", dtypes="bf16", directions="fwd;bwd"), tmp_path)
     for path in (tmp_path / "kernels").glob("*.cu"):
         text = path.read_text()
         assert text.count("#include") == 2
-        assert len(re.findall(r"run_fwd<", text)) == 1
+        assert len(re.findall(r"run_(fwd|bwd)<", text)) == 1
+        assert f"run_{path.stem[:3]}<" in text
         assert "#if" not in text and "switch" not in text
         assert path.stem in text
 
 
 def test_cli_list_prints_names_and_count():
     env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_HEAD_DIMS="128", FLASHGEN_DTYPES="bf16",
-               FLASHGEN_VARIANTS="plain")
+               FLASHGEN_VARIANTS="plain", FLASHGEN_DIRECTIONS="fwd")
     env.pop("FLASHGEN_KERNELS", None)
     env.pop("FLASHGEN_KERNELS_EXCLUDE", None)
     result = subprocess.run([sys.executable, "-m", "codegen", "--list"], cwd=REPO_ROOT, env=env,

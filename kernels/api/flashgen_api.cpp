@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "api/device_info.h"
+#include "api/fwd_args.h"
 #include "api/launch_status.h"
 #include "api/registry.h"
 #include "api/split_heuristic.h"
@@ -20,8 +21,6 @@ const KernelEntry* find_kernel(const KernelKey& key) {
   return nullptr;
 }
 
-namespace {
-
 const char* dtype_name(flashgen_dtype_t dtype) {
   switch (dtype) {
     case FLASHGEN_DTYPE_FP16: return "fp16";
@@ -32,12 +31,15 @@ const char* dtype_name(flashgen_dtype_t dtype) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// 16-byte vector accesses need every row to start on a 16-byte boundary.
 bool strides_aligned(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
+
+namespace {
 
 bool fits_int(int64_t x) { return x >= 0 && x <= INT_MAX; }
 
-flashgen_status_t validate(const flashgen_fwd_args_t& a) {
+}  // namespace
+
+flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
   if (a.dtype != FLASHGEN_DTYPE_FP16 && a.dtype != FLASHGEN_DTYPE_BF16) {
     return set_error(invalid, "unsupported dtype enum %d", int(a.dtype));
@@ -88,7 +90,7 @@ flashgen_status_t validate(const flashgen_fwd_args_t& a) {
   return FLASHGEN_STATUS_OK;
 }
 
-FwdParams to_params(const flashgen_fwd_args_t& a) {
+FwdParams to_fwd_params(const flashgen_fwd_args_t& a) {
   FwdParams p{};
   p.q = a.q;
   p.k = a.k;
@@ -150,6 +152,8 @@ FwdParams to_params(const flashgen_fwd_args_t& a) {
   return p;
 }
 
+namespace {
+
 struct Plan {
   const KernelEntry* entry;
   FwdParams params;
@@ -167,7 +171,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                      "build against the matching flashgen.h",
                      args->struct_size, sizeof(flashgen_fwd_args_t));
   }
-  flashgen_status_t status = validate(*args);
+  flashgen_status_t status = validate_fwd_args(*args);
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
   DeviceInfo device;
@@ -200,7 +204,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   }
 
   plan->entry = entry;
-  plan->params = to_params(*args);
+  plan->params = to_fwd_params(*args);
   FwdParams& p = plan->params;
 
   const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v);

@@ -4,7 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "common/fwd_params.h"
+#include "common/bwd_params.h"
 #include "flashgen/flashgen.h"
 
 namespace flashgen {
@@ -32,11 +32,13 @@ struct KernelKey {
 };
 
 using FwdLauncher = flashgen_status_t (*)(const FwdParams&, cudaStream_t);
+using BwdLauncher = flashgen_status_t (*)(const BwdParams&, cudaStream_t);
 
 struct KernelEntry {
   KernelKey key;
   const char* name;  // the canonical KernelSpec.name
-  FwdLauncher fwd;
+  FwdLauncher fwd;  // set for forward kernels
+  BwdLauncher bwd;  // set for backward kernels
 };
 
 extern const KernelEntry kKernelTable[];

@@ -14,6 +14,7 @@ struct SeqInfo {
   int seqlen_q;
   int seqlen_k;
   int row_base;       // this entry's first row among the total_q rows (LSE, split accumulators)
+  int key_row_base;   // varlen: this entry's first row among the total_k key rows, else 0
   int64_t q_offset;   // element offsets of row 0, head 0
   int64_t out_offset;
   int64_t k_offset;
@@ -39,11 +40,13 @@ struct SeqInfo {
       lse_offset = int64_t(batch) * p.lse_batch_stride;
     }
     const bool paged = p.block_table != nullptr;
+    key_row_base = 0;
     if (p.cu_seqlens_k != nullptr) {
       // Varlen keys: total_k rows when contiguous; the cache capacity when paged.
       const int start = paged ? 0 : clamp(p.cu_seqlens_k[batch], 0, p.seqlen_k);
       const int end = paged ? p.cu_seqlens_k[batch + 1] - p.cu_seqlens_k[batch] : p.cu_seqlens_k[batch + 1];
       seqlen_k = clamp(end, start, p.seqlen_k) - start;
+      key_row_base = start;
       k_offset = int64_t(start) * p.k_row_stride;
       v_offset = int64_t(start) * p.v_row_stride;
     } else {

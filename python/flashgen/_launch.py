@@ -1,4 +1,4 @@
-"""Fills the C API's argument struct from tensors and runs the forward kernel."""
+"""Fills the C API's argument structs from tensors and runs the forward and backward kernels."""
 
 from __future__ import annotations
 
@@ -56,24 +56,24 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None, kv: Optional[KVCache] = None,
-                paged: Optional[Paged] = None) -> None:
-    """q/k/v/out in flash-attn layouts: (b, s, h, d), or packed (total, h, d) when varlen,
-    or k/v as (num_pages, page_size, h_kv, d) when paged."""
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, row, head) element strides of a 4-D or packed 3-D tensor."""
+    return (0, t.stride(0), t.stride(1)) if t.dim() == 3 else (t.stride(0), t.stride(1), t.stride(2))
+
+
+def _fill_forward_args(a, q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None,
+                       kv: Optional[KVCache] = None, paged: Optional[Paged] = None) -> None:
+    """Fills a FwdArgs: the forward call itself, or the description of it that the backward
+    pass reads (BwdArgs.fwd)."""
     _C = lib()
-    a = _C.FwdArgs()
     a.dtype = getattr(_C, _DTYPE_ENUM[q.dtype])
     a.q, a.k, a.v, a.out, a.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), _ptr(lse)
     a.num_heads_q, a.head_dim_qk = q.shape[-2], q.shape[-1]
     a.num_heads_kv, a.head_dim_v = v.shape[-2], v.shape[-1]
-
-    def strides(t):  # (batch, row, head) element strides of a 4-D or packed 3-D tensor
-        return (0, t.stride(0), t.stride(1)) if t.dim() == 3 else (t.stride(0), t.stride(1), t.stride(2))
-
-    a.q_batch_stride, a.q_row_stride, a.q_head_stride = strides(q)
-    a.k_batch_stride, a.k_row_stride, a.k_head_stride = strides(k)
-    a.v_batch_stride, a.v_row_stride, a.v_head_stride = strides(v)
-    a.out_batch_stride, a.out_row_stride, a.out_head_stride = strides(out)
+    a.q_batch_stride, a.q_row_stride, a.q_head_stride = _strides(q)
+    a.k_batch_stride, a.k_row_stride, a.k_head_stride = _strides(k)
+    a.v_batch_stride, a.v_row_stride, a.v_head_stride = _strides(v)
+    a.out_batch_stride, a.out_row_stride, a.out_head_stride = _strides(out)
     if varlen is not None:
         a.cu_seqlens_q, a.cu_seqlens_k = varlen.cu_seqlens_q.data_ptr(), varlen.cu_seqlens_k.data_ptr()
         a.batch = varlen.cu_seqlens_q.numel() - 1
@@ -105,6 +105,14 @@ def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = Non
     a.philox_seed, a.philox_offset = opts.philox
     a.num_splits = opts.num_splits
 
+
+def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None, kv: Optional[KVCache] = None,
+                paged: Optional[Paged] = None) -> None:
+    """q/k/v/out in flash-attn layouts: (b, s, h, d), or packed (total, h, d) when varlen,
+    or k/v as (num_pages, page_size, h_kv, d) when paged."""
+    _C = lib()
+    a = _C.FwdArgs()
+    _fill_forward_args(a, q, k, v, out, lse, opts, varlen, kv, paged)
     device = q.device
     with torch.cuda.device(device):
         workspace = None
@@ -113,3 +121,34 @@ def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = Non
             workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
             a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
         _C.fwd(a, torch.cuda.current_stream(device).cuda_stream)
+
+
+def run_backward(dout, q, k, v, out, lse, dq, dk, dv, dsinks: Optional[torch.Tensor], opts: Options,
+                 varlen: Optional[Varlen] = None, deterministic: bool = False) -> None:
+    """dq, dk, dv (and dsinks when opts.sinks is set) of the forward call run_forward(q, k, v,
+    out, lse, opts, varlen) made; opts must carry that call's Philox (seed, offset). Gradients
+    take the layout of their tensor (any batch/row/head strides, last dim contiguous); dk/dv
+    have k/v's num_heads_kv heads."""
+    _C = lib()
+    a = _C.BwdArgs()
+    _fill_forward_args(a.fwd, q, k, v, out, lse, opts, varlen)
+    a.max_seqlen_k = varlen.max_seqlen_k if varlen is not None else k.shape[1]
+    a.dout = dout.data_ptr()
+    a.dout_batch_stride, a.dout_row_stride, a.dout_head_stride = _strides(dout)
+    a.dq = dq.data_ptr()
+    a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride = _strides(dq)
+    a.dk = dk.data_ptr()
+    a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride = _strides(dk)
+    a.dv = dv.data_ptr()
+    a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride = _strides(dv)
+    a.dsinks = _ptr(dsinks)
+    a.deterministic = int(deterministic)
+    device = q.device
+    with torch.cuda.device(device):
+        nbytes = _C.bwd_workspace(a)
+        # Freed on return, which is safe: the caching allocator hands the block only to work
+        # queued after these kernels on this stream.
+        workspace = torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
+        if workspace is not None:
+            a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
+        _C.bwd(a, torch.cuda.current_stream(device).cuda_stream)

@@ -9,7 +9,7 @@ import torch
 from . import _checks, config
 from ._launch import KVCache, Paged, run_forward
 from ._library import lib
-from .attention import _check_qkv_common, _finish, _options, _page_check, _prepare_out
+from ._prepare import check_qkv_common, finish, options, page_check, prepare_out
 from .dispatch import select_kernel
 
 
@@ -55,7 +55,7 @@ def flash_attn_with_kvcache(
     if cache_leftpad is not None:
         raise NotImplementedError("cache_leftpad is not supported by flashgen")
     paged = block_table is not None
-    dtype, nheads, head_dim, head_dim_v = _check_qkv_common(q, k_cache, v_cache, rank=4)
+    dtype, nheads, head_dim, head_dim_v = check_qkv_common(q, k_cache, v_cache, rank=4)
     batch, seqlen_q = q.shape[:2]
     if k_cache.shape[:-1] != v_cache.shape[:-1]:
         raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must agree except in "
@@ -94,7 +94,7 @@ def flash_attn_with_kvcache(
             _checks.check_int32_vector("cache_batch_idx", cache_batch_idx, batch)
         elif k_cache.shape[0] != batch:
             raise ValueError(f"k_cache holds {k_cache.shape[0]} entries for a batch of {batch}; pass cache_batch_idx")
-    opts = _options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
+    opts = options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap, alibi_slopes, sinks,
                     0.0, num_splits)
     rotary_dim = 0
     if rotary_cos is not None or rotary_sin is not None:
@@ -111,7 +111,7 @@ def flash_attn_with_kvcache(
             raise ValueError(f"rotary_dim ({rotary_dim}) exceeds head_dim ({head_dim})")
     select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
                   **opts.features())
-    device = _finish(opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
+    device = finish(opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
                                           cache_batch_idx=cache_batch_idx, block_table=block_table,
                                           rotary_cos=rotary_cos, rotary_sin=rotary_sin,
                                           alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
@@ -120,7 +120,7 @@ def flash_attn_with_kvcache(
         checks = [((cache_seqlens < 0).any() | (used > capacity).any(),
                    f"cache_seqlens + seqlen_new must be in 0..{capacity} (the cache capacity)")]
         if paged:
-            checks.append(_page_check(block_table, used, k_cache.shape[1], k_cache.shape[0]))
+            checks.append(page_check(block_table, used, k_cache.shape[1], k_cache.shape[0]))
         if cache_batch_idx is not None:
             checks.append(((cache_batch_idx < 0).any() | (cache_batch_idx >= k_cache.shape[0]).any(),
                            f"cache_batch_idx must be in 0..{k_cache.shape[0] - 1}"))
@@ -135,7 +135,7 @@ def flash_attn_with_kvcache(
                          rotary_cos, rotary_sin, rotary_dim, rotary_interleaved,
                          rotate_q=rotary_dim > 0 and k is not None,
                          q_per_row=opts.causal or opts.window != (-1, -1))
-    out = _prepare_out(out, (batch, seqlen_q, nheads, head_dim_v), dtype, device)
+    out = prepare_out(out, (batch, seqlen_q, nheads, head_dim_v), dtype, device)
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=device) if return_softmax_lse else None
     if out.numel() > 0:
         kv = KVCache(seqused_k=cache_seqlens, seqused_k_add=seqlen_new, batch_idx=cache_batch_idx,

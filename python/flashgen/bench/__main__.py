@@ -1,5 +1,5 @@
-"""python -m flashgen.bench: the standard forward sweep beside torch SDPA's FLASH and CUDNN,
-and the decode sweep (TB/s over a paged and a dense KV cache).
+"""python -m flashgen.bench: the standard forward and backward sweeps beside torch SDPA's FLASH
+and CUDNN, and the decode sweep (TB/s over a paged and a dense KV cache).
 
 Prints max error against a float32 reference, TFLOP/s and ratios, plus the same-run bf16
 matmul and copy ceilings. --markdown FILE also writes the tables for bench/RESULTS.md.
@@ -15,7 +15,7 @@ import torch
 
 import flashgen
 
-from . import decode
+from . import backward, decode
 from .sweep import Result, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops
 
@@ -46,13 +46,29 @@ def table(results: list[Result]) -> list[str]:
     return rows
 
 
+def bwd_table(results: list[backward.BwdResult]) -> list[str]:
+    rows = ["| hdim | seqlen | causal | flashgen | FA2 | cuDNN | vs FA2 | vs cuDNN | dq err flashgen | dq err FA2 | "
+            "dq err cuDNN | MiB flashgen | MiB FA2 | MiB cuDNN |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        t, e, m = r.tflops, r.max_err, r.peak_mib
+        rows.append(
+            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
+            f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
+            f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
+            f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} | {_fmt(m['flashgen'])} | {_fmt(m['fa2'])} | "
+            f"{_fmt(m['cudnn'])} |"
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashgen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head-dims", type=_ints, default=(64, 128, 256))
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
-    parser.add_argument("--mode", choices=("all", "fwd", "decode"), default="all")
+    parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode"), default="all")
     parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -62,7 +78,7 @@ def main(argv=None) -> int:
     causal = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     device = torch.cuda.get_device_name()
     header = [
-        f"flashgen {flashgen.__version__} forward sweep, {datetime.date.today()}, {device}, torch {torch.__version__}, "
+        f"flashgen {flashgen.__version__} attention sweep, {datetime.date.today()}, {device}, torch {torch.__version__}, "
         f"cuDNN {torch.backends.cudnn.version()}",
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
@@ -85,6 +101,19 @@ def main(argv=None) -> int:
         lines += table(results)
         lines += [f"- hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
                   for r in results if r.note]
+    if args.mode in ("all", "bwd"):
+        bwd_results = []
+        for case in standard_cases(args.head_dims, args.seqlens, causal):
+            result = backward.run_case(case)
+            bwd_results.append(result)
+            print(bwd_table([result])[-1] + (f"  # {result.note}" if result.note else ""), flush=True)
+            torch.cuda.empty_cache()
+        lines += ["", "Backward (the forward once, untimed; autograd.grad per timed call): TFLOP/s with bwd FLOPs = "
+                  "2.5x fwd; dq err = max |dq - fp32 reference| on batch 0, heads 0-1; MiB = peak memory of one "
+                  "fwd + bwd beyond q, k, v and dout", ""]
+        lines += bwd_table(bwd_results)
+        lines += [f"- bwd hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
+                  for r in bwd_results if r.note]
     if args.mode in ("all", "decode"):
         decode_results = []
         for batch, seqlen_k in decode.CASES:

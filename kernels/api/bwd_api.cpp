@@ -1,0 +1,170 @@
+// The backward C ABI: argument validation, kernel selection and the workspace layout.
+#include <climits>
+#include <cstdint>
+#include <cstring>
+
+#include "api/device_info.h"
+#include "api/fwd_args.h"
+#include "api/launch_status.h"
+#include "api/registry.h"
+#include "flashgen/flashgen.h"
+#include "sm80/sm80_bwd_tile.h"
+
+namespace flashgen {
+namespace {
+
+constexpr size_t kWorkspaceAlign = 256;
+
+size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
+
+struct BwdPlan {
+  const KernelEntry* entry;
+  BwdParams params;
+  size_t accum_bytes;  // dq_accum, then softmax_d, then the deterministic-mode counters
+  size_t d_bytes;
+  size_t semaphore_bytes;
+  size_t workspace_bytes() const { return accum_bytes + d_bytes + semaphore_bytes; }
+};
+
+flashgen_status_t validate_gradients(const flashgen_bwd_args_t& a) {
+  const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
+  const flashgen_fwd_args_t& f = a.fwd;
+  if (f.block_table != nullptr || f.kv_batch_idx != nullptr || f.seqused_k != nullptr) {
+    return set_error(invalid, "the backward pass takes no paged cache, kv_batch_idx or seqused_k");
+  }
+  if (f.lse == nullptr) {
+    return set_error(invalid, "the backward pass needs the forward pass's lse (run the forward with lse set)");
+  }
+  if (a.dout == nullptr || a.dq == nullptr || a.dk == nullptr || a.dv == nullptr) {
+    return set_error(invalid, "dout, dq, dk and dv must be non-null");
+  }
+  if (!aligned16(a.dout) || !aligned16(a.dq) || !aligned16(a.dk) || !aligned16(a.dv) ||
+      reinterpret_cast<uintptr_t>(f.lse) % 4 != 0) {
+    return set_error(invalid, "dout, dq, dk and dv must be 16-byte aligned");
+  }
+  if (!strides_aligned(a.dout_batch_stride, a.dout_row_stride, a.dout_head_stride) ||
+      !strides_aligned(a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride) ||
+      !strides_aligned(a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride) ||
+      !strides_aligned(a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride)) {
+    return set_error(invalid, "gradient batch, row and head strides must be multiples of 8 elements (16 bytes)");
+  }
+  if (f.cu_seqlens_q != nullptr && (a.max_seqlen_k < 0 || a.max_seqlen_k > INT_MAX)) {
+    return set_error(invalid, "max_seqlen_k must be in 0..2^31-1");
+  }
+  if (f.batch > 65535 || f.num_heads_kv > 65535) {
+    return set_error(invalid, "the backward pass needs batch and num_heads_kv <= 65535");
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
+flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) {
+  clear_error();
+  if (args == nullptr) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "args is NULL"); }
+  if (args->struct_size != sizeof(flashgen_bwd_args_t) || args->fwd.struct_size != sizeof(flashgen_fwd_args_t)) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "args->struct_size (%zu) or args->fwd.struct_size (%zu) differ from this library's (%zu, %zu): "
+                     "call flashgen_bwd_args_init and build against the matching flashgen.h",
+                     args->struct_size, args->fwd.struct_size, sizeof(flashgen_bwd_args_t),
+                     sizeof(flashgen_fwd_args_t));
+  }
+  const flashgen_fwd_args_t& f = args->fwd;
+  flashgen_status_t status = validate_fwd_args(f);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  status = validate_gradients(*args);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+
+  DeviceInfo device;
+  status = current_device_info(&device);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (device.compute_capability < 80) {
+    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
+                     device.compute_capability / 10, device.compute_capability % 10);
+  }
+  const KernelKey key{KernelFamily::kSm80, Direction::kBwd, f.dtype, int(f.head_dim_qk), int(f.head_dim_v),
+                      f.causal != 0, /*softcap=*/f.softcap > 0.f, /*alibi=*/f.alibi_slopes != nullptr,
+                      /*dropout=*/f.dropout_p > 0.f, /*paged=*/false};
+  plan->entry = find_kernel(key);
+  if (plan->entry == nullptr) {
+    return set_error(FLASHGEN_STATUS_NOT_BUILT,
+                     "no backward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d softcap=%d "
+                     "alibi=%d dropout=%d; rebuild with FLASHGEN_DIRECTIONS including bwd and FLASHGEN_HEAD_DIMS / "
+                     "FLASHGEN_DTYPES / FLASHGEN_VARIANTS / FLASHGEN_KERNELS selecting it",
+                     dtype_name(f.dtype), key.head_dim_qk, key.head_dim_v, int(key.causal), int(key.softcap),
+                     int(key.alibi), int(key.dropout));
+  }
+
+  BwdParams& p = plan->params;
+  p = BwdParams{};
+  static_cast<FwdParams&>(p) = to_fwd_params(f);
+  p.max_seqlen_k = f.cu_seqlens_q != nullptr ? int(args->max_seqlen_k) : p.seqlen_k;
+  p.dout = args->dout;
+  p.dout_batch_stride = args->dout_batch_stride;
+  p.dout_row_stride = args->dout_row_stride;
+  p.dout_head_stride = args->dout_head_stride;
+  p.dq = args->dq;
+  p.dq_batch_stride = args->dq_batch_stride;
+  p.dq_row_stride = args->dq_row_stride;
+  p.dq_head_stride = args->dq_head_stride;
+  p.dk = args->dk;
+  p.dk_batch_stride = args->dk_batch_stride;
+  p.dk_row_stride = args->dk_row_stride;
+  p.dk_head_stride = args->dk_head_stride;
+  p.dv = args->dv;
+  p.dv_batch_stride = args->dv_batch_stride;
+  p.dv_row_stride = args->dv_row_stride;
+  p.dv_head_stride = args->dv_head_stride;
+  p.dsinks = args->dsinks;
+  p.deterministic = args->deterministic != 0;
+  p.dq_accum_dim = sm80::padded_head_dim(p.head_dim_qk);
+  const sm80::BwdTile tile = sm80::bwd_tile(p.head_dim_qk, p.head_dim_v);
+  p.num_m_blocks = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+
+  plan->accum_bytes = align_up(size_t(p.total_q) * p.num_heads_q * p.dq_accum_dim * sizeof(float));
+  plan->d_bytes = align_up(size_t(p.num_heads_q) * p.total_q * sizeof(float));
+  plan->semaphore_bytes = p.deterministic ? align_up(size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int)) : 0;
+  return FLASHGEN_STATUS_OK;
+}
+
+}  // namespace
+}  // namespace flashgen
+
+extern "C" {
+
+void flashgen_bwd_args_init(flashgen_bwd_args_t* args) {
+  if (args == nullptr) { return; }
+  std::memset(args, 0, sizeof(*args));
+  args->struct_size = sizeof(*args);
+  flashgen_fwd_args_init(&args->fwd);
+}
+
+flashgen_status_t flashgen_bwd_workspace_size(const flashgen_bwd_args_t* args, size_t* bytes) {
+  using namespace flashgen;
+  BwdPlan plan{};
+  const flashgen_status_t status = make_bwd_plan(args, &plan);
+  if (status == FLASHGEN_STATUS_OK && bytes != nullptr) { *bytes = plan.workspace_bytes(); }
+  return status;
+}
+
+flashgen_status_t flashgen_bwd(const flashgen_bwd_args_t* args, cudaStream_t stream) {
+  using namespace flashgen;
+  BwdPlan plan{};
+  flashgen_status_t status = make_bwd_plan(args, &plan);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  BwdParams& p = plan.params;
+  if (args->workspace == nullptr || args->workspace_bytes < plan.workspace_bytes()) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "the backward pass needs %zu bytes of workspace (flashgen_bwd_workspace_size), got %zu",
+                     plan.workspace_bytes(), args->workspace_bytes);
+  }
+  if (reinterpret_cast<uintptr_t>(args->workspace) % 16 != 0) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "workspace must be 16-byte aligned");
+  }
+  char* workspace = static_cast<char*>(args->workspace);
+  p.dq_accum = reinterpret_cast<float*>(workspace);
+  p.softmax_d = reinterpret_cast<float*>(workspace + plan.accum_bytes);
+  p.dq_semaphore = p.deterministic ? reinterpret_cast<int*>(workspace + plan.accum_bytes + plan.d_bytes) : nullptr;
+  if (p.batch == 0) { return FLASHGEN_STATUS_OK; }
+  return plan.entry->bwd(p, stream);
+}
+
+}  // extern "C"

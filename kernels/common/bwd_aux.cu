@@ -1,0 +1,155 @@
+// Backward pre- and post-processing kernels (common/bwd_aux.h). Head dims are runtime values
+// here: these kernels are memory-bound and one instantiation per dtype serves every build.
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "api/launch_status.h"
+#include "common/bwd_aux.h"
+
+namespace flashgen {
+namespace {
+
+// Row r of the total_q rows: batch entry r / seqlen, position r % seqlen (fixed length); the
+// packed row itself when varlen (seqlen = total_q, batch stride unused).
+struct RowAddress {
+  int64_t batch_stride, row_stride, head_stride;
+  int seqlen;
+  __device__ int64_t operator()(int r, int h) const {
+    return int64_t(r / seqlen) * batch_stride + int64_t(r % seqlen) * row_stride + int64_t(h) * head_stride;
+  }
+};
+
+__device__ float to_float(__half x) { return __half2float(x); }
+__device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ T from_float(float x);
+template <>
+__device__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// One warp per (row, head): D = sum over head_dim_v of dO * O, in fp32.
+template <class T>
+__global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at, RowAddress out_at, int total_q,
+                                 int num_heads, int head_dim, float* softmax_d) {
+  const int warp = int((blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32);
+  const int lane = threadIdx.x % 32;
+  if (warp >= total_q * num_heads) { return; }
+  const int r = warp / num_heads, h = warp % num_heads;
+  const T* a = dout + dout_at(r, h);
+  const T* b = out + out_at(r, h);
+  float sum = 0.f;
+  for (int c = lane * 8; c < head_dim; c += 32 * 8) {  // 16-byte loads: head dims are multiples of 8
+    const uint4 va = *reinterpret_cast<const uint4*>(a + c);
+    const uint4 vb = *reinterpret_cast<const uint4*>(b + c);
+    const T* ea = reinterpret_cast<const T*>(&va);
+    const T* eb = reinterpret_cast<const T*>(&vb);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) { sum += to_float(ea[i]) * to_float(eb[i]); }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) { sum += __shfl_xor_sync(0xffffffffu, sum, offset); }
+  if (lane == 0) { softmax_d[int64_t(h) * total_q + r] = sum; }
+}
+
+// Eight elements per thread: dq[r, h, c] = scale * dq_accum[(r * heads + h) * accum_dim + c].
+template <class T>
+__global__ void convert_dq_kernel(const float* dq_accum, int accum_dim, T* dq, RowAddress dq_at, int total_q,
+                                  int num_heads, int head_dim, float scale) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int chunks = head_dim / 8;
+  if (i >= int64_t(total_q) * num_heads * chunks) { return; }
+  const int c = int(i % chunks) * 8;
+  const int64_t rh = i / chunks;
+  const int r = int(rh / num_heads), h = int(rh % num_heads);
+  const float* src = dq_accum + rh * accum_dim + c;
+  const float4 lo = *reinterpret_cast<const float4*>(src);
+  const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+  alignas(16) T v[8] = {from_float<T>(lo.x * scale), from_float<T>(lo.y * scale), from_float<T>(lo.z * scale),
+                        from_float<T>(lo.w * scale), from_float<T>(hi.x * scale), from_float<T>(hi.y * scale),
+                        from_float<T>(hi.z * scale), from_float<T>(hi.w * scale)};
+  *reinterpret_cast<uint4*>(dq + dq_at(r, h) + c) = *reinterpret_cast<const uint4*>(v);
+}
+
+// One block per head: dsink = -sum over rows of exp(sink - lse) * D, in a fixed order (the
+// result is bitwise reproducible). Varlen rows past cu_seqlens_q[batch] belong to no sequence.
+__global__ void sink_grad_kernel(const float* sinks, const float* lse, int64_t lse_batch_stride,
+                                 int64_t lse_head_stride, int seqlen, const float* softmax_d, int total_q,
+                                 const int* cu_seqlens_q, int batch, float* dsinks) {
+  constexpr int kThreads = 256;
+  __shared__ float partial[kThreads];
+  const int h = blockIdx.x;
+  const int rows = cu_seqlens_q != nullptr ? min(max(cu_seqlens_q[batch], 0), total_q) : total_q;
+  const float sink = sinks[h];
+  float sum = 0.f;
+  for (int r = threadIdx.x; r < rows; r += kThreads) {
+    const float l = lse[int64_t(r / seqlen) * lse_batch_stride + int64_t(h) * lse_head_stride + r % seqlen];
+    sum += __expf(sink - l) * softmax_d[int64_t(h) * total_q + r];
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) { partial[threadIdx.x] += partial[threadIdx.x + width]; }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) { dsinks[h] = -partial[0]; }
+}
+
+RowAddress row_address(const BwdParams& p, int64_t batch_stride, int64_t row_stride, int64_t head_stride) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return {varlen ? 0 : batch_stride, row_stride, head_stride, varlen ? p.total_q : p.seqlen_q};
+}
+
+template <class T>
+flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
+  const size_t accum_bytes = size_t(p.total_q) * p.num_heads_q * p.dq_accum_dim * sizeof(float);
+  if (cudaMemsetAsync(p.dq_accum, 0, accum_bytes, stream) != cudaSuccess) { return check_launch("dq_accum memset"); }
+  if (p.deterministic) {
+    const size_t sem_bytes = size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int);
+    if (cudaMemsetAsync(p.dq_semaphore, 0, sem_bytes, stream) != cudaSuccess) {
+      return check_launch("dq semaphore memset");
+    }
+  }
+  const int64_t warps = int64_t(p.total_q) * p.num_heads_q;
+  if (warps == 0) { return FLASHGEN_STATUS_OK; }
+  const int threads = 256;
+  const int64_t blocks = (warps * 32 + threads - 1) / threads;
+  softmax_d_kernel<T><<<dim3(unsigned(blocks)), threads, 0, stream>>>(
+      static_cast<const T*>(p.dout), static_cast<const T*>(p.out),
+      row_address(p, p.dout_batch_stride, p.dout_row_stride, p.dout_head_stride),
+      row_address(p, p.out_batch_stride, p.out_row_stride, p.out_head_stride), p.total_q, p.num_heads_q,
+      p.head_dim_v, p.softmax_d);
+  return check_launch("backward preprocess kernel");
+}
+
+template <class T>
+flashgen_status_t postprocess(const BwdParams& p, cudaStream_t stream) {
+  const int64_t work = int64_t(p.total_q) * p.num_heads_q * (p.head_dim_qk / 8);
+  if (work == 0) { return FLASHGEN_STATUS_OK; }
+  const int threads = 256;
+  convert_dq_kernel<T><<<dim3(unsigned((work + threads - 1) / threads)), threads, 0, stream>>>(
+      p.dq_accum, p.dq_accum_dim, static_cast<T*>(p.dq),
+      row_address(p, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride), p.total_q, p.num_heads_q,
+      p.head_dim_qk, p.softmax_scale);
+  flashgen_status_t status = check_launch("backward dq conversion kernel");
+  if (status != FLASHGEN_STATUS_OK || p.sinks == nullptr || p.dsinks == nullptr) { return status; }
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  sink_grad_kernel<<<p.num_heads_q, 256, 0, stream>>>(p.sinks, p.lse, p.lse_batch_stride, p.lse_head_stride,
+                                                      varlen ? p.total_q : p.seqlen_q, p.softmax_d, p.total_q,
+                                                      p.cu_seqlens_q, p.batch, p.dsinks);
+  return check_launch("attention sink gradient kernel");
+}
+
+}  // namespace
+
+flashgen_status_t run_bwd_preprocess(const BwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream) {
+  return dtype == FLASHGEN_DTYPE_FP16 ? preprocess<__half>(params, stream) : preprocess<__nv_bfloat16>(params, stream);
+}
+
+flashgen_status_t run_bwd_postprocess(const BwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream) {
+  return dtype == FLASHGEN_DTYPE_FP16 ? postprocess<__half>(params, stream) : postprocess<__nv_bfloat16>(params, stream);
+}
+
+}  // namespace flashgen

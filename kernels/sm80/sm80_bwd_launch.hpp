@@ -1,0 +1,39 @@
+// Host-side launch of the SM80-path backward pass: preprocess (D, zeroed dQ accumulator), the
+// main kernel, then dQ conversion and the sinks' gradient. A generated translation unit
+// includes this header and instantiates run_bwd for one kernel spec.
+#pragma once
+
+#include <type_traits>
+
+#include <cuda_runtime_api.h>
+
+#include "api/launch_status.h"
+#include "common/bwd_aux.h"
+#include "common/bwd_params.h"
+#include "sm80/sm80_bwd_kernel.hpp"
+
+namespace flashgen::sm80 {
+
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
+          bool kHasDropout>
+flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
+  using Traits = BwdTraits<Element, kHeadDimQK, kHeadDimV>;
+  auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
+  constexpr int kSmemBytes = Traits::kSmemBytes;
+  constexpr flashgen_dtype_t kDtype =
+      std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
+
+  flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), kSmemBytes);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  status = run_bwd_preprocess(params, kDtype, stream);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
+  if (grid.x > 0) {  // no keys: dK and dV are empty, dQ stays zero
+    kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
+    status = check_launch("sm80 backward kernel");
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+  }
+  return run_bwd_postprocess(params, kDtype, stream);
+}
+
+}  // namespace flashgen::sm80
