@@ -48,6 +48,23 @@ CUTE_DEVICE void query_blocks_of_key_block(Mask const& mask, int n, int& m_lo, i
   while (m_hi > m_lo && !sees(m_hi - 1)) { --m_hi; }
 }
 
+// A 4-byte global -> shared cp.async (completes with the caller's cp.async groups).
+CUTE_DEVICE void cp_async_4(float* smem_dst, const float* gmem_src) {
+  const uint32_t dst = uint32_t(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem_src) : "memory");
+}
+
+// Fire-and-forget fp32 reduction of two adjacent values into global memory (one vector
+// reduction on sm90+, two scalar ones before). `dst` is 8-byte aligned.
+CUTE_DEVICE void red_add_f32x2(float* dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
+#else
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst), "f"(a) : "memory");
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst + 1), "f"(b) : "memory");
+#endif
+}
+
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __grid_constant__ BwdParams params) {
   using Element = typename Traits::Element;
@@ -86,6 +103,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKt{});
   Tensor sPt = make_tensor(sP.data(), typename Traits::SmemLayoutPt{});
   Tensor sdSt = make_tensor(sdS.data(), typename Traits::SmemLayoutPt{});
+  // Per-stage row statistics of the query block: LSE then D, kBlockM floats each.
+  float* s_stats = reinterpret_cast<float*>(smem + Traits::kSmemTileBytes);
 
   // ---- Global -> shared copies. ----
   using IOQK = typename Traits::IOQK;
@@ -122,6 +141,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
                                                               tQsQ(_, _, _, stage), tQcQ, rows);
     copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO),
                                                              tdOsdO(_, _, _, stage), tdOcdO, rows);
+    // The block's LSE and D ride along; rows past the sequence get LSE = +inf (P = 0) and D = 0.
+    const float* lse_head = params.lse + seq.lse_offset + h * params.lse_head_stride + m * kBlockM;
+    const float* d_head = params.softmax_d + int64_t(h) * params.total_q + seq.row_base + m * kBlockM;
+    float* stats = s_stats + stage * 2 * kBlockM;
+    for (int i = tid; i < kBlockM; i += Traits::kNumThreads) {
+      if (i < rows) {
+        cp_async_4(stats + i, lse_head + i);
+        cp_async_4(stats + kBlockM + i, d_head + i);
+      } else {
+        stats[i] = INFINITY;
+        stats[kBlockM + i] = 0.f;
+      }
+    }
   };
 
   {
@@ -214,17 +246,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
 
-    // Per-row LSE (log2 units) and D; rows past the sequence get P = 0.
     float lse_log2[kRows];
     float d_row[kRows];
-    const float* lse_head = params.lse + seq.lse_offset + h * params.lse_head_stride;
-    const float* d_head = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
+    const float* stats = s_stats + stage * 2 * kBlockM;
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      const int row = m * kBlockM + get<0>(tScS_rc(r, 0));
-      const bool valid = row < seq.seqlen_q;
-      lse_log2[r] = valid ? lse_head[row] * float(M_LOG2E) : INFINITY;
-      d_row[r] = valid ? d_head[row] : 0.f;
+      const int row = get<0>(tScS_rc(r, 0));
+      lse_log2[r] = stats[row] * float(M_LOG2E);
+      d_row[r] = stats[kBlockM + row];
     }
 
     Tensor dtanh = make_tensor<float>(s.layout());
@@ -315,7 +344,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
       if (row >= seq.seqlen_q) { continue; }
       float* dst = dq_head + row * dq_row_stride;
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(dq); ++c) { atomicAdd(dst + get<1>(tdQcdQ_rc(r, c)), dq(r, c)); }
+      for (int c = 0; c < size<1>(dq); c += 2) {  // columns c, c + 1 are adjacent
+        red_add_f32x2(dst + get<1>(tdQcdQ_rc(r, c)), dq(r, c), dq(r, c + 1));
+      }
     }
     if (params.deterministic) {
       __threadfence();

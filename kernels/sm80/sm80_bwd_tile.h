@@ -34,11 +34,13 @@ constexpr BwdTile bwd_tile(int head_dim_qk, int head_dim_v) {
   return {/*block_m=*/64, /*block_n=*/64, /*num_warps=*/8, 4, warps_m_dividing(2, 8, both), warps_m_dividing(2, 8, dqk)};
 }
 
-// Double-buffered Q and dO, one K and one V block, and the P and dS tiles.
+// Double-buffered Q and dO (with their rows' fp32 LSE and D), one K and one V block, and the
+// P and dS tiles.
 constexpr int bwd_smem_bytes(int head_dim_qk, int head_dim_v, int element_bytes) {
   const BwdTile t = bwd_tile(head_dim_qk, head_dim_v);
   const int dqk = padded_head_dim(head_dim_qk), dv = padded_head_dim(head_dim_v);
-  return element_bytes * (2 * t.block_m * (dqk + dv) + t.block_n * (dqk + dv) + 2 * t.block_m * t.block_n);
+  return element_bytes * (2 * t.block_m * (dqk + dv) + t.block_n * (dqk + dv) + 2 * t.block_m * t.block_n) +
+         2 * 2 * t.block_m * 4;
 }
 
 }  // namespace flashgen::sm80

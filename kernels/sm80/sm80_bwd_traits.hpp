@@ -68,11 +68,14 @@ struct BwdTraits {
 
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
-  using SmemCopyAtomStore = Copy_Atom<DefaultCopy, Element>;
+  // Register -> shared stores of accumulator fragments: two adjacent elements per store.
+  using SmemCopyAtomStore = Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>;
 
-  static constexpr int kSmemBytes =
+  static constexpr int kSmemTileBytes =
       int(sizeof(Element)) * int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutdO> + cosize_v<SmemLayoutK> +
                                  cosize_v<SmemLayoutV> + 2 * cosize_v<SmemLayoutP>);
+  // Plus LSE and D of each Q/dO stage (fp32).
+  static constexpr int kSmemBytes = kSmemTileBytes + 2 * 2 * kBlockM * int(sizeof(float));
   static_assert(kSmemBytes == bwd_smem_bytes(kHeadDimQK, kHeadDimV, sizeof(Element)));
 };
 
