@@ -1,6 +1,6 @@
 """Command line: list what a build selection instantiates, or render it.
 
-  python -m codegen --list --head-dims 64,128 --dtypes bf16
+  python -m codegen --list --head-dims 64,128 --dtypes bf16   # names, count, compile estimate
   python -m codegen --out build/generated --cuda-archs "80;90a"
 """
 
@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .estimate import default_jobs, estimate
 from .render import render
 from .selection import BuildSelection, SelectionError
 
@@ -29,6 +30,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--directions", help="FLASHGEN_DIRECTIONS, e.g. 'fwd' or 'fwd;bwd'")
     parser.add_argument("--kernels", help="FLASHGEN_KERNELS include globs")
     parser.add_argument("--kernels-exclude", help="FLASHGEN_KERNELS_EXCLUDE exclude globs")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="parallel compile jobs for --list's time estimate (default: "
+                             "CMAKE_BUILD_PARALLEL_LEVEL, else the cores)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             families = ", ".join(f"{n} {fam}" for fam, n in sorted(by_family.items()))
             print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
                   f"{';'.join(selection.cuda_archs)}: {len(specs) * len(selection.cuda_archs)} compiled images")
+            jobs = args.jobs if args.jobs else default_jobs()
+            print(estimate(len(specs), len(selection.cuda_archs), jobs).describe())
             return 0
         report = render(selection, args.out, args.templates)
     except SelectionError as err:

@@ -220,6 +220,26 @@ def test_manifest_matches_generated_files(tmp_path):
     assert 'kCudaArchs = "80;90a"' in registry
 
 
+def test_head_dims_outside_the_default_set_generate_end_to_end(tmp_path):
+    # FLASHGEN_HEAD_DIMS="80;112;160": sources, registry keys and manifest entries, no edits needed.
+    sel = selection(head_dims="80;112;160", dtypes="bf16", variants="plain;paged")
+    render(sel, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted({k["head_dim_qk"] for k in manifest["kernels"]}) == [80, 112, 160]
+    assert len(manifest["kernels"]) == 3 * 2 * 2
+    assert manifest["selection"]["head_dims"] == ["80", "112", "160"]
+    source = (tmp_path / "kernels" / "fwd_sm80_bf16_hdim112_paged.cu").read_text()
+    assert "/*kHeadDimQK=*/112, /*kHeadDimV=*/112" in source and "/*kIsPaged=*/true" in source
+    registry = (tmp_path / "registry.cpp").read_text()
+    assert "FLASHGEN_DTYPE_BF16, 160, 160, false" in registry
+
+
+def test_cmake_lists_and_comma_lists_select_the_same():
+    # CMake forwards a cache list "80;112" to codegen as "80,112" (one argument).
+    assert selection(head_dims="80;112;160").specs() == selection(head_dims="80,112,160").specs()
+    assert selection(cuda_archs="80,90a").cuda_archs == ("80", "90a")
+
+
 def test_each_generated_source_instantiates_one_template(tmp_path):
     render(selection(head_dims="128", dtypes="bf16", directions="fwd;bwd"), tmp_path)
     for path in (tmp_path / "kernels").glob("*.cu"):
@@ -241,6 +261,18 @@ def test_cli_list_prints_names_and_count():
     lines = result.stdout.splitlines()
     assert lines[:2] == ["fwd_sm80_bf16_hdim128", "fwd_sm80_bf16_hdim128_causal"]
     assert lines[2].startswith("# 2 kernel(s)")
+    assert lines[3].startswith("# estimated compile time:")
+
+
+def test_compile_estimate_counts_images_and_serial_archs():
+    from codegen.estimate import SECONDS_PER_IMAGE, default_jobs, estimate
+
+    est = estimate(num_kernels=140, num_archs=2, jobs=16)
+    assert est.core_seconds == 280 * SECONDS_PER_IMAGE
+    # 140 sources over 16 jobs is 9 rounds, each compiling both archs of one source.
+    assert est.wall_seconds == 9 * 2 * SECONDS_PER_IMAGE
+    assert default_jobs({"CMAKE_BUILD_PARALLEL_LEVEL": "3"}) == 3
+    assert default_jobs({}) >= 1
 
 
 def test_cli_reports_selection_errors():

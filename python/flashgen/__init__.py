@@ -11,6 +11,7 @@ from .dropout import dropout_mask
 from .errors import KernelNotBuiltError, UnsupportedDeviceError
 from .kvcache import flash_attn_with_kvcache
 from .merge import merge_attention_states
+from .paths import cmake_prefix_path
 
 __version__ = "0.1.0"
 
