@@ -48,6 +48,13 @@ CUTE_DEVICE void query_blocks_of_key_block(Mask const& mask, int n, int& m_lo, i
   while (m_hi > m_lo && !sees(m_hi - 1)) { --m_hi; }
 }
 
+// The same view with its base pointer moved by `offset` elements.
+template <class View>
+CUTE_DEVICE View at_stage(View view, int offset) {
+  view.data() = view.data() + offset;
+  return view;
+}
+
 // A 4-byte global -> shared cp.async (completes with the caller's cp.async groups).
 CUTE_DEVICE void cp_async_4(float* smem_dst, const float* gmem_src) {
   const uint32_t dst = uint32_t(__cvta_generic_to_shared(smem_dst));
@@ -93,8 +100,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   const int num_items = blocks_per_head * params.group_size;  // (query head, query block) pairs
 
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
-  Tensor sdO = make_tensor(sQ.data() + cosize(typename Traits::SmemLayoutQ{}), typename Traits::SmemLayoutdO{});
-  Tensor sK = make_tensor(sdO.data() + cosize(typename Traits::SmemLayoutdO{}), typename Traits::SmemLayoutK{});
+  Tensor sdO = make_tensor(sQ.data() + 2 * Traits::kStageElemsQ, typename Traits::SmemLayoutdO{});
+  Tensor sK = make_tensor(sdO.data() + 2 * Traits::kStageElemsdO, typename Traits::SmemLayoutK{});
   Tensor sV = make_tensor(sK.data() + cosize(typename Traits::SmemLayoutK{}), typename Traits::SmemLayoutV{});
   Tensor sP = make_tensor(sV.data() + cosize(typename Traits::SmemLayoutV{}), typename Traits::SmemLayoutP{});
   Tensor sdS = make_tensor(sP.data() + cosize(typename Traits::SmemLayoutP{}), typename Traits::SmemLayoutP{});
@@ -113,8 +120,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   typename IOV::CopyAsync gmem_copy_v;
   auto gmem_thr_qk = gmem_copy_qk.get_thread_slice(tid);
   auto gmem_thr_v = gmem_copy_v.get_thread_slice(tid);
-  Tensor tQsQ = gmem_thr_qk.partition_D(sQ);     // (CPY, CPY_M, CPY_K, stage)
-  Tensor tdOsdO = gmem_thr_v.partition_D(sdO);   // (CPY, CPY_M, CPY_K, stage)
+  // Stage-0 views; at_stage() moves a view of sQ, sdO (or their transposes) to a stage.
+  Tensor tQsQ = gmem_thr_qk.partition_D(sQ);
+  Tensor tdOsdO = gmem_thr_v.partition_D(sdO);
   Tensor tQcQ = gmem_thr_qk.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadQK>>{}));
   Tensor tdOcdO = gmem_thr_v.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadV>>{}));
   Tensor tKcK = gmem_thr_qk.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kPadQK>>{}));
@@ -138,9 +146,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor gdO = local_tile(mdO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m, 0));
     const int rows = seq.seqlen_q - m * kBlockM;
     copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ),
-                                                              tQsQ(_, _, _, stage), tQcQ, rows);
+                                                              at_stage(tQsQ, stage * Traits::kStageElemsQ), tQcQ, rows);
     copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO),
-                                                             tdOsdO(_, _, _, stage), tdOcdO, rows);
+                                                             at_stage(tdOsdO, stage * Traits::kStageElemsdO), tdOcdO,
+                                                             rows);
     // The block's LSE and D ride along; rows past the sequence get LSE = +inf (P = 0) and D = 0.
     const float* lse_head = params.lse + seq.lse_offset + h * params.lse_head_stride + m * kBlockM;
     const float* d_head = params.softmax_d + int64_t(h) * params.total_q + seq.row_base + m * kBlockM;
@@ -176,16 +185,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   // ---- MMAs and their shared -> register copies. ----
   typename Traits::TiledMmaSdP mma_sdp;
   auto thr_sdp = mma_sdp.get_thread_slice(tid);
-  Tensor tSrQ = thr_sdp.partition_fragment_A(sQ(_, _, 0));
+  Tensor tSrQ = thr_sdp.partition_fragment_A(sQ);
   Tensor tSrK = thr_sdp.partition_fragment_B(sK);
-  Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO(_, _, 0));
+  Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO);
   Tensor tdPrV = thr_sdp.partition_fragment_B(sV);
   auto copy_sdp_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_sdp);
   auto thr_sdp_a = copy_sdp_a.get_thread_slice(tid);
   auto copy_sdp_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma_sdp);
   auto thr_sdp_b = copy_sdp_b.get_thread_slice(tid);
-  Tensor tSsQ = thr_sdp_a.partition_S(sQ);     // (CPY, M, K, stage)
-  Tensor tdPsdO = thr_sdp_a.partition_S(sdO);  // (CPY, M, K, stage)
+  Tensor tSsQ = thr_sdp_a.partition_S(sQ);
+  Tensor tdPsdO = thr_sdp_a.partition_S(sdO);
   Tensor tSsK = thr_sdp_b.partition_S(sK);
   Tensor tdPsV = thr_sdp_b.partition_S(sV);
   auto copy_p = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_sdp);
@@ -198,17 +207,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   typename Traits::TiledMmadKV mma_dkv;
   auto thr_dkv = mma_dkv.get_thread_slice(tid);
   Tensor tdVrPt = thr_dkv.partition_fragment_A(sPt);
-  Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt(_, _, 0));
+  Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt);
   Tensor tdKrdSt = thr_dkv.partition_fragment_A(sdSt);
-  Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt(_, _, 0));
+  Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt);
   auto copy_dkv_a = make_tiled_copy_A(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
   auto thr_dkv_a = copy_dkv_a.get_thread_slice(tid);
   auto copy_dkv_b = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
   auto thr_dkv_b = copy_dkv_b.get_thread_slice(tid);
   Tensor tdVsPt = thr_dkv_a.partition_S(sPt);
   Tensor tdKsdSt = thr_dkv_a.partition_S(sdSt);
-  Tensor tdVsdOt = thr_dkv_b.partition_S(sdOt);  // (CPY, N, K, stage)
-  Tensor tdKsQt = thr_dkv_b.partition_S(sQt);    // (CPY, N, K, stage)
+  Tensor tdVsdOt = thr_dkv_b.partition_S(sdOt);
+  Tensor tdKsQt = thr_dkv_b.partition_S(sQt);
   Tensor acc_dk = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kPadQK>>{});
   Tensor acc_dv = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kPadV>>{});
   clear(acc_dk);
@@ -239,9 +248,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-    gemm_smem_smem(mma_sdp, acc_s, tSrQ, tSrK, tSsQ(_, _, _, stage), tSsK, copy_sdp_a, copy_sdp_b, thr_sdp_a,
+    gemm_smem_smem(mma_sdp, acc_s, tSrQ, tSrK, at_stage(tSsQ, stage * Traits::kStageElemsQ), tSsK, copy_sdp_a, copy_sdp_b, thr_sdp_a,
                    thr_sdp_b);
-    gemm_smem_smem(mma_sdp, acc_dp, tdPrdO, tdPrV, tdPsdO(_, _, _, stage), tdPsV, copy_sdp_a, copy_sdp_b,
+    gemm_smem_smem(mma_sdp, acc_dp, tdPrdO, tdPrV, at_stage(tdPsdO, stage * Traits::kStageElemsdO), tdPsV, copy_sdp_a, copy_sdp_b,
                    thr_sdp_a, thr_sdp_b);
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
@@ -314,11 +323,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     copy(copy_p, thr_copy_p.retile_S(rdS), tPsdS);
     __syncthreads();  // P and dS visible to every warp
 
-    gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, tdVsdOt(_, _, _, stage), copy_dkv_a, copy_dkv_b,
-                   thr_dkv_a, thr_dkv_b);
-    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, tdKsQt(_, _, _, stage), copy_dkv_a, copy_dkv_b,
-                   thr_dkv_a, thr_dkv_b);
-
+    gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, at_stage(tdVsdOt, stage * Traits::kStageElemsdO),
+                   copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
     clear(acc_dq);
     gemm_smem_smem(mma_dq, acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, copy_dq_a, copy_dq_b, thr_dq_a, thr_dq_b);
@@ -353,14 +359,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
       __syncthreads();
       if (tid == 0) { atomicAdd(semaphore, 1); }
     }
+    // dK last: its MMAs overlap the dQ reductions still draining from the LSU queue.
+    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, at_stage(tdKsQt, stage * Traits::kStageElemsQ),
+                   copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
   };
 
   for (int t = 0; t < num_items; ++t) {
-    __syncthreads();  // every warp is done with the previous item's stage, P and dS
-    if (t + 1 < num_items) { load_q_do(t + 1, (t + 1) & 1); }
-    cp_async_fence();
-    cp_async_wait<1>();
-    __syncthreads();  // this item's Q and dO (and K, V at t = 0) landed
+    cp_async_wait<0>();  // this item's Q and dO (and K, V at t = 0), the only group in flight
+    // One barrier: the stage landed for every warp, and every warp is done with the previous
+    // item (its stage, P and dS), so the next item may stream into the other stage.
+    __syncthreads();
+    if (t + 1 < num_items) {
+      load_q_do(t + 1, (t + 1) & 1);
+      cp_async_fence();
+    }
     if (mask.blocks(item_block(t)).needs_mask(n_block)) {
       step(t, true_type{});
     } else {

@@ -36,24 +36,26 @@ struct BwdTraits {
   using IOV = TileIO<Element, kNumThreads, kPadV>;
   using IOP = TileIO<Element, kNumThreads, kBlockN>;
 
-  // Q and dO: two stages, so the next query block streams in while this one is processed.
-  using SmemLayoutQ = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadQK>, _2>{}));
-  using SmemLayoutdO = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadV>, _2>{}));
+  // Q and dO: two stages each, so the next query block streams in while this one is processed.
+  // A stage is addressed by shifting the base pointer (a whole number of swizzle periods), not
+  // by a runtime layout coordinate, which would put the swizzle on every address computation.
+  using SmemLayoutQ = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  using SmemLayoutdO = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadV>>{}));
+  static constexpr int kStageElemsQ = int(cosize_v<SmemLayoutQ>);
+  static constexpr int kStageElemsdO = int(cosize_v<SmemLayoutdO>);
   using SmemLayoutK = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadQK>>{}));
   using SmemLayoutV = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadV>>{}));
   using SmemLayoutP = decltype(tile_to_shape(typename IOP::SmemAtom{}, Shape<Int<kBlockM>, Int<kBlockN>>{}));
   // Transposed views: (kBlockN, kBlockM) of P and dS, (head_dim, kBlockM) of Q and dO, and
   // (head_dim_qk, kBlockN) of K.
   using SmemLayoutPt = decltype(composition(SmemLayoutP{}, make_layout(Shape<Int<kBlockN>, Int<kBlockM>>{}, GenRowMajor{})));
-  using SmemLayoutQt = decltype(composition(SmemLayoutQ{}, make_layout(Shape<Int<kPadQK>, Int<kBlockM>, _2>{},
-                                                                       make_stride(Int<kBlockM>{}, _1{}, Int<kBlockM * kPadQK>{}))));
-  using SmemLayoutdOt = decltype(composition(SmemLayoutdO{}, make_layout(Shape<Int<kPadV>, Int<kBlockM>, _2>{},
-                                                                         make_stride(Int<kBlockM>{}, _1{}, Int<kBlockM * kPadV>{}))));
+  using SmemLayoutQt = decltype(composition(SmemLayoutQ{}, make_layout(Shape<Int<kPadQK>, Int<kBlockM>>{}, GenRowMajor{})));
+  using SmemLayoutdOt = decltype(composition(SmemLayoutdO{}, make_layout(Shape<Int<kPadV>, Int<kBlockM>>{}, GenRowMajor{})));
   using SmemLayoutKt = decltype(composition(SmemLayoutK{}, make_layout(Shape<Int<kPadQK>, Int<kBlockN>>{}, GenRowMajor{})));
   // The dK and dV tiles of the epilogue, staged where Q and dO were.
   using SmemLayoutdK = decltype(tile_to_shape(typename IOQK::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadQK>>{}));
   using SmemLayoutdV = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadV>>{}));
-  static_assert(cosize_v<SmemLayoutdK> <= cosize_v<SmemLayoutQ> && cosize_v<SmemLayoutdV> <= cosize_v<SmemLayoutdO>);
+  static_assert(cosize_v<SmemLayoutdK> <= 2 * kStageElemsQ && cosize_v<SmemLayoutdV> <= 2 * kStageElemsdO);
 
   using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
                                    SM80_16x8x16_F32BF16BF16F32_TN>;
@@ -69,10 +71,10 @@ struct BwdTraits {
   using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
   using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
   // Register -> shared stores of accumulator fragments: two adjacent elements per store.
-  using SmemCopyAtomStore = Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<32>, Element>;
+  using SmemCopyAtomStore = Copy_Atom<UniversalCopy<uint32_t>, Element>;
 
   static constexpr int kSmemTileBytes =
-      int(sizeof(Element)) * int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutdO> + cosize_v<SmemLayoutK> +
+      int(sizeof(Element)) * int(2 * kStageElemsQ + 2 * kStageElemsdO + cosize_v<SmemLayoutK> +
                                  cosize_v<SmemLayoutV> + 2 * cosize_v<SmemLayoutP>);
   // Plus LSE and D of each Q/dO stage (fp32).
   static constexpr int kSmemBytes = kSmemTileBytes + 2 * 2 * kBlockM * int(sizeof(float));
