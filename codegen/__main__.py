@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
                   f"{';'.join(selection.cuda_archs)}: {len(specs) * len(selection.cuda_archs)} compiled images")
             jobs = args.jobs if args.jobs else default_jobs()
-            print(estimate(len(specs), len(selection.cuda_archs), jobs).describe())
+            backward = sum(1 for s in specs if s.direction == "bwd")
+            print(estimate(len(specs), len(selection.cuda_archs), jobs, backward).describe())
             return 0
         report = render(selection, args.out, args.templates)
     except SelectionError as err:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 # sm80-family forward instantiations for sm_80, nvcc 13.0, one core of a 2-core x86 build
 # machine: 27-34 s each for head dims 64, 80, 112, 160 and 256 (bf16).
 SECONDS_PER_IMAGE = 30.0
+# Backward instantiations (five MMAs per step instead of two): bwd_sm80_bf16_hdim128_causal for
+# sm_80 took 49 s of CPU on the same machine.
+SECONDS_PER_BWD_IMAGE = 50.0
 # Peak resident memory of one such nvcc job (cicc + ptxas; 2.9 GB for head dim 256), measured
 # with /usr/bin/time -v. The build's job pool budgets more (cmake/FlashgenJobPool.cmake).
 PEAK_GB_PER_JOB = 3.0
@@ -25,20 +28,26 @@ class CompileEstimate:
     kernels: int
     archs: int
     jobs: int
+    backward: int = 0  # how many of the kernels are backward ones
 
     @property
     def core_seconds(self) -> float:
-        return self.kernels * self.archs * SECONDS_PER_IMAGE
+        forward = self.kernels - self.backward
+        return (forward * SECONDS_PER_IMAGE + self.backward * SECONDS_PER_BWD_IMAGE) * self.archs
 
     @property
     def wall_seconds(self) -> float:
         # One nvcc job per kernel source compiles its archs one after the other.
-        return math.ceil(self.kernels / self.jobs) * self.archs * SECONDS_PER_IMAGE
+        if self.kernels == 0:
+            return 0.0
+        per_source = self.core_seconds / self.kernels
+        return math.ceil(self.kernels / self.jobs) * per_source
 
     def describe(self) -> str:
         return (f"# estimated compile time: {self.core_seconds / 60:.3g} core-minute(s), about "
                 f"{self.wall_seconds / 60:.2g} min with {self.jobs} parallel job(s) "
-                f"(~{SECONDS_PER_IMAGE:.0f} s and up to ~{PEAK_GB_PER_JOB:g} GB per image; "
+                f"(~{SECONDS_PER_IMAGE:.0f} s per forward and ~{SECONDS_PER_BWD_IMAGE:.0f} s per backward image, "
+                f"up to ~{PEAK_GB_PER_JOB:g} GB each; "
                 "CMAKE_BUILD_PARALLEL_LEVEL sets the jobs)")
 
 
@@ -48,5 +57,5 @@ def default_jobs(environ=os.environ) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
 
 
-def estimate(num_kernels: int, num_archs: int, jobs: int) -> CompileEstimate:
-    return CompileEstimate(kernels=num_kernels, archs=num_archs, jobs=max(1, jobs))
+def estimate(num_kernels: int, num_archs: int, jobs: int, num_backward: int = 0) -> CompileEstimate:
+    return CompileEstimate(kernels=num_kernels, archs=num_archs, jobs=max(1, jobs), backward=num_backward)

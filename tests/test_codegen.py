@@ -265,12 +265,14 @@ def test_cli_list_prints_names_and_count():
 
 
 def test_compile_estimate_counts_images_and_serial_archs():
-    from codegen.estimate import SECONDS_PER_IMAGE, default_jobs, estimate
+    from codegen.estimate import SECONDS_PER_BWD_IMAGE, SECONDS_PER_IMAGE, default_jobs, estimate
 
     est = estimate(num_kernels=140, num_archs=2, jobs=16)
     assert est.core_seconds == 280 * SECONDS_PER_IMAGE
     # 140 sources over 16 jobs is 9 rounds, each compiling both archs of one source.
     assert est.wall_seconds == 9 * 2 * SECONDS_PER_IMAGE
+    both = estimate(num_kernels=252, num_archs=1, jobs=16, num_backward=112)
+    assert both.core_seconds == 140 * SECONDS_PER_IMAGE + 112 * SECONDS_PER_BWD_IMAGE
     assert default_jobs({"CMAKE_BUILD_PARALLEL_LEVEL": "3"}) == 3
     assert default_jobs({}) >= 1
 
