@@ -133,11 +133,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
                                                            : int64_t(batch) * params.dout_batch_stride;
   Element const* do_base = static_cast<Element const*>(params.dout) + do_offset;
 
-  // Item t is query head head_kv * group_size + t / blocks_per_head, query block m_lo + t % blocks_per_head.
-  auto item_head = [&](int t) { return head_kv * params.group_size + t / blocks_per_head; };
-  auto item_block = [&](int t) { return m_lo + t % blocks_per_head; };
-  auto load_q_do = [&](int t, int stage) {
-    const int h = item_head(t), m = item_block(t);
+  // Items: query heads of the group in turn, each over the query blocks [m_lo, m_hi).
+  // Items run query block fastest, then query head: (h, m) advance as counters (no division).
+  auto load_q_do = [&](int h, int m, int stage) {
     Tensor mQ = make_tensor(make_gmem_ptr(q_base + h * params.q_head_stride), make_shape(seq.seqlen_q, Int<kPadQK>{}),
                             make_stride(params.q_row_stride, _1{}));
     Tensor mdO = make_tensor(make_gmem_ptr(do_base + h * params.dout_head_stride),
@@ -145,11 +143,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kPadQK>>{}, make_coord(m, 0));
     Tensor gdO = local_tile(mdO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m, 0));
     const int rows = seq.seqlen_q - m * kBlockM;
-    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ),
-                                                              at_stage(tQsQ, stage * Traits::kStageElemsQ), tQcQ, rows);
-    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO),
-                                                             at_stage(tdOsdO, stage * Traits::kStageElemsdO), tdOcdO,
-                                                             rows);
+    Tensor dst_q = at_stage(tQsQ, stage * Traits::kStageElemsQ);
+    Tensor dst_do = at_stage(tdOsdO, stage * Traits::kStageElemsdO);
+    if (rows >= kBlockM) {  // a whole block: no row guards (the padded columns were zeroed once)
+      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ), dst_q,
+                                                                  tQcQ, rows);
+      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO), dst_do,
+                                                                 tdOcdO, rows);
+    } else {
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ), dst_q,
+                                                                tQcQ, rows);
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO), dst_do,
+                                                               tdOcdO, rows);
+    }
     // The block's LSE and D ride along; rows past the sequence get LSE = +inf (P = 0) and D = 0.
     const float* lse_head = params.lse + seq.lse_offset + h * params.lse_head_stride + m * kBlockM;
     const float* d_head = params.softmax_d + int64_t(h) * params.total_q + seq.row_base + m * kBlockM;
@@ -179,7 +185,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     copy_tile<true, true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gV), gmem_thr_v.partition_D(sV), tVcV,
                                  keys_left);
   }
-  if (num_items > 0) { load_q_do(0, 0); }
+  // The padded head-dim columns of both stages are zeroed once; whole-block loads skip them.
+  if constexpr (kDimQK % 32 != 0 || kDimV % 32 != 0) {
+    for (int stage = 0; stage < 2; ++stage) {
+      Tensor q_stage = at_stage(tQsQ, stage * Traits::kStageElemsQ);
+      Tensor do_stage = at_stage(tdOsdO, stage * Traits::kStageElemsdO);
+      CUTE_UNROLL
+      for (int i = 0; i < size(q_stage); ++i) {
+        if (get<1>(tQcQ(i)) >= kDimQK) { q_stage(i) = Element(0); }
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(do_stage); ++i) {
+        if (get<1>(tdOcdO(i)) >= kDimV) { do_stage(i) = Element(0); }
+      }
+    }
+  }
+  if (num_items > 0) { load_q_do(head_kv * params.group_size, m_lo, 0); }
   cp_async_fence();
 
   // ---- MMAs and their shared -> register copies. ----
@@ -239,10 +260,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   const float scale_log2 = params.logit_scale_log2;
 
-  auto step = [&](int t, auto needs_mask) __attribute__((always_inline)) {
+  auto step = [&](int h, int m, int stage, auto needs_mask) __attribute__((always_inline)) {
     constexpr bool kMasked = decltype(needs_mask)::value;
-    const int stage = t & 1;
-    const int h = item_head(t), m = item_block(t);
 
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -364,20 +383,31 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
   };
 
+  // Query blocks [full_lo, full_hi) see key block n whole (no element mask); like the visible
+  // blocks, they form an interval.
+  int full_lo = m_lo, full_hi = m_hi;
+  while (full_lo < full_hi && mask.blocks(full_lo).needs_mask(n_block)) { ++full_lo; }
+  while (full_hi > full_lo && mask.blocks(full_hi - 1).needs_mask(n_block)) { --full_hi; }
+
+  int h = head_kv * params.group_size, m = m_lo;
   for (int t = 0; t < num_items; ++t) {
     cp_async_wait<0>();  // this item's Q and dO (and K, V at t = 0), the only group in flight
     // One barrier: the stage landed for every warp, and every warp is done with the previous
     // item (its stage, P and dS), so the next item may stream into the other stage.
     __syncthreads();
+    const int next_m = m + 1 < m_hi ? m + 1 : m_lo;
+    const int next_h = m + 1 < m_hi ? h : h + 1;
     if (t + 1 < num_items) {
-      load_q_do(t + 1, (t + 1) & 1);
+      load_q_do(next_h, next_m, (t + 1) & 1);
       cp_async_fence();
     }
-    if (mask.blocks(item_block(t)).needs_mask(n_block)) {
-      step(t, true_type{});
+    if (m >= full_lo && m < full_hi) {
+      step(h, m, t & 1, false_type{});
     } else {
-      step(t, false_type{});
+      step(h, m, t & 1, true_type{});
     }
+    h = next_h;
+    m = next_m;
   }
 
   // ---- Epilogue: dK = softmax_scale * sum dS^T Q (the raw-score chain), dV = sum P^T dO. ----
