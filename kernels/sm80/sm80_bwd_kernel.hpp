@@ -50,7 +50,7 @@ CUTE_DEVICE void query_blocks_of_key_block(Mask const& mask, int n, int& m_lo, i
 
 // The same view with its base pointer moved by `offset` elements.
 template <class View>
-CUTE_DEVICE View at_stage(View view, int offset) {
+CUTE_DEVICE View at_stage(View view, int64_t offset) {
   view.data() = view.data() + offset;
   return view;
 }
@@ -133,28 +133,32 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
                                                            : int64_t(batch) * params.dout_batch_stride;
   Element const* do_base = static_cast<Element const*>(params.dout) + do_offset;
 
-  // Items: query heads of the group in turn, each over the query blocks [m_lo, m_hi).
-  // Items run query block fastest, then query head: (h, m) advance as counters (no division).
+  // Items: the query heads of the group in turn, each over the query blocks [m_lo, m_hi); (h, m)
+  // advance as counters. The per-thread global partitions are built once, for the group's
+  // first head and query block 0, and shifted to an item's tiles by a scalar offset.
+  const int first_head = head_kv * params.group_size;
+  Tensor tQgQ = gmem_thr_qk.partition_S(local_tile(
+      make_tensor(make_gmem_ptr(q_base + first_head * params.q_head_stride), make_shape(seq.seqlen_q, Int<kPadQK>{}),
+                  make_stride(params.q_row_stride, _1{})),
+      Shape<Int<kBlockM>, Int<kPadQK>>{}, make_coord(0, 0)));
+  Tensor tdOgdO = gmem_thr_v.partition_S(local_tile(
+      make_tensor(make_gmem_ptr(do_base + first_head * params.dout_head_stride), make_shape(seq.seqlen_q, Int<kPadV>{}),
+                  make_stride(params.dout_row_stride, _1{})),
+      Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(0, 0)));
   auto load_q_do = [&](int h, int m, int stage) {
-    Tensor mQ = make_tensor(make_gmem_ptr(q_base + h * params.q_head_stride), make_shape(seq.seqlen_q, Int<kPadQK>{}),
-                            make_stride(params.q_row_stride, _1{}));
-    Tensor mdO = make_tensor(make_gmem_ptr(do_base + h * params.dout_head_stride),
-                             make_shape(seq.seqlen_q, Int<kPadV>{}), make_stride(params.dout_row_stride, _1{}));
-    Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kPadQK>>{}, make_coord(m, 0));
-    Tensor gdO = local_tile(mdO, Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(m, 0));
+    Tensor src_q = at_stage(tQgQ, int64_t(h - first_head) * params.q_head_stride +
+                                      int64_t(m) * kBlockM * params.q_row_stride);
+    Tensor src_do = at_stage(tdOgdO, int64_t(h - first_head) * params.dout_head_stride +
+                                         int64_t(m) * kBlockM * params.dout_row_stride);
     const int rows = seq.seqlen_q - m * kBlockM;
     Tensor dst_q = at_stage(tQsQ, stage * Traits::kStageElemsQ);
     Tensor dst_do = at_stage(tdOsdO, stage * Traits::kStageElemsdO);
     if (rows >= kBlockM) {  // a whole block: no row guards (the padded columns were zeroed once)
-      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ), dst_q,
-                                                                  tQcQ, rows);
-      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO), dst_do,
-                                                                 tdOcdO, rows);
+      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimQK>(gmem_copy_qk, src_q, dst_q, tQcQ, rows);
+      copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimV>(gmem_copy_v, src_do, dst_do, tdOcdO, rows);
     } else {
-      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_copy_qk, gmem_thr_qk.partition_S(gQ), dst_q,
-                                                                tQcQ, rows);
-      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, gmem_thr_v.partition_S(gdO), dst_do,
-                                                               tdOcdO, rows);
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimQK>(gmem_copy_qk, src_q, dst_q, tQcQ, rows);
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/true, kDimV>(gmem_copy_v, src_do, dst_do, tdOcdO, rows);
     }
     // The block's LSE and D ride along; rows past the sequence get LSE = +inf (P = 0) and D = 0.
     const float* lse_head = params.lse + seq.lse_offset + h * params.lse_head_stride + m * kBlockM;
@@ -200,7 +204,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
       }
     }
   }
-  if (num_items > 0) { load_q_do(head_kv * params.group_size, m_lo, 0); }
+  if (num_items > 0) { load_q_do(first_head, m_lo, 0); }
   cp_async_fence();
 
   // ---- MMAs and their shared -> register copies. ----
@@ -389,7 +393,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   while (full_lo < full_hi && mask.blocks(full_lo).needs_mask(n_block)) { ++full_lo; }
   while (full_hi > full_lo && mask.blocks(full_hi - 1).needs_mask(n_block)) { --full_hi; }
 
-  int h = head_kv * params.group_size, m = m_lo;
+  int h = first_head, m = m_lo;
   for (int t = 0; t < num_items; ++t) {
     cp_async_wait<0>();  // this item's Q and dO (and K, V at t = 0), the only group in flight
     // One barrier: the stage landed for every warp, and every warp is done with the previous
