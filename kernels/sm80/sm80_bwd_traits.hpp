@@ -15,15 +15,14 @@ using BwdTiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kWarpsM>, Int<kWa
                              Tile<Int<16 * kWarpsM>, Int<16 * kWarpsN>, _16>>;
 
 template <class Element_, int kHeadDimQK_, int kHeadDimV_>
-struct BwdTraits {
-  using Element = Element_;
-  static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
-
-  static constexpr int kHeadDimQK = kHeadDimQK_;
-  static constexpr int kHeadDimV = kHeadDimV_;
-  static constexpr int kPadQK = padded_head_dim(kHeadDimQK);
-  static constexpr int kPadV = padded_head_dim(kHeadDimV);
-  static_assert(kHeadDimQK % 8 == 0 && kHeadDimV % 8 == 0);
+struct BwdTraits : HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_> {
+  using Base = HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_>;
+  using typename Base::Element;
+  using typename Base::MmaOp;
+  using Base::kHeadDimQK;
+  using Base::kHeadDimV;
+  using Base::kPadQK;
+  using Base::kPadV;
 
   static constexpr BwdTile kTile = bwd_tile(kHeadDimQK, kHeadDimV);
   static constexpr int kBlockM = kTile.block_m;
@@ -57,8 +56,6 @@ struct BwdTraits {
   using SmemLayoutdV = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockN>, Int<kPadV>>{}));
   static_assert(cosize_v<SmemLayoutdK> <= 2 * kStageElemsQ && cosize_v<SmemLayoutdV> <= 2 * kStageElemsdO);
 
-  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
-                                   SM80_16x8x16_F32BF16BF16F32_TN>;
   using TiledMmaSdP = BwdTiledMma<MmaOp, kTile.sdp_warps_m, kNumWarps / kTile.sdp_warps_m>;
   using TiledMmadKV = BwdTiledMma<MmaOp, kTile.dkv_warps_m, kNumWarps / kTile.dkv_warps_m>;
   using TiledMmadQ = BwdTiledMma<MmaOp, kTile.dq_warps_m, kNumWarps / kTile.dq_warps_m>;

@@ -34,17 +34,30 @@ struct TileIO {
                                              ThreadLayout{}, ValueLayout{}));
 };
 
+// What every SM80-path kernel of one spec shares: the element type, the actual head dims (what
+// is read and written) and the padded ones the MMAs run on, and the MMA instruction.
 template <class Element_, int kHeadDimQK_, int kHeadDimV_>
-struct FwdTraits {
+struct HeadDimTraits {
   using Element = Element_;
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
-
-  // Actual head dims (what is read and written) and the padded ones the MMAs run on.
   static constexpr int kHeadDimQK = kHeadDimQK_;
   static constexpr int kHeadDimV = kHeadDimV_;
   static constexpr int kPadQK = padded_head_dim(kHeadDimQK);
   static constexpr int kPadV = padded_head_dim(kHeadDimV);
   static_assert(kHeadDimQK % 8 == 0 && kHeadDimV % 8 == 0);
+  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
+                                   SM80_16x8x16_F32BF16BF16F32_TN>;
+};
+
+template <class Element_, int kHeadDimQK_, int kHeadDimV_>
+struct FwdTraits : HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_> {
+  using Base = HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_>;
+  using typename Base::Element;
+  using typename Base::MmaOp;
+  using Base::kHeadDimQK;
+  using Base::kHeadDimV;
+  using Base::kPadQK;
+  using Base::kPadV;
 
   static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
   static constexpr int kBlockM = kTile.block_m;
@@ -64,8 +77,6 @@ struct FwdTraits {
   using SmemLayoutVt = decltype(composition(SmemLayoutV{}, make_layout(Shape<Int<kPadV>, Int<kBlockN>>{}, GenRowMajor{})));
   using SmemLayoutO = decltype(tile_to_shape(typename IOV::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadV>>{}));
 
-  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
-                                   SM80_16x8x16_F32BF16BF16F32_TN>;
   // Warps stack along M; N and K tiles of 16 let ldmatrix.x4 feed two n8 MMAs at once.
   using TiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kNumWarps>, _1, _1>>, Tile<Int<16 * kNumWarps>, _16, _16>>;
 
