@@ -32,6 +32,11 @@ cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>
       #field, [](const Struct& s) { return reinterpret_cast<uintptr_t>(s.field); },                         \
       [](Struct& s, uintptr_t value) { s.field = reinterpret_cast<Type>(value); })
 #define FG_FIELD(cls, Struct, field) cls.def_readwrite(#field, &Struct::field)
+// The (batch, row, head) element strides of one tensor: prefix_batch_stride, ...
+#define FG_STRIDES(cls, Struct, prefix)   \
+  FG_FIELD(cls, Struct, prefix##_batch_stride); \
+  FG_FIELD(cls, Struct, prefix##_row_stride);   \
+  FG_FIELD(cls, Struct, prefix##_head_stride)
 
 void bind_fwd_args(py::module_& m) {
   using S = flashgen_fwd_args_t;
@@ -55,18 +60,10 @@ void bind_fwd_args(py::module_& m) {
   FG_FIELD(c, S, num_heads_kv);
   FG_FIELD(c, S, head_dim_qk);
   FG_FIELD(c, S, head_dim_v);
-  FG_FIELD(c, S, q_batch_stride);
-  FG_FIELD(c, S, q_row_stride);
-  FG_FIELD(c, S, q_head_stride);
-  FG_FIELD(c, S, k_batch_stride);
-  FG_FIELD(c, S, k_row_stride);
-  FG_FIELD(c, S, k_head_stride);
-  FG_FIELD(c, S, v_batch_stride);
-  FG_FIELD(c, S, v_row_stride);
-  FG_FIELD(c, S, v_head_stride);
-  FG_FIELD(c, S, out_batch_stride);
-  FG_FIELD(c, S, out_row_stride);
-  FG_FIELD(c, S, out_head_stride);
+  FG_STRIDES(c, S, q);
+  FG_STRIDES(c, S, k);
+  FG_STRIDES(c, S, v);
+  FG_STRIDES(c, S, out);
   FG_POINTER(c, S, cu_seqlens_q, const int32_t*);
   FG_POINTER(c, S, cu_seqlens_k, const int32_t*);
   FG_FIELD(c, S, total_q);
@@ -109,21 +106,13 @@ void bind_bwd_args(py::module_& m) {
       "fwd", [](S& s) -> flashgen_fwd_args_t& { return s.fwd; }, py::return_value_policy::reference_internal);
   FG_FIELD(c, S, max_seqlen_k);
   FG_POINTER(c, S, dout, const void*);
-  FG_FIELD(c, S, dout_batch_stride);
-  FG_FIELD(c, S, dout_row_stride);
-  FG_FIELD(c, S, dout_head_stride);
+  FG_STRIDES(c, S, dout);
   FG_POINTER(c, S, dq, void*);
-  FG_FIELD(c, S, dq_batch_stride);
-  FG_FIELD(c, S, dq_row_stride);
-  FG_FIELD(c, S, dq_head_stride);
+  FG_STRIDES(c, S, dq);
   FG_POINTER(c, S, dk, void*);
-  FG_FIELD(c, S, dk_batch_stride);
-  FG_FIELD(c, S, dk_row_stride);
-  FG_FIELD(c, S, dk_head_stride);
+  FG_STRIDES(c, S, dk);
   FG_POINTER(c, S, dv, void*);
-  FG_FIELD(c, S, dv_batch_stride);
-  FG_FIELD(c, S, dv_row_stride);
-  FG_FIELD(c, S, dv_head_stride);
+  FG_STRIDES(c, S, dv);
   FG_POINTER(c, S, dsinks, float*);
   FG_FIELD(c, S, deterministic);
   FG_POINTER(c, S, workspace, void*);
@@ -147,20 +136,12 @@ void bind_kv_append_args(py::module_& m) {
   FG_FIELD(c, S, head_dim_v);
   FG_POINTER(c, S, k_new, const void*);
   FG_POINTER(c, S, v_new, const void*);
-  FG_FIELD(c, S, k_new_batch_stride);
-  FG_FIELD(c, S, k_new_row_stride);
-  FG_FIELD(c, S, k_new_head_stride);
-  FG_FIELD(c, S, v_new_batch_stride);
-  FG_FIELD(c, S, v_new_row_stride);
-  FG_FIELD(c, S, v_new_head_stride);
+  FG_STRIDES(c, S, k_new);
+  FG_STRIDES(c, S, v_new);
   FG_POINTER(c, S, k_cache, void*);
   FG_POINTER(c, S, v_cache, void*);
-  FG_FIELD(c, S, k_cache_batch_stride);
-  FG_FIELD(c, S, k_cache_row_stride);
-  FG_FIELD(c, S, k_cache_head_stride);
-  FG_FIELD(c, S, v_cache_batch_stride);
-  FG_FIELD(c, S, v_cache_row_stride);
-  FG_FIELD(c, S, v_cache_head_stride);
+  FG_STRIDES(c, S, k_cache);
+  FG_STRIDES(c, S, v_cache);
   FG_POINTER(c, S, cache_seqlens, const int32_t*);
   FG_FIELD(c, S, capacity);
   FG_POINTER(c, S, kv_batch_idx, const int32_t*);
@@ -178,12 +159,8 @@ void bind_kv_append_args(py::module_& m) {
   FG_POINTER(c, S, q_out, void*);
   FG_FIELD(c, S, seqlen_q);
   FG_FIELD(c, S, num_heads_q);
-  FG_FIELD(c, S, q_batch_stride);
-  FG_FIELD(c, S, q_row_stride);
-  FG_FIELD(c, S, q_head_stride);
-  FG_FIELD(c, S, q_out_batch_stride);
-  FG_FIELD(c, S, q_out_row_stride);
-  FG_FIELD(c, S, q_out_head_stride);
+  FG_STRIDES(c, S, q);
+  FG_STRIDES(c, S, q_out);
   FG_FIELD(c, S, q_positions_per_row);
 }
 

@@ -38,10 +38,10 @@ flashgen_status_t validate_gradients(const flashgen_bwd_args_t& a) {
   if (a.dout == nullptr || a.dq == nullptr || a.dk == nullptr || a.dv == nullptr) {
     return set_error(invalid, "dout, dq, dk and dv must be non-null");
   }
-  if (!aligned16(a.dout) || !aligned16(a.dq) || !aligned16(a.dk) || !aligned16(a.dv) ||
-      reinterpret_cast<uintptr_t>(f.lse) % 4 != 0) {
+  if (!aligned16(a.dout) || !aligned16(a.dq) || !aligned16(a.dk) || !aligned16(a.dv)) {
     return set_error(invalid, "dout, dq, dk and dv must be 16-byte aligned");
   }
+  if (reinterpret_cast<uintptr_t>(f.lse) % 4 != 0) { return set_error(invalid, "lse must be 4-byte aligned"); }
   if (!strides_aligned(a.dout_batch_stride, a.dout_row_stride, a.dout_head_stride) ||
       !strides_aligned(a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride) ||
       !strides_aligned(a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride) ||
@@ -74,12 +74,8 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
   DeviceInfo device;
-  status = current_device_info(&device);
+  status = supported_device_info(&device);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  if (device.compute_capability < 80) {
-    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
-                     device.compute_capability / 10, device.compute_capability % 10);
-  }
   const KernelKey key{KernelFamily::kSm80, Direction::kBwd, f.dtype, int(f.head_dim_qk), int(f.head_dim_v),
                       f.causal != 0, /*softcap=*/f.softcap > 0.f, /*alibi=*/f.alibi_slopes != nullptr,
                       /*dropout=*/f.dropout_p > 0.f, /*paged=*/false};

@@ -35,4 +35,11 @@ flashgen_status_t current_device_info(DeviceInfo* info) {
   return set_error(FLASHGEN_STATUS_CUDA_ERROR, "no usable CUDA device: %s", cudaGetErrorString(err));
 }
 
+flashgen_status_t supported_device_info(DeviceInfo* info) {
+  const flashgen_status_t status = current_device_info(info);
+  if (status != FLASHGEN_STATUS_OK || info->compute_capability >= 80) { return status; }
+  return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
+                   info->compute_capability / 10, info->compute_capability % 10);
+}
+
 }  // namespace flashgen

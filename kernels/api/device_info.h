@@ -13,4 +13,7 @@ struct DeviceInfo {
 
 flashgen_status_t current_device_info(DeviceInfo* info);
 
+// current_device_info, failing with FLASHGEN_STATUS_UNSUPPORTED_DEVICE below sm80.
+flashgen_status_t supported_device_info(DeviceInfo* info);
+
 }  // namespace flashgen

@@ -175,12 +175,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
   DeviceInfo device;
-  status = current_device_info(&device);
+  status = supported_device_info(&device);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  if (device.compute_capability < 80) {
-    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE, "flashgen needs compute capability 8.0 or newer, got %d.%d",
-                     device.compute_capability / 10, device.compute_capability % 10);
-  }
 
   KernelKey key{KernelFamily::kSm80,         Direction::kFwd,
                 args->dtype,                int(args->head_dim_qk),

@@ -50,7 +50,7 @@ CUTE_DEVICE void query_blocks_of_key_block(Mask const& mask, int n, int& m_lo, i
 
 // The same view with its base pointer moved by `offset` elements.
 template <class View>
-CUTE_DEVICE View at_stage(View view, int64_t offset) {
+CUTE_DEVICE View shifted(View view, int64_t offset) {
   view.data() = view.data() + offset;
   return view;
 }
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   typename IOV::CopyAsync gmem_copy_v;
   auto gmem_thr_qk = gmem_copy_qk.get_thread_slice(tid);
   auto gmem_thr_v = gmem_copy_v.get_thread_slice(tid);
-  // Stage-0 views; at_stage() moves a view of sQ, sdO (or their transposes) to a stage.
+  // Stage-0 views; shifted() moves a view of sQ, sdO (or their transposes) to stage 1.
   Tensor tQsQ = gmem_thr_qk.partition_D(sQ);
   Tensor tdOsdO = gmem_thr_v.partition_D(sdO);
   Tensor tQcQ = gmem_thr_qk.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadQK>>{}));
@@ -146,13 +146,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
                   make_stride(params.dout_row_stride, _1{})),
       Shape<Int<kBlockM>, Int<kPadV>>{}, make_coord(0, 0)));
   auto load_q_do = [&](int h, int m, int stage) {
-    Tensor src_q = at_stage(tQgQ, int64_t(h - first_head) * params.q_head_stride +
+    Tensor src_q = shifted(tQgQ, int64_t(h - first_head) * params.q_head_stride +
                                       int64_t(m) * kBlockM * params.q_row_stride);
-    Tensor src_do = at_stage(tdOgdO, int64_t(h - first_head) * params.dout_head_stride +
+    Tensor src_do = shifted(tdOgdO, int64_t(h - first_head) * params.dout_head_stride +
                                          int64_t(m) * kBlockM * params.dout_row_stride);
     const int rows = seq.seqlen_q - m * kBlockM;
-    Tensor dst_q = at_stage(tQsQ, stage * Traits::kStageElemsQ);
-    Tensor dst_do = at_stage(tdOsdO, stage * Traits::kStageElemsdO);
+    Tensor dst_q = shifted(tQsQ, stage * Traits::kStageElemsQ);
+    Tensor dst_do = shifted(tdOsdO, stage * Traits::kStageElemsdO);
     if (rows >= kBlockM) {  // a whole block: no row guards (the padded columns were zeroed once)
       copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimQK>(gmem_copy_qk, src_q, dst_q, tQcQ, rows);
       copy_tile</*kGuardRows=*/false, /*kZeroFill=*/false, kDimV>(gmem_copy_v, src_do, dst_do, tdOcdO, rows);
@@ -192,8 +192,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   // The padded head-dim columns of both stages are zeroed once; whole-block loads skip them.
   if constexpr (kDimQK % 32 != 0 || kDimV % 32 != 0) {
     for (int stage = 0; stage < 2; ++stage) {
-      Tensor q_stage = at_stage(tQsQ, stage * Traits::kStageElemsQ);
-      Tensor do_stage = at_stage(tdOsdO, stage * Traits::kStageElemsdO);
+      Tensor q_stage = shifted(tQsQ, stage * Traits::kStageElemsQ);
+      Tensor do_stage = shifted(tdOsdO, stage * Traits::kStageElemsdO);
       CUTE_UNROLL
       for (int i = 0; i < size(q_stage); ++i) {
         if (get<1>(tQcQ(i)) >= kDimQK) { q_stage(i) = Element(0); }
@@ -271,9 +271,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
     clear(acc_s);
     clear(acc_dp);
-    gemm_smem_smem(mma_sdp, acc_s, tSrQ, tSrK, at_stage(tSsQ, stage * Traits::kStageElemsQ), tSsK, copy_sdp_a, copy_sdp_b, thr_sdp_a,
+    gemm_smem_smem(mma_sdp, acc_s, tSrQ, tSrK, shifted(tSsQ, stage * Traits::kStageElemsQ), tSsK, copy_sdp_a, copy_sdp_b, thr_sdp_a,
                    thr_sdp_b);
-    gemm_smem_smem(mma_sdp, acc_dp, tdPrdO, tdPrV, at_stage(tdPsdO, stage * Traits::kStageElemsdO), tdPsV, copy_sdp_a, copy_sdp_b,
+    gemm_smem_smem(mma_sdp, acc_dp, tdPrdO, tdPrV, shifted(tdPsdO, stage * Traits::kStageElemsdO), tdPsV, copy_sdp_a, copy_sdp_b,
                    thr_sdp_a, thr_sdp_b);
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     copy(copy_p, thr_copy_p.retile_S(rdS), tPsdS);
     __syncthreads();  // P and dS visible to every warp
 
-    gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, at_stage(tdVsdOt, stage * Traits::kStageElemsdO),
+    gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, shifted(tdVsdOt, stage * Traits::kStageElemsdO),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
     clear(acc_dq);
@@ -383,7 +383,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
       if (tid == 0) { atomicAdd(semaphore, 1); }
     }
     // dK last: its MMAs overlap the dQ reductions still draining from the LSU queue.
-    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, at_stage(tdKsQt, stage * Traits::kStageElemsQ),
+    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
   };
 
