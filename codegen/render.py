@@ -94,6 +94,7 @@ def render(selection: BuildSelection, out_dir: Path, template_dir: Path | None =
     ]
     context = dict(
         kernels=rows,
+        sm90_gencode_flags=[f for f in selection.gencode_flags() if f.endswith("sm_90a")],
         cuda_archs=selection.cuda_archs,
         gencode_flags=selection.gencode_flags(),
         out_dir=out_dir.as_posix(),

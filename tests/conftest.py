@@ -20,3 +20,19 @@ def _gpu_skip_reason():
 
 GPU_SKIP_REASON = _gpu_skip_reason()
 requires_gpu = pytest.mark.skipif(GPU_SKIP_REASON is not None, reason=GPU_SKIP_REASON or "")
+
+
+@pytest.fixture(autouse=True)
+def _forward_family_of_spec(request, monkeypatch):
+    """A test parametrized by a forward kernel spec runs that spec's kernel family: on Hopper
+    both families may be built, and dispatch alone would pick sm90 for the sm80 specs too."""
+    callspec = getattr(request.node, "callspec", None)
+    spec = callspec.params.get("spec") if callspec is not None else None
+    if getattr(spec, "direction", None) != "fwd":
+        return
+    if spec.arch == "sm90":
+        import torch
+
+        if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+            pytest.skip("sm90 kernels run on compute capability 9.0 GPUs only")
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", spec.arch)

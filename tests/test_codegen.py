@@ -67,6 +67,10 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm70", "fwd", "bf16", 128, 128, False), "kernel family"),
         (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
         (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
+        (KernelSpec("sm90", "fwd", "bf16", 72, 72, False), "multiples of 16"),
+        (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, paged=True), "no paged-KV or dropout variant"),
+        (KernelSpec("sm90", "fwd", "e4m3", 128, 128, False), "not implemented yet"),
+        (KernelSpec("sm90", "bwd", "bf16", 128, 128, False), "backward kernels exist only"),
     ],
 )
 def test_rules_reject_with_a_reason(spec, fragment):
@@ -281,3 +285,20 @@ def test_cli_reports_selection_errors():
     result = subprocess.run([sys.executable, "-m", "codegen", "--list", "--dtypes", "fp64"], cwd=REPO_ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown dtype" in result.stderr
+
+
+def test_sm90_family_builds_hopper_forward_kernels_in_their_own_cmake_list(tmp_path):
+    sel = selection(cuda_archs="80;90a", head_dims="64;72", dtypes="bf16", variants="plain;paged",
+                    directions="fwd")
+    names = {s.name for s in sel.specs()}
+    # hdim 72 is not a multiple of 16 and paged has no sm90 variant: the sm80 kernels serve them.
+    assert {n for n in names if "sm90" in n} == {"fwd_sm90_bf16_hdim64", "fwd_sm90_bf16_hdim64_causal"}
+    assert {"fwd_sm80_bf16_hdim72", "fwd_sm80_bf16_hdim64_paged"} <= names
+    render(sel, tmp_path)
+    cmake = (tmp_path / "kernels.cmake").read_text()
+    sm90_list = cmake.split("set(FLASHGEN_SM90_KERNEL_SOURCES")[1]
+    other_list = cmake.split("set(FLASHGEN_KERNEL_SOURCES")[1].split(")")[0]
+    assert "fwd_sm90_bf16_hdim64.cu" in sm90_list and "fwd_sm90" not in other_list
+    assert '"-gencode=arch=compute_90a,code=sm_90a"' in cmake.split("set(FLASHGEN_SM90_GENCODE_FLAGS")[1].split(")")[0]
+    source = (tmp_path / "kernels" / "fwd_sm90_bf16_hdim64_causal.cu").read_text()
+    assert "sm90::run_fwd<cutlass::bfloat16_t" in source and "/*kIsCausal=*/true" in source

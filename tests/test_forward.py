@@ -4,6 +4,8 @@ The kernels under test are read from the build manifest, so a build with other h
 dtypes is tested without editing this file.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -159,3 +161,36 @@ def test_merge_attention_states_equals_full_attention(spec):
     merged, merged_lse = flashgen.merge_attention_states([p[0] for p in parts], [p[1] for p in parts])
     torch.testing.assert_close(merged_lse, full_lse, atol=1e-3, rtol=1e-3)
     assert (merged.float() - full.float()).abs().max().item() < 2e-2
+
+
+SM90_KERNELS = [s for s in FWD_KERNELS if s.arch == "sm90"]
+
+
+@pytest.mark.parametrize("spec", SM90_KERNELS, ids=lambda s: s.name)
+def test_sm90_agrees_with_sm80(spec, monkeypatch):
+    twin = dataclasses.replace(spec, arch="sm80")
+    if twin not in FWD_KERNELS:
+        pytest.skip(f"{twin.name} is not built")
+    q, k, v = make_qkv(spec, b=2, sq=777, sk=1031, h=4, hkv=2)
+    options = dict(causal=spec.causal, return_lse=True, window_size=(300, 40) if not spec.causal else (-1, -1))
+    if spec.softcap:
+        options["softcap"] = 20.0
+    if spec.alibi:
+        options["alibi_slopes"] = torch.rand(4, device="cuda") * 0.3
+    outs = {}
+    for family in ("sm90", "sm80"):
+        monkeypatch.setenv("FLASHGEN_FWD_BACKEND", family)
+        outs[family] = flashgen.flash_attn_func(q, k, v, **options)
+    (o90, lse90), (o80, lse80) = outs["sm90"], outs["sm80"]
+    # Both round an fp32 accumulator once; they differ by summation order only.
+    torch.testing.assert_close(o90.float(), o80.float(), atol=2e-2, rtol=0)
+    torch.testing.assert_close(lse90, lse80, atol=1e-3, rtol=1e-4)
+    assert (o90.float() - o80.float()).abs().mean() < 2e-3
+
+
+def test_backend_override_is_validated(monkeypatch):
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm75")
+    spec = FWD_KERNELS[0]
+    q, k, v = make_qkv(spec, b=1, sq=8, sk=8, h=2, hkv=2)
+    with pytest.raises(ValueError, match="FLASHGEN_FWD_BACKEND"):
+        flashgen.flash_attn_func(q, k, v, causal=spec.causal)

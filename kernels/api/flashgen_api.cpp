@@ -2,6 +2,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "api/device_info.h"
@@ -154,6 +155,17 @@ FwdParams to_fwd_params(const flashgen_fwd_args_t& a) {
 
 namespace {
 
+// FLASHGEN_FWD_BACKEND: "sm80" or "sm90" forces a forward kernel family (for comparisons);
+// unset, empty or "auto" picks sm90 on Hopper when it is built, else sm80.
+flashgen_status_t forward_backend(int* family) {
+  const char* value = std::getenv("FLASHGEN_FWD_BACKEND");
+  *family = 0;
+  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "sm80") == 0) { *family = 80; return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "sm90") == 0) { *family = 90; return FLASHGEN_STATUS_OK; }
+  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_FWD_BACKEND='%s': expected auto, sm80 or sm90", value);
+}
+
 struct Plan {
   const KernelEntry* entry;
   FwdParams params;
@@ -183,26 +195,34 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                 int(args->head_dim_v),      args->causal != 0,
                 /*softcap=*/args->softcap > 0.f, /*alibi=*/args->alibi_slopes != nullptr,
                 /*dropout=*/args->dropout_p > 0.f, /*paged=*/args->block_table != nullptr};
+  int backend = 0;
+  status = forward_backend(&backend);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (backend == 90 && device.compute_capability != 90) {
+    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
+                     "FLASHGEN_FWD_BACKEND=sm90 needs a compute capability 9.0 GPU (this one is sm_%d)",
+                     device.compute_capability);
+  }
   const KernelEntry* entry = nullptr;
-  if (device.compute_capability == 90) {
+  if (device.compute_capability == 90 && backend != 80) {
     KernelKey hopper = key;
     hopper.family = KernelFamily::kSm90;
     entry = find_kernel(hopper);
   }
-  if (entry == nullptr) { entry = find_kernel(key); }
+  if (entry == nullptr && backend != 90) { entry = find_kernel(key); }
   if (entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
-                     "no forward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d softcap=%d "
+                     "no %sforward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d softcap=%d "
                      "alibi=%d dropout=%d paged=%d; rebuild with FLASHGEN_HEAD_DIMS / FLASHGEN_DTYPES / "
                      "FLASHGEN_VARIANTS / FLASHGEN_KERNELS selecting it",
-                     dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v, int(key.causal), int(key.softcap),
-                     int(key.alibi), int(key.dropout), int(key.paged));
+                     backend == 90 ? "sm90 " : "", dtype_name(args->dtype), key.head_dim_qk, key.head_dim_v,
+                     int(key.causal), int(key.softcap), int(key.alibi), int(key.dropout), int(key.paged));
   }
 
-  plan->entry = entry;
   plan->params = to_fwd_params(*args);
   FwdParams& p = plan->params;
 
+  // The SM80-path plan: packed GQA rows and split-KV for short queries.
   const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v);
   // Short queries under GQA: the query heads of a group share one tile and one read of K/V.
   // ALiBi slopes and dropout streams are per head, so those kernels keep one head per tile.
@@ -216,6 +236,19 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     splits = workspace_available ? choose_num_splits(int64_t(p.batch) * heads * m_blocks, n_blocks, device.num_sms) : 1;
   }
   splits = splits > n_blocks ? (n_blocks > 0 ? n_blocks : 1) : splits;
+
+  if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1)) {
+    // Short queries (decode) are served better by the SM80 path's packed GQA rows and split
+    // keys, which the Hopper kernel does not have yet: use it when it is built.
+    const KernelEntry* sm80_entry = find_kernel(key);
+    if (sm80_entry != nullptr) { entry = sm80_entry; }
+  }
+  plan->entry = entry;
+  if (entry->key.family == KernelFamily::kSm90) {
+    // One head per tile and one pass over the keys; num_splits is a hint this kernel ignores.
+    p.pack_gqa = false;
+    splits = 1;
+  }
   if (int64_t(p.batch) * splits > 65535) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "batch * num_splits must be <= 65535");
   }

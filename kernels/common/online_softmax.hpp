@@ -29,6 +29,16 @@ struct OnlineSoftmax {
   // kIsFirst skips that rescale (of a zero accumulator).
   template <bool kIsFirst, class ScoresTensor, class AccTensor>
   CUTE_DEVICE void update(ScoresTensor& scores, AccTensor& acc_o, float scale_log2) {
+    float correction[kRows];
+    update_scores<kIsFirst>(scores, scale_log2, correction);
+    if constexpr (!kIsFirst) { rescale(acc_o, correction); }
+  }
+
+  // The two halves of update(), for kernels whose acc_o is still being written by an
+  // asynchronous MMA while the scores are processed: correction[r] is the factor row r of
+  // acc_o must be multiplied by (left unset when kIsFirst).
+  template <bool kIsFirst, class ScoresTensor>
+  CUTE_DEVICE void update_scores(ScoresTensor& scores, float scale_log2, float (&correction)[kRows]) {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
@@ -40,10 +50,8 @@ struct OnlineSoftmax {
       // exp2(-inf - x) = 0 and avoids (-inf) - (-inf) = NaN.
       const float max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
       if constexpr (!kIsFirst) {
-        const float correction = fast_exp2(row_max[r] * scale_log2 - max_scaled);
-        row_sum[r] *= correction;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction; }
+        correction[r] = fast_exp2(row_max[r] * scale_log2 - max_scaled);
+        row_sum[r] *= correction[r];
       }
       row_max[r] = new_max;
       float sum = 0.f;
@@ -54,6 +62,15 @@ struct OnlineSoftmax {
         sum += p;
       }
       row_sum[r] += sum;
+    }
+  }
+
+  template <class AccTensor>
+  CUTE_DEVICE void rescale(AccTensor& acc_o, float const (&correction)[kRows]) const {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o); ++c) { acc_o(r, c) *= correction[r]; }
     }
   }
 

@@ -15,6 +15,7 @@ struct SeqInfo {
   int seqlen_k;
   int row_base;       // this entry's first row among the total_q rows (LSE, split accumulators)
   int key_row_base;   // varlen: this entry's first row among the total_k key rows, else 0
+  int kv_batch;       // this entry's index along k's batch dim (kv_batch_idx), 0 when varlen or paged
   int64_t q_offset;   // element offsets of row 0, head 0
   int64_t out_offset;
   int64_t k_offset;
@@ -41,6 +42,7 @@ struct SeqInfo {
     }
     const bool paged = p.block_table != nullptr;
     key_row_base = 0;
+    kv_batch = 0;
     if (p.cu_seqlens_k != nullptr) {
       // Varlen keys: total_k rows when contiguous; the cache capacity when paged.
       const int start = paged ? 0 : clamp(p.cu_seqlens_k[batch], 0, p.seqlen_k);
@@ -50,7 +52,7 @@ struct SeqInfo {
       k_offset = int64_t(start) * p.k_row_stride;
       v_offset = int64_t(start) * p.v_row_stride;
     } else {
-      const int kv_batch = p.kv_batch_idx != nullptr ? clamp(p.kv_batch_idx[batch], 0, p.kv_batch_count - 1) : batch;
+      kv_batch = paged ? 0 : (p.kv_batch_idx != nullptr ? clamp(p.kv_batch_idx[batch], 0, p.kv_batch_count - 1) : batch);
       seqlen_k = p.seqlen_k;
       k_offset = paged ? 0 : int64_t(kv_batch) * p.k_batch_stride;
       v_offset = paged ? 0 : int64_t(kv_batch) * p.v_batch_stride;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional
 
 import torch
@@ -23,8 +24,23 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def _families_for(device: Optional[torch.device]) -> list[str]:
+FWD_BACKENDS = ("auto", "sm80", "sm90")
+
+
+def forward_backend() -> str:
+    """FLASHGEN_FWD_BACKEND: 'sm80' or 'sm90' forces a forward kernel family (the C library
+    reads the same variable); unset or 'auto' prefers sm90 on Hopper."""
+    value = os.environ.get("FLASHGEN_FWD_BACKEND", "") or "auto"
+    if value not in FWD_BACKENDS:
+        raise ValueError(f"FLASHGEN_FWD_BACKEND={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
+    return value
+
+
+def _families_for(device: Optional[torch.device], direction: str = "fwd") -> list[str]:
     """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
+    backend = forward_backend() if direction == "fwd" else "auto"
+    if backend != "auto":
+        return [backend]
     if device is not None and device.type == "cuda" and _capability(_device_index(device)) == (9, 0):
         return ["sm90", "sm80"]
     return ["sm80"]
@@ -52,7 +68,7 @@ def select_kernel(
     candidates = [
         KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, softcap, alibi, dropout,
                    paged)
-        for family in _families_for(device)
+        for family in _families_for(device, direction)
     ]
     for spec in candidates:
         if spec.name in built:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 import torch
 
 import flashgen
 
+from ..dispatch import select_kernel
 from . import backward, decode
 from .sweep import Result, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops
@@ -62,6 +64,15 @@ def bwd_table(results: list[backward.BwdResult]) -> list[str]:
     return rows
 
 
+def _forward_family() -> str:
+    """Which family the standard sweep's forward calls dispatch to (bf16, head dim 128)."""
+    try:
+        spec = select_kernel("fwd", torch.bfloat16, 128, 128, False, torch.device("cuda"))
+    except (ValueError, RuntimeError) as err:
+        return f"unknown ({str(err).splitlines()[0][:60]})"
+    return spec.arch
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashgen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +81,11 @@ def main(argv=None) -> int:
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
     parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode"), default="all")
     parser.add_argument("--markdown", help="also write the tables to this file")
+    parser.add_argument("--backend", choices=("auto", "sm80", "sm90"), default=None,
+                        help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
     args = parser.parse_args(argv)
+    if args.backend is not None:
+        os.environ["FLASHGEN_FWD_BACKEND"] = args.backend
     if not torch.cuda.is_available():
         print("flashgen.bench needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -82,6 +97,7 @@ def main(argv=None) -> int:
         f"cuDNN {torch.backends.cudnn.version()}",
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
+        f"flashgen forward kernel family: {_forward_family()}",
     ]
     for line in header:
         print(line, flush=True)

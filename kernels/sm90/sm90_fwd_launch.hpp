@@ -1,0 +1,64 @@
+// Host-side launch of the Hopper forward kernel: builds the TMA descriptors from the call's
+// pointers, extents and strides, then launches one CTA per (query block, head, batch entry).
+// A generated translation unit includes this header and instantiates run_fwd for one spec.
+#pragma once
+
+#include <algorithm>
+
+#include <cuda_runtime_api.h>
+
+#include "api/launch_status.h"
+#include "common/fwd_params.h"
+#include "sm90/sm90_fwd_kernel.hpp"
+
+namespace flashgen::sm90 {
+
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
+flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
+  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi>;
+  if (params.pack_gqa || params.num_splits != 1 || params.block_table != nullptr) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits or pages)");
+  }
+  flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+
+  FwdKernelParams<Traits> kp;
+  kp.fwd = params;
+  const bool varlen = params.cu_seqlens_q != nullptr;
+  // TMA extents: a varlen call addresses its packed rows as one batch entry. Extents are at
+  // least 1 and a missing K/V (no keys at all) borrows Q's address: such a call loads nothing.
+  kp.q_rows = std::max(1, varlen ? params.total_q : params.seqlen_q);
+  kp.q_batches = varlen ? 1 : std::max(1, params.batch);
+  kp.k_rows = std::max(1, params.seqlen_k);
+  kp.k_batches = varlen ? 1 : std::max(1, params.kv_batch_idx != nullptr ? params.kv_batch_count : params.batch);
+  auto batch_stride = [&](int64_t stride, int64_t row_stride, int rows) {
+    // A single batch entry still needs a valid (non-zero, 16-byte multiple) stride.
+    return (varlen || stride == 0) ? row_stride * rows : stride;
+  };
+  auto const* q = static_cast<Element const*>(params.q);
+  auto const* k = static_cast<Element const*>(params.k != nullptr ? params.k : params.q);
+  auto const* v = static_cast<Element const*>(params.v != nullptr ? params.v : params.q);
+  Tensor mQ = make_tensor(make_gmem_ptr(q), make_shape(kp.q_rows, kHeadDimQK, params.num_heads_q, kp.q_batches),
+                          make_stride(params.q_row_stride, _1{}, params.q_head_stride,
+                                      batch_stride(params.q_batch_stride, params.q_row_stride, kp.q_rows)));
+  Tensor mK = make_tensor(make_gmem_ptr(k), make_shape(kp.k_rows, kHeadDimQK, params.num_heads_kv, kp.k_batches),
+                          make_stride(params.k_row_stride, _1{}, params.k_head_stride,
+                                      batch_stride(params.k_batch_stride, params.k_row_stride, kp.k_rows)));
+  Tensor mVt = make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.k_rows, params.num_heads_kv, kp.k_batches),
+                           make_stride(_1{}, params.v_row_stride, params.v_head_stride,
+                                       batch_stride(params.v_batch_stride, params.v_row_stride, kp.k_rows)));
+  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQ{},
+                           Shape<Int<Traits::kBlockM>, Int<kHeadDimQK>>{}, _1{});
+  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, mK, typename Traits::SmemLayoutKStage{},
+                           Shape<Int<Traits::kBlockN>, Int<kHeadDimQK>>{}, _1{});
+  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, typename Traits::SmemLayoutVtStage{},
+                           Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
+
+  const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads_q, params.batch);
+  kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
+  return check_launch("sm90 forward kernel");
+}
+
+}  // namespace flashgen::sm90

@@ -1,0 +1,26 @@
+// Tile shapes of the Hopper (TMA + wgmma) forward kernel. Used by the kernel instantiations and
+// by the host side (launch grids, shared-memory sizes), so both always agree.
+#pragma once
+
+namespace flashgen::sm90 {
+
+struct FwdTile {
+  int block_m;  // query rows per CTA: 64 per consumer warpgroup
+  int block_n;  // keys per main-loop iteration
+  int stages;   // K and V shared-memory pipeline depth
+};
+
+// Two consumer warpgroups (64 rows each) share every K/V tile. The key block shrinks with the
+// head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
+// registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
+constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v) {
+  const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
+  if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/3}; }
+  if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
+  return {/*block_m=*/128, /*block_n=*/64, /*stages=*/2};
+}
+
+constexpr int kFwdConsumerWarpgroups = 2;
+constexpr int kFwdThreads = 128 * (1 + kFwdConsumerWarpgroups);  // one producer warpgroup
+
+}  // namespace flashgen::sm90

@@ -1,0 +1,145 @@
+// CuTe types of the Hopper forward kernel: TMA loads into swizzled shared memory, wgmma with
+// fp32 accumulators (S = Q K^T from shared memory, O += P V with P in registers), and an
+// mbarrier pipeline of K and V stages between the producer and the consumer warpgroups.
+#pragma once
+
+#include <type_traits>
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "common/fwd_params.h"
+#include "sm90/sm90_fwd_tile.h"
+
+namespace flashgen::sm90 {
+
+using namespace cute;
+
+// The widest swizzle atom whose extent divides the tile along the contiguous dimension
+// (k for K-major operands, m/n for MN-major ones).
+template <GMMA::Major kMajor, class Element, int kMN, int kK>
+CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
+  constexpr int kContiguous = kMajor == GMMA::Major::K ? kK : kMN;
+  constexpr int kMode = kMajor == GMMA::Major::K ? 1 : 0;
+  if constexpr (kMajor == GMMA::Major::K) {
+    if constexpr (kContiguous % size<kMode>(GMMA::Layout_K_SW128_Atom<Element>{}) == 0) {
+      return GMMA::Layout_K_SW128_Atom<Element>{};
+    } else if constexpr (kContiguous % size<kMode>(GMMA::Layout_K_SW64_Atom<Element>{}) == 0) {
+      return GMMA::Layout_K_SW64_Atom<Element>{};
+    } else if constexpr (kContiguous % size<kMode>(GMMA::Layout_K_SW32_Atom<Element>{}) == 0) {
+      return GMMA::Layout_K_SW32_Atom<Element>{};
+    } else {
+      return GMMA::Layout_K_INTER_Atom<Element>{};
+    }
+  } else {
+    if constexpr (kContiguous % size<kMode>(GMMA::Layout_MN_SW128_Atom<Element>{}) == 0) {
+      return GMMA::Layout_MN_SW128_Atom<Element>{};
+    } else if constexpr (kContiguous % size<kMode>(GMMA::Layout_MN_SW64_Atom<Element>{}) == 0) {
+      return GMMA::Layout_MN_SW64_Atom<Element>{};
+    } else if constexpr (kContiguous % size<kMode>(GMMA::Layout_MN_SW32_Atom<Element>{}) == 0) {
+      return GMMA::Layout_MN_SW32_Atom<Element>{};
+    } else {
+      return GMMA::Layout_MN_INTER_Atom<Element>{};
+    }
+  }
+}
+
+template <class Element_, int kHeadDimQK_, int kHeadDimV_>
+struct FwdTraits {
+  using Element = Element_;
+  static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
+  static constexpr int kHeadDimQK = kHeadDimQK_;
+  static constexpr int kHeadDimV = kHeadDimV_;
+  static_assert(kHeadDimQK % 16 == 0 && kHeadDimV % 16 == 0, "wgmma k slices are 16 wide");
+
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
+  static constexpr int kBlockM = kTile.block_m;
+  static constexpr int kBlockN = kTile.block_n;
+  static constexpr int kStages = kTile.stages;
+  static constexpr int kNumThreads = kFwdThreads;
+  static constexpr int kNumMmaThreads = 128 * kFwdConsumerWarpgroups;
+  static_assert(kBlockM == 64 * kFwdConsumerWarpgroups);
+  // setmaxnreg: the producer warpgroup gives registers to the consumers (24 + 2 * 240 per
+  // thread-slot of a warpgroup, within the 64K register file).
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  // One 64-row wgmma atom per consumer warpgroup, stacked along M.
+  using AtomLayout = Layout<Shape<Int<kFwdConsumerWarpgroups>, _1, _1>>;
+  using TiledMmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDimQK>>>(), AtomLayout{}));
+  // B = V^T, (head_dim_v, block_n) with head_dim_v contiguous: MN-major, no transpose copy.
+  using TiledMmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kHeadDimV>, Int<kBlockN>>, GMMA::Major::K,
+                           GMMA::Major::MN>(),
+      AtomLayout{}));
+
+  using SmemLayoutQ = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDimQK>(),
+                                             Shape<Int<kBlockM>, Int<kHeadDimQK>>{}));
+  using SmemLayoutKStage = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kHeadDimQK>(),
+                                                  Shape<Int<kBlockN>, Int<kHeadDimQK>>{}));
+  using SmemLayoutK = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kHeadDimQK>(),
+                                             Shape<Int<kBlockN>, Int<kHeadDimQK>, Int<kStages>>{}));
+  using SmemLayoutVtStage = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::MN, Element, kHeadDimV, kBlockN>(),
+                                                   Shape<Int<kHeadDimV>, Int<kBlockN>>{}));
+  using SmemLayoutVt = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::MN, Element, kHeadDimV, kBlockN>(),
+                                              Shape<Int<kHeadDimV>, Int<kBlockN>, Int<kStages>>{}));
+  // The output tile, staged where Q was once the last S = Q K^T is done.
+  using SmemLayoutO = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDimV>(),
+                                             Shape<Int<kBlockM>, Int<kHeadDimV>>{}));
+
+  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+  static constexpr int kQElems = int(cosize_v<SmemLayoutQ>) > int(cosize_v<SmemLayoutO>) ? int(cosize_v<SmemLayoutQ>)
+                                                                                          : int(cosize_v<SmemLayoutO>);
+  struct SharedStorage {
+    alignas(1024) cute::array_aligned<Element, kQElems> q;  // Q, then O
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutVt>> v;
+    typename Pipeline::SharedStorage pipeline_k;
+    typename Pipeline::SharedStorage pipeline_v;
+    alignas(8) uint64_t q_barrier;
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
+
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDimQK * sizeof(Element);
+  static constexpr uint32_t kKBytes = kBlockN * kHeadDimQK * sizeof(Element);
+  static constexpr uint32_t kVBytes = kBlockN * kHeadDimV * sizeof(Element);
+
+  // Global tensors as TMA sees them: Q, K (rows, head_dim, heads, batches) and V transposed,
+  // (head_dim_v, rows, heads, batches), so that its tiles land MN-major for the PV wgmma.
+  using ShapeRows = Shape<int32_t, int32_t, int32_t, int32_t>;
+  using StrideRows = Stride<int64_t, _1, int64_t, int64_t>;
+  using StrideCols = Stride<_1, int64_t, int64_t, int64_t>;
+  template <class Stride_>
+  using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeRows{}, Stride_{}));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideRows>{}, SmemLayoutQ{},
+                                      Shape<Int<kBlockM>, Int<kHeadDimQK>>{}, _1{}));
+  using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideRows>{}, SmemLayoutKStage{},
+                                      Shape<Int<kBlockN>, Int<kHeadDimQK>>{}, _1{}));
+  using TmaVt = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideCols>{}, SmemLayoutVtStage{},
+                                       Shape<Int<kHeadDimV>, Int<kBlockN>>{}, _1{}));
+
+  // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
+  static constexpr int kOutVec = 16 / sizeof(Element);
+  static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);
+  using CopyOut = decltype(make_tiled_copy(
+      Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{},
+      Layout<Shape<Int<kNumMmaThreads / kOutThreadsPerRow>, Int<kOutThreadsPerRow>>, Stride<Int<kOutThreadsPerRow>, _1>>{},
+      Layout<Shape<_1, Int<kOutVec>>>{}));
+};
+
+// What the kernel receives: the family-independent parameters plus the TMA descriptors and
+// the extents the descriptors were built with.
+template <class Traits>
+struct FwdKernelParams {
+  FwdParams fwd;
+  typename Traits::TmaQ tma_q;
+  typename Traits::TmaK tma_k;
+  typename Traits::TmaVt tma_v;
+  int32_t q_rows, q_batches;
+  int32_t k_rows, k_batches;
+};
+
+}  // namespace flashgen::sm90
