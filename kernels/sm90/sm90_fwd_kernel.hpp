@@ -176,6 +176,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     copy(make_tensor(probs.data(), tOrP.layout()), tOrP);
   };
 
+  // Ping-pong: the two consumers take turns issuing their wgmma batches (named barriers 1 and
+  // 2, one per consumer), so one's softmax runs while the other's GEMMs occupy the tensor cores.
+  // Consumer 0 goes first; both walk the same key blocks, so their turns pair up exactly.
+  const int consumer = tid / 128;
+  const bool pingpong = kp.pingpong != 0;
+  auto begin_turn = [&]() __attribute__((always_inline)) {
+    if (pingpong) { cutlass::arch::NamedBarrier::sync(kNumMmaThreads, /*id=*/1 + consumer); }
+  };
+  auto end_turn = [&](bool last) __attribute__((always_inline)) {
+    // Consumer 1's last turn hands over to nobody (consumer 0 is done).
+    if (pingpong && !(last && consumer == 1)) { cutlass::arch::NamedBarrier::arrive(kNumMmaThreads, /*id=*/2 - consumer); }
+  };
+  if (pingpong && consumer == 1) { cutlass::arch::NamedBarrier::arrive(kNumMmaThreads, /*id=*/1); }
+
   PipelineState read_k, read_v;
   Barrier::wait(&storage.q_barrier, /*phase=*/0);
 
@@ -183,7 +197,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   {
     Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
     pipeline_k.consumer_wait(read_k);
+    begin_turn();
     wgmma</*kZeroInit=*/true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    end_turn(false);
     warpgroup_wait<0>();
     pipeline_k.consumer_release(read_k);
     ++read_k;
@@ -193,9 +209,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   for (--n; n >= range.n_min; --n) {
     Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
     pipeline_k.consumer_wait(read_k);
-    wgmma</*kZeroInit=*/true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
     pipeline_v.consumer_wait(read_v);
+    begin_turn();
+    wgmma</*kZeroInit=*/true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    end_turn(false);
     warpgroup_wait<1>();  // S of block n is ready; O += P V of block n + 1 may still run
     pipeline_k.consumer_release(read_k);
     ++read_k;
@@ -207,7 +225,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     stage_p(acc_s);
   }
   pipeline_v.consumer_wait(read_v);
+  begin_turn();
   wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+  end_turn(true);
   warpgroup_wait<0>();
   pipeline_v.consumer_release(read_v);
 
@@ -223,9 +243,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor out = convert_fragment<Element>(acc_o);
   auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, mma_pv);
   auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
-  cutlass::arch::NamedBarrier::sync(kNumMmaThreads, /*id=*/0);  // both consumers are done reading sQ
+  cutlass::arch::NamedBarrier::sync(kNumMmaThreads, /*id=*/3);  // both consumers are done reading sQ
   copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
-  cutlass::arch::NamedBarrier::sync(kNumMmaThreads, /*id=*/0);
+  cutlass::arch::NamedBarrier::sync(kNumMmaThreads, /*id=*/3);
   typename Traits::CopyOut gmem_copy_o;
   auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
   Tensor tOsO = gmem_thr_copy_o.partition_S(sO);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 
 #include <cuda_runtime_api.h>
 
@@ -26,6 +27,8 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
 
   FwdKernelParams<Traits> kp;
   kp.fwd = params;
+  const char* pingpong = std::getenv("FLASHGEN_SM90_PINGPONG");
+  kp.pingpong = pingpong == nullptr || pingpong[0] != '0';
   const bool varlen = params.cu_seqlens_q != nullptr;
   // TMA extents: a varlen call addresses its packed rows as one batch entry. Extents are at
   // least 1 and a missing K/V (no keys at all) borrows Q's address: such a call loads nothing.

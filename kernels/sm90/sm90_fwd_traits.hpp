@@ -140,6 +140,7 @@ struct FwdKernelParams {
   typename Traits::TmaVt tma_v;
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
+  int32_t pingpong;  // consumers take turns issuing wgmma (FLASHGEN_SM90_PINGPONG=0 turns it off)
 };
 
 }  // namespace flashgen::sm90
