@@ -16,7 +16,7 @@ namespace flashgen::sm90 {
 
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
-  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
+  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV, kIsCausal>;
   auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi>;
   if (params.pack_gqa || params.num_splits != 1 || params.block_table != nullptr) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
