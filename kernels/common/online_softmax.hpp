@@ -11,31 +11,6 @@
 
 namespace flashgen {
 
-// Max or sum over row r of a (rows, cols) view, in independent partial chains (columns c mod
-// kChains) joined by a tree: a single chain of dependent FMNMX/FADD over 64+ columns is
-// latency-bound and stretched the softmax phase that overlaps the other MMAs.
-enum class Reduce { kMax, kSum };
-constexpr Reduce kMax = Reduce::kMax;
-constexpr Reduce kSum = Reduce::kSum;
-
-template <Reduce kOp, class Tensor_>
-CUTE_DEVICE float row_reduce(Tensor_ const& t, int r) {
-  constexpr int kCols = decltype(size<1>(t))::value;
-  constexpr int kChains = kCols % 8 == 0 ? 8 : (kCols % 4 == 0 ? 4 : (kCols % 2 == 0 ? 2 : 1));
-  auto op = [](float a, float b) { return kOp == kMax ? fmaxf(a, b) : a + b; };
-  float part[kChains];
-  CUTE_UNROLL
-  for (int i = 0; i < kChains; ++i) { part[i] = t(r, i); }
-  CUTE_UNROLL
-  for (int c = kChains; c < kCols; ++c) { part[c % kChains] = op(part[c % kChains], t(r, c)); }
-  CUTE_UNROLL
-  for (int width = kChains / 2; width > 0; width /= 2) {
-    CUTE_UNROLL
-    for (int i = 0; i < width; ++i) { part[i] = op(part[i], part[i + width]); }
-  }
-  return part[0];
-}
-
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];
@@ -67,7 +42,10 @@ struct OnlineSoftmax {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      float new_max = quad_allreduce_max(fmaxf(row_max[r], row_reduce<kMax>(scores, r)));
+      float new_max = row_max[r];
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) { new_max = fmaxf(new_max, scores(r, c)); }
+      new_max = quad_allreduce_max(new_max);
       // A row that has seen only masked keys keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - x) = 0 and avoids (-inf) - (-inf) = NaN.
       const float max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
@@ -76,9 +54,14 @@ struct OnlineSoftmax {
         row_sum[r] *= correction[r];
       }
       row_max[r] = new_max;
+      float sum = 0.f;
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(scores); ++c) { scores(r, c) = fast_exp2(scores(r, c) * scale_log2 - max_scaled); }
-      row_sum[r] += row_reduce<kSum>(scores, r);
+      for (int c = 0; c < size<1>(scores); ++c) {
+        const float p = fast_exp2(scores(r, c) * scale_log2 - max_scaled);
+        scores(r, c) = p;
+        sum += p;
+      }
+      row_sum[r] += sum;
     }
   }
 
