@@ -41,6 +41,20 @@ CUTE_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
   return dst;
 }
 
+// Converts into an existing register fragment whose storage holds the same elements in the
+// same order (a re-grouped layout of src's, e.g. an accumulator seen as an MMA A operand):
+// one vectorised conversion, no per-element moves.
+template <class SrcEngine, class SrcLayout, class DstEngine, class DstLayout>
+CUTE_DEVICE void convert_fragment_into(Tensor<SrcEngine, SrcLayout> const& src, Tensor<DstEngine, DstLayout>& dst) {
+  using From = typename SrcEngine::value_type;
+  using To = typename DstEngine::value_type;
+  constexpr int kNumel = decltype(size(src))::value;
+  static_assert(decltype(size(dst))::value == kNumel);
+  cutlass::NumericArrayConverter<To, From, kNumel> converter;
+  *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
+      converter(*reinterpret_cast<cutlass::Array<From, kNumel> const*>(src.data()));
+}
+
 // Reductions over the four lanes that hold one row of an m16n8 accumulator.
 CUTE_DEVICE float quad_allreduce_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));

@@ -171,10 +171,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (masked) { mask.apply(scores, tScS_rc, m_block, n); }
     softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction);
   };
-  auto stage_p = [&](auto const& acc_s) __attribute__((always_inline)) {
-    Tensor probs = convert_fragment<Element>(acc_s);
-    copy(make_tensor(probs.data(), tOrP.layout()), tOrP);
-  };
+  // tOrP's layout only regroups acc_s's, so the storage orders agree: convert in place (an
+  // element-wise copy between the two views cost ~130 PRMT/LOP3 per thread and block).
+  auto stage_p = [&](auto const& acc_s) __attribute__((always_inline)) { convert_fragment_into(acc_s, tOrP); };
 
   // Ping-pong: the two consumers take turns issuing their wgmma batches (named barriers 1 and
   // 2, one per consumer), so one's softmax runs while the other's GEMMs occupy the tensor cores.
