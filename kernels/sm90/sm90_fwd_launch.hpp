@@ -4,10 +4,11 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdlib>
+#include <cstdint>
 
 #include <cuda_runtime_api.h>
 
+#include "api/device_info.h"
 #include "api/launch_status.h"
 #include "common/fwd_params.h"
 #include "sm90/sm90_fwd_kernel.hpp"
@@ -27,8 +28,6 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
 
   FwdKernelParams<Traits> kp;
   kp.fwd = params;
-  const char* pingpong = std::getenv("FLASHGEN_SM90_PINGPONG");
-  kp.pingpong = pingpong == nullptr || pingpong[0] != '0';
   const bool varlen = params.cu_seqlens_q != nullptr;
   // TMA extents: a varlen call addresses its packed rows as one batch entry. Extents are at
   // least 1 and a missing K/V (no keys at all) borrows Q's address: such a call loads nothing.
@@ -59,7 +58,15 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, typename Traits::SmemLayoutVtStage{},
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
 
-  const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.num_heads_q, params.batch);
+  DeviceInfo device;
+  status = current_device_info(&device);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
+  const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch;
+  if (num_tiles > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many query tiles for one call"); }
+  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q};
+  // Persistent: one CTA per SM at most (the shared memory of a tile leaves room for one).
+  const dim3 grid(unsigned(std::min<int64_t>(num_tiles, device.num_sms)));
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   return check_launch("sm90 forward kernel");
 }

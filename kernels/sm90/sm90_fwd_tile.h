@@ -2,6 +2,8 @@
 // by the host side (launch grids, shared-memory sizes), so both always agree.
 #pragma once
 
+#include <cute/config.hpp>
+
 namespace flashgen::sm90 {
 
 struct FwdTile {
@@ -23,5 +25,26 @@ constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, bool /*causal*/) {
 
 constexpr int kFwdConsumerWarpgroups = 2;
 constexpr int kFwdThreads = 128 * (1 + kFwdConsumerWarpgroups);  // one producer warpgroup
+
+struct FwdTileCoord {
+  int m_block;
+  int head;
+  int batch;
+};
+
+// The persistent grid's tile order. The query blocks of one (batch entry, head) are adjacent, so
+// the CTAs running at the same time mostly share one head's K and V in L2; within a head they go
+// from the last block to the first: under a causal mask the last blocks see the most keys, and
+// with CTA c taking tiles c, c + grid, ... every CTA gets a mix of long and short tiles.
+struct FwdTileOrder {
+  int num_tiles;
+  int m_blocks;  // query blocks per (batch entry, head), of the longest sequence when varlen
+  int num_heads;
+
+  CUTE_HOST_DEVICE FwdTileCoord coord(int index) const {
+    const int bh = index / m_blocks;
+    return {m_blocks - 1 - (index - bh * m_blocks), bh % num_heads, bh / num_heads};
+  }
+};
 
 }  // namespace flashgen::sm90

@@ -90,15 +90,23 @@ struct FwdTraits {
                                              Shape<Int<kBlockM>, Int<kHeadDimV>>{}));
 
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
-  static constexpr int kQElems = int(cosize_v<SmemLayoutQ>) > int(cosize_v<SmemLayoutO>) ? int(cosize_v<SmemLayoutQ>)
-                                                                                          : int(cosize_v<SmemLayoutO>);
+  // The output tile gets its own buffer when it fits, so that the next tile's Q can load while
+  // this tile's output is stored; otherwise it is staged where Q was.
+  static constexpr int kQOKVBytes =
+      int(sizeof(Element)) * int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutO> + cosize_v<SmemLayoutK> + cosize_v<SmemLayoutVt>);
+  static constexpr bool kSeparateO = kQOKVBytes + 2048 <= 227 * 1024;
+  static constexpr int kQElems = kSeparateO || int(cosize_v<SmemLayoutQ>) >= int(cosize_v<SmemLayoutO>)
+                                     ? int(cosize_v<SmemLayoutQ>)
+                                     : int(cosize_v<SmemLayoutO>);
   struct SharedStorage {
-    alignas(1024) cute::array_aligned<Element, kQElems> q;  // Q, then O
+    alignas(1024) cute::array_aligned<Element, kQElems> q;  // Q, and O unless kSeparateO
+    alignas(1024) cute::array_aligned<Element, kSeparateO ? int(cosize_v<SmemLayoutO>) : 0> o;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutVt>> v;
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
-    alignas(8) uint64_t q_barrier;
+    alignas(8) uint64_t q_full;
+    alignas(8) uint64_t q_empty;
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
@@ -140,7 +148,7 @@ struct FwdKernelParams {
   typename Traits::TmaVt tma_v;
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
-  int32_t pingpong;  // consumers take turns issuing wgmma (FLASHGEN_SM90_PINGPONG=0 turns it off)
+  FwdTileOrder order;
 };
 
 }  // namespace flashgen::sm90
