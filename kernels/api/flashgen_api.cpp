@@ -166,6 +166,8 @@ flashgen_status_t forward_backend(int* family) {
   return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_FWD_BACKEND='%s': expected auto, sm80 or sm90", value);
 }
 
+constexpr size_t kTileCounterBytes = 16;
+
 struct Plan {
   const KernelEntry* entry;
   FwdParams params;
@@ -244,7 +246,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     if (sm80_entry != nullptr) { entry = sm80_entry; }
   }
   plan->entry = entry;
-  if (entry->key.family == KernelFamily::kSm90) {
+  const bool hopper = entry->key.family == KernelFamily::kSm90;
+  if (hopper) {
     // One head per tile and one pass over the keys; num_splits is a hint this kernel ignores.
     p.pack_gqa = false;
     splits = 1;
@@ -255,6 +258,9 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   plan->num_splits = splits;
   plan->workspace_bytes =
       splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0;
+  // The Hopper kernel's persistent grid balances its tiles through a counter in the workspace
+  // (without one it keeps a fixed round-robin order, slower under a causal mask).
+  if (hopper) { plan->workspace_bytes = kTileCounterBytes; }
   p.num_splits = splits;
   return FLASHGEN_STATUS_OK;
 }
@@ -289,7 +295,12 @@ flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cudaStream_t str
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->batch == 0 || plan.params.total_q == 0) { return FLASHGEN_STATUS_OK; }
   FwdParams& p = plan.params;
-  if (plan.num_splits > 1) {
+  if (plan.entry->key.family == KernelFamily::kSm90) {
+    if (args->workspace != nullptr && args->workspace_bytes >= kTileCounterBytes &&
+        reinterpret_cast<uintptr_t>(args->workspace) % 16 == 0) {
+      p.tile_counter = static_cast<int*>(args->workspace);
+    }
+  } else if (plan.num_splits > 1) {
     if (args->workspace == nullptr || args->workspace_bytes < plan.workspace_bytes) {
       return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                        "num_splits=%d needs %zu bytes of workspace (flashgen_fwd_workspace_size), got %zu",

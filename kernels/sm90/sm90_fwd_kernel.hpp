@@ -1,7 +1,8 @@
 // Hopper forward attention, warp-specialized and persistent.
 //
-// A grid of at most one CTA per SM walks the (query block, head, batch entry) tiles: CTA c takes
-// tiles c, c + gridDim.x, ... (sm90_fwd_tile.h orders them). Warpgroup 0 is the producer: one
+// A grid of at most one CTA per SM walks the (query block, head, batch entry) tiles in the order
+// of sm90_fwd_tile.h: CTA c starts with tile c and then takes the next one from a global counter
+// (or tile + gridDim.x without one), and passes each index to its consumers through shared memory. Warpgroup 0 is the producer: one
 // thread issues TMA loads of each tile's Q and of its K and V blocks into a kStages-deep
 // shared-memory ring whose slots complete on mbarriers, running ahead into the next tile while
 // the consumers finish the current one. Warpgroups 1 and 2 are consumers, 64 query rows each:
@@ -72,6 +73,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   if (is_producer_thread) {
     FullBarrier::init(&storage.q_full, /*arrive_count=*/1);
     EmptyBarrier::init(&storage.q_empty, /*arrive_count=*/kNumMmaThreads);
+    for (int slot = 0; slot < 2; ++slot) {
+      EmptyBarrier::init(&storage.tile_full[slot], /*arrive_count=*/1);
+      EmptyBarrier::init(&storage.tile_empty[slot], /*arrive_count=*/kNumMmaThreads);
+    }
   }
   typename Pipeline::Params pipe_params;
   pipe_params.role = warp_group == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
@@ -111,8 +116,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     int q_empty_phase = 0;
     bool first_q = true;
-    for (int index = blockIdx.x; index < order.num_tiles; index += gridDim.x) {
+    // Publishes the k-th tile index to the consumers (slot k % 2; waits until they took k - 2).
+    auto publish = [&](int k, int index) __attribute__((always_inline)) {
+      const int slot = k & 1;
+      if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
+      storage.tile_index[slot] = index;
+      EmptyBarrier::arrive(&storage.tile_full[slot]);
+    };
+    int index = blockIdx.x;
+    for (int k = 0;; ++k) {
+      publish(k, index);
+      if (index >= order.num_tiles) { break; }
       const Tile t = make_tile(index);
+      index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
+                                             : index + int(gridDim.x);
       if (!t.has_work) { continue; }
       const int head_kv = t.head / params.group_size;
       // Varlen rows are addressed from the packed tensor's start; fixed-length ones per batch entry.
@@ -187,7 +204,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   PipelineState read_k, read_v;
   int q_full_phase = 0;
-  for (int index = blockIdx.x; index < order.num_tiles; index += gridDim.x) {
+  for (int k = 0;; ++k) {
+    const int slot = k & 1;
+    EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
+    const int index = storage.tile_index[slot];
+    EmptyBarrier::arrive(&storage.tile_empty[slot]);
+    if (index >= order.num_tiles) { break; }
     const Tile t = make_tile(index);
     if (!t.in_range) { continue; }
     const SeqInfo& seq = t.seq;

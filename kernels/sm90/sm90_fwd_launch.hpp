@@ -67,6 +67,9 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q};
   // Persistent: one CTA per SM at most (the shared memory of a tile leaves room for one).
   const dim3 grid(unsigned(std::min<int64_t>(num_tiles, device.num_sms)));
+  if (params.tile_counter != nullptr && cudaMemsetAsync(params.tile_counter, 0, sizeof(int), stream) != cudaSuccess) {
+    return check_launch("sm90 forward tile counter reset");
+  }
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   return check_launch("sm90 forward kernel");
 }

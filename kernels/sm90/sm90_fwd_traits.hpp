@@ -60,9 +60,9 @@ struct FwdTraits {
   static constexpr int kNumThreads = kFwdThreads;
   static constexpr int kNumMmaThreads = 128 * kFwdConsumerWarpgroups;
   static_assert(kBlockM == 64 * kFwdConsumerWarpgroups);
-  // setmaxnreg: the producer warpgroup gives registers to the consumers (24 + 2 * 240 per
-  // thread-slot of a warpgroup, within the 64K register file).
-  static constexpr int kProducerRegs = 24;
+  // setmaxnreg: the producer warpgroup gives registers to the consumers (32 + 2 * 240 per
+  // thread-slot of a warpgroup, within the 64K register file; the producer spilled at 24).
+  static constexpr int kProducerRegs = 32;
   static constexpr int kConsumerRegs = 240;
 
   // One 64-row wgmma atom per consumer warpgroup, stacked along M.
@@ -107,6 +107,10 @@ struct FwdTraits {
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) uint64_t q_full;
     alignas(8) uint64_t q_empty;
+    // The tile sequence, from the producer to the consumers: a two-slot ring.
+    alignas(8) uint64_t tile_full[2];
+    alignas(8) uint64_t tile_empty[2];
+    int tile_index[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
