@@ -60,10 +60,14 @@ struct FwdTraits {
   static constexpr int kNumThreads = kFwdThreads;
   static constexpr int kNumMmaThreads = 128 * kFwdConsumerWarpgroups;
   static_assert(kBlockM == 64 * kFwdConsumerWarpgroups);
-  // setmaxnreg: the producer warpgroup gives registers to the consumers (32 + 2 * 240 per
-  // thread-slot of a warpgroup, within the 64K register file; the producer spilled at 24).
-  static constexpr int kProducerRegs = 32;
+  // setmaxnreg: the producer warpgroup hands registers to the consumers. The pool is what the
+  // launch allocated (65536 / 384 threads, rounded down to 8: 168 each), so the consumers' gain
+  // must not exceed what the producer frees, or their setmaxnreg.inc waits forever (it hung
+  // with a 32-register producer).
+  static constexpr int kLaunchRegs = 65536 / kFwdThreads / 8 * 8;
+  static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
+  static_assert((kLaunchRegs - kProducerRegs) * 128 >= (kConsumerRegs - kLaunchRegs) * kNumMmaThreads);
 
   // One 64-row wgmma atom per consumer warpgroup, stacked along M.
   using AtomLayout = Layout<Shape<Int<kFwdConsumerWarpgroups>, _1, _1>>;
