@@ -178,3 +178,31 @@ def test_arch_compatibility_rule():
     assert arch_is_built((9, 0), ("80", "90a"))
     assert not arch_is_built((10, 0), ("90a",))
     assert not arch_is_built((8, 0), ("86",))
+
+
+def test_forward_backend_override(monkeypatch):
+    from flashgen import dispatch
+
+    monkeypatch.delenv("FLASHGEN_FWD_BACKEND", raising=False)
+    assert dispatch.forward_backend() == "auto"
+    assert dispatch._families_for(None) == ["sm80"]
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm90")
+    assert dispatch._families_for(None) == ["sm90"]
+    assert dispatch._families_for(None, "bwd") == ["sm80"]  # the override is for the forward only
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "hopper")
+    with pytest.raises(ValueError, match="expected one of auto, sm80, sm90"):
+        dispatch.forward_backend()
+
+
+def test_sm90_kernel_not_built_names_it(monkeypatch):
+    from flashgen import dispatch
+    from flashgen.errors import KernelNotBuiltError
+
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm90")
+    if any(s.startswith("fwd_sm90_bf16_hdim112") for s in dispatch._built_names()):
+        pytest.skip("this build has the kernel")
+    with pytest.raises(KernelNotBuiltError, match="fwd_sm90_bf16_hdim112"):
+        dispatch.select_kernel("fwd", torch.bfloat16, 112, 112, False)
+    # A combination the sm90 family does not implement says so.
+    with pytest.raises(ValueError, match="no paged-KV or dropout variant"):
+        dispatch.select_kernel("fwd", torch.bfloat16, 128, 128, False, paged=True)
