@@ -49,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(spec.name)
             by_family = Counter(s.arch for s in specs)
             families = ", ".join(f"{n} {fam}" for fam, n in sorted(by_family.items()))
-            print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
-                  f"{';'.join(selection.cuda_archs)}: {len(specs) * len(selection.cuda_archs)} compiled images")
             jobs = args.jobs if args.jobs else default_jobs()
             backward = sum(1 for s in specs if s.direction == "bwd")
-            print(estimate(len(specs), len(selection.cuda_archs), jobs, backward).describe())
+            est = estimate(len(specs), len(selection.cuda_archs), jobs, backward, by_family.get("sm90", 0))
+            print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
+                  f"{';'.join(selection.cuda_archs)}: {est.images} compiled images (sm90 kernels: sm_90a only)")
+            print(est.describe())
             return 0
         report = render(selection, args.out, args.templates)
     except SelectionError as err:

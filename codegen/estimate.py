@@ -29,11 +29,17 @@ class CompileEstimate:
     archs: int
     jobs: int
     backward: int = 0  # how many of the kernels are backward ones
+    single_arch: int = 0  # forward kernels compiled for one arch only (the sm90 family: sm_90a)
+
+    @property
+    def images(self) -> int:
+        return (self.kernels - self.single_arch) * self.archs + self.single_arch
 
     @property
     def core_seconds(self) -> float:
-        forward = self.kernels - self.backward
-        return (forward * SECONDS_PER_IMAGE + self.backward * SECONDS_PER_BWD_IMAGE) * self.archs
+        forward = self.kernels - self.backward - self.single_arch
+        return ((forward * SECONDS_PER_IMAGE + self.backward * SECONDS_PER_BWD_IMAGE) * self.archs
+                + self.single_arch * SECONDS_PER_IMAGE)
 
     @property
     def wall_seconds(self) -> float:
@@ -57,5 +63,7 @@ def default_jobs(environ=os.environ) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
 
 
-def estimate(num_kernels: int, num_archs: int, jobs: int, num_backward: int = 0) -> CompileEstimate:
-    return CompileEstimate(kernels=num_kernels, archs=num_archs, jobs=max(1, jobs), backward=num_backward)
+def estimate(num_kernels: int, num_archs: int, jobs: int, num_backward: int = 0,
+             num_single_arch: int = 0) -> CompileEstimate:
+    return CompileEstimate(kernels=num_kernels, archs=num_archs, jobs=max(1, jobs), backward=num_backward,
+                           single_arch=num_single_arch)

@@ -302,3 +302,11 @@ def test_sm90_family_builds_hopper_forward_kernels_in_their_own_cmake_list(tmp_p
     assert '"-gencode=arch=compute_90a,code=sm_90a"' in cmake.split("set(FLASHGEN_SM90_GENCODE_FLAGS")[1].split(")")[0]
     source = (tmp_path / "kernels" / "fwd_sm90_bf16_hdim64_causal.cu").read_text()
     assert "sm90::run_fwd<cutlass::bfloat16_t" in source and "/*kIsCausal=*/true" in source
+
+
+def test_compile_estimate_counts_sm90_kernels_once():
+    from codegen.estimate import estimate
+
+    est = estimate(num_kernels=10, num_archs=2, jobs=4, num_backward=2, num_single_arch=3)
+    assert est.images == 5 * 2 + 2 * 2 + 3
+    assert est.core_seconds == (5 * 2 + 3) * 30.0 + 2 * 2 * 50.0
