@@ -10,6 +10,10 @@
 
 #include <cstdint>
 
+#include <cute/tensor.hpp>
+
+#include "common/cute_utils.hpp"
+
 #include "common/philox.hpp"
 
 namespace flashgen {
@@ -48,5 +52,33 @@ struct DropoutKey {
     return uniform16(group_bits(row, col), slot(row, col)) >= threshold;
   }
 };
+
+// Drops elements of a thread's (rows, cols) register view of a score tile in place: row index
+// h + 2 m (h: the +8 row half) and column index cl + 2 t (cl: the column pair, t: the n8 tile),
+// as in both the mma.sync and the wgmma accumulators, where a thread holds whole Philox groups.
+// coords: the same view of each element's (row, col) in the tile; row0/col0: the tile's origin
+// in the (batch, head)'s score matrix.
+template <class Scores, class Coords>
+CUTE_DEVICE void apply_dropout(Scores& scores, Coords const& coords, DropoutKey const& key, int row0, int col0) {
+  CUTE_UNROLL
+  for (int m = 0; m < size<0>(scores) / 2; ++m) {
+    CUTE_UNROLL
+    for (int j = 0; j < size<1>(scores) / 4; ++j) {
+      auto coord = coords(2 * m, 4 * j);
+      const Philox4x32 bits = key.group_bits(row0 + get<0>(coord), col0 + get<1>(coord));
+      CUTE_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        CUTE_UNROLL
+        for (int ch = 0; ch < 2; ++ch) {
+          CUTE_UNROLL
+          for (int cl = 0; cl < 2; ++cl) {
+            float& p = scores(h + 2 * m, cl + 2 * (2 * j + ch));
+            p = DropoutKey::uniform16(bits, h * 4 + ch * 2 + cl) >= key.threshold ? p : 0.f;
+          }
+        }
+      }
+    }
+  }
+}
 
 }  // namespace flashgen

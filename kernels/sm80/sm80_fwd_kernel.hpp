@@ -255,28 +255,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
 
     softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2);
 
-    if constexpr (kHasDropout) {
-      CUTE_UNROLL
-      for (int m = 0; m < size<1>(acc_s); ++m) {
-        CUTE_UNROLL
-        for (int j = 0; j < size<2>(acc_s) / 2; ++j) {
-          auto coord = tScS_rc(make_coord(0, m), make_coord(0, 2 * j));
-          const Philox4x32 bits = dropout_key.group_bits(row0 + get<0>(coord), n * kBlockN + get<1>(coord));
-          CUTE_UNROLL
-          for (int h = 0; h < 2; ++h) {
-            CUTE_UNROLL
-            for (int ch = 0; ch < 2; ++ch) {
-              CUTE_UNROLL
-              for (int cl = 0; cl < 2; ++cl) {
-                const int slot = h * 4 + ch * 2 + cl;
-                float& p = scores(make_coord(h, m), make_coord(cl, 2 * j + ch));
-                p = DropoutKey::uniform16(bits, slot) >= dropout_key.threshold ? p : 0.f;
-              }
-            }
-          }
-        }
-      }
-    }
+    if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
 
     Tensor probs = convert_fragment<Element>(acc_s);
     Tensor tOrP = make_tensor(probs.data(), acc_layout_as_a_operand(probs.layout()));

@@ -18,6 +18,7 @@
 #include <cutlass/arch/reg_reconfig.h>
 
 #include "common/cute_utils.hpp"
+#include "common/dropout.hpp"
 #include "common/fwd_params.h"
 #include "common/logit_transforms.hpp"
 #include "common/mask.hpp"
@@ -35,7 +36,7 @@ using namespace cute;
 // the epilogue's hand-over of the output tile in shared memory.
 enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3 };
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     fwd_kernel(const __grid_constant__ FwdKernelParams<Traits> kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -243,6 +244,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     float correction[kRowsPerThread];
     const float alibi_raw_slope =
         kHasAlibi ? params.alibi_slopes[t.batch * params.alibi_batch_stride + head] / params.logit_scale : 0.f;
+    const DropoutKey dropout_key(params.philox_seed, params.philox_offset, t.batch, params.num_heads_q, head,
+                                 params.dropout_threshold);
 
     // Scores of block n -> unnormalised probabilities in place; fills correction[] (not when first).
     auto scores_to_probs = [&](auto& acc_s, int n, auto is_first, bool masked) __attribute__((always_inline)) {
@@ -253,6 +256,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
       if (masked) { mask.apply(scores, tScS_rc, m_block, n); }
       softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction);
+      // After the row sums: the softmax normalises over every key, dropped or not.
+      if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
     };
 
     if (consumer == 1) { NamedBarrier::arrive(kNumMmaThreads, int(FwdBarrier::kTurn0)); }
@@ -306,7 +311,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     float sink[kRowsPerThread];
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) { sink[r] = params.sinks == nullptr ? -INFINITY : params.sinks[head]; }
-    softmax.finalize(acc_o_rc, params.logit_scale, sink, /*out_scale=*/1.f, /*empty_lse=*/INFINITY, lse);
+    softmax.finalize(acc_o_rc, params.logit_scale, sink, kHasDropout ? params.dropout_scale : 1.f,
+                     /*empty_lse=*/INFINITY, lse);
 
     // O goes through shared memory for 16-byte, row-guarded global stores. The barrier: both
     // consumers are past their last read of sO's previous contents (or of sQ, which sO may alias).

@@ -18,10 +18,11 @@ namespace flashgen::sm90 {
 // seqlen_k * head_dim up to which the grid is persistent (head dim 64: 2k keys, 128: 1k, 256: 512).
 constexpr int64_t kPersistentMaxKeysTimesDim = 2048 * 64;
 
-template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
+          bool kHasDropout>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV, kIsCausal>;
-  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi>;
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
   if (params.pack_gqa || params.num_splits != 1 || params.block_table != nullptr) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                      "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits or pages)");
