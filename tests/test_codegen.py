@@ -69,6 +69,7 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
         (KernelSpec("sm90", "fwd", "bf16", 72, 72, False), "multiples of 16"),
         (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, paged=True), "no paged-KV variant"),
+        (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, dropout=True), "dropout variant awaits"),
         (KernelSpec("sm90", "fwd", "e4m3", 128, 128, False), "not implemented yet"),
         (KernelSpec("sm90", "bwd", "bf16", 128, 128, False), "backward kernels exist only"),
     ],
