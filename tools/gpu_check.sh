@@ -2,7 +2,9 @@
 # Build, test and benchmark on a GPU machine in one go (the device tool's `run`, or any GPU
 # box). Logs land in $OUT (default ./out). Steps and kernel selection come from the
 # environment:
-#   STEPS="build test bench"   which steps to run
+#   STEPS="build test bench"   which steps to run (also: memcheck, compute-sanitizer over the
+#                              pytest arguments MEMCHECK_ARGS, split on spaces; default: sm90
+#                              forward tests at odd lengths, GQA, rows without keys, sinks)
 #   FLASHGEN_*                 the build selection (default: this GPU, every default kernel)
 #   PYTEST_ARGS, BENCH_ARGS    extra arguments
 # Offline machines: carry the nvidia-cutlass wheel in .whl/ (see README).
@@ -41,6 +43,17 @@ fi
 if [[ " $STEPS " == *" test "* ]]; then
   python3 -m pytest tests -q --maxfail=40 -rs ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -40
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+fi
+
+if [[ " $STEPS " == *" memcheck "* ]]; then
+  if [[ -n "${MEMCHECK_ARGS:-}" ]]; then
+    read -ra margs <<< "$MEMCHECK_ARGS"   # pytest arguments, split on spaces
+  else
+    margs=(tests/test_forward.py -k "sm90 and (sq113 or gqa or causal_rows or sinks)")
+  fi
+  compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x "${margs[@]}" > "$OUT/memcheck.log" 2>&1
+  [[ $? -eq 0 ]] || status=1
+  tail -3 "$OUT/memcheck.log"
 fi
 
 if [[ " $STEPS " == *" bench "* ]]; then
