@@ -249,7 +249,10 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   const bool hopper = entry->key.family == KernelFamily::kSm90;
   if (hopper) {
     // One head per tile and one pass over the keys; num_splits is a hint this kernel ignores.
+    // Its persistent grid balances tiles through a counter in the workspace (without one it
+    // keeps a fixed round-robin order, slower under a causal mask).
     p.pack_gqa = false;
+    p.num_sms = device.num_sms;
     splits = 1;
   }
   if (int64_t(p.batch) * splits > 65535) {
@@ -257,10 +260,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   }
   plan->num_splits = splits;
   plan->workspace_bytes =
-      splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0;
-  // The Hopper kernel's persistent grid balances its tiles through a counter in the workspace
-  // (without one it keeps a fixed round-robin order, slower under a causal mask).
-  if (hopper) { plan->workspace_bytes = kTileCounterBytes; }
+      hopper ? kTileCounterBytes
+             : (splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0);
   p.num_splits = splits;
   return FLASHGEN_STATUS_OK;
 }

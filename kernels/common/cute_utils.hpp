@@ -29,18 +29,6 @@ CUTE_HOST_DEVICE constexpr auto acc_layout_as_a_operand(Layout const& acc_layout
   return make_layout(make_layout(get<0>(l), get<2, 0>(l)), get<1>(l), get<2, 1>(l));
 }
 
-// Converts a register fragment element-wise (vectorised: f32 pairs -> bf16x2 / f16x2).
-template <class To, class Engine, class Layout>
-CUTE_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
-  using From = typename Engine::value_type;
-  constexpr int kNumel = decltype(size(src))::value;
-  Tensor dst = make_tensor<To>(src.layout());
-  cutlass::NumericArrayConverter<To, From, kNumel> converter;
-  *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
-      converter(*reinterpret_cast<cutlass::Array<From, kNumel> const*>(src.data()));
-  return dst;
-}
-
 // Converts into an existing register fragment whose storage holds the same elements in the
 // same order (a re-grouped layout of src's, e.g. an accumulator seen as an MMA A operand):
 // one vectorised conversion, no per-element moves.
@@ -53,6 +41,15 @@ CUTE_DEVICE void convert_fragment_into(Tensor<SrcEngine, SrcLayout> const& src, 
   cutlass::NumericArrayConverter<To, From, kNumel> converter;
   *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
       converter(*reinterpret_cast<cutlass::Array<From, kNumel> const*>(src.data()));
+}
+
+// Converts a register fragment element-wise into a new one of the same layout (vectorised:
+// f32 pairs -> bf16x2 / f16x2).
+template <class To, class Engine, class Layout>
+CUTE_DEVICE auto convert_fragment(Tensor<Engine, Layout> const& src) {
+  Tensor dst = make_tensor<To>(src.layout());
+  convert_fragment_into(src, dst);
+  return dst;
 }
 
 // Reductions over the four lanes that hold one row of an m16n8 accumulator.

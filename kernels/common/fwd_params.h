@@ -86,8 +86,10 @@ struct FwdParams {
   float* out_accum;  // (num_splits, num_heads_q, total_q, head_dim_v)
   float* lse_accum;  // (num_splits, num_heads_q, total_q)
 
-  // Persistent (sm90) grid: an int the launch zeroes and the CTAs take their next tile from, so
-  // that CTAs that drew long (causal) tiles take fewer. nullptr: a fixed round-robin order.
+  // Persistent (sm90) grid: at most one CTA per SM (num_sms), and an int the launch zeroes and
+  // the CTAs take their next tile from, so that CTAs that drew long (causal) tiles take fewer.
+  // nullptr: a fixed round-robin order.
+  int num_sms;
   int* tile_counter;
 };
 

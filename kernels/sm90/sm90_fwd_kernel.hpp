@@ -93,16 +93,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   struct Tile {
     int m_block, head, batch;
     SeqInfo seq;
+    Mask mask;
     KeyBlockRange range;
     bool in_range;  // the query block holds rows (varlen entries are shorter than the maximum)
     bool has_work;  // some key is visible to some row
   };
   auto make_tile = [&](int index) __attribute__((always_inline)) {
     const FwdTileCoord c = order.coord(index);
-    Tile t{c.m_block, c.head, c.batch, SeqInfo(params, c.batch), {}, false, false};
-    t.in_range = c.m_block * kBlockM < t.seq.seqlen_q;
-    const Mask mask(t.seq.seqlen_q, t.seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
-    t.range = mask.blocks(c.m_block);
+    const SeqInfo seq(params, c.batch);
+    const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
+    Tile t{c.m_block, c.head, c.batch, seq, mask, mask.blocks(c.m_block), false, false};
+    t.in_range = c.m_block * kBlockM < seq.seqlen_q;
     t.has_work = t.in_range && t.range.n_max > t.range.n_min;
     return t;
   };
@@ -235,7 +236,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       continue;
     }
 
-    const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
+    const Mask& mask = t.mask;
     const KeyBlockRange range = t.range;
     Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDimV>>{});  // (MMA, MMA_M, MMA_N)
     Tensor acc_o_rc = make_tensor(acc_o.data(), acc_layout_rowcol(acc_o.layout()));

@@ -16,7 +16,7 @@ struct FwdTile {
 // head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
 // registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
 // (160- and 176-key blocks for head dim 128 spill registers and ran 14% slower: bench/NOTES.md.)
-constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, bool /*causal*/) {
+constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
   if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/3}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }

@@ -45,7 +45,7 @@ CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
   }
 }
 
-template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kIsCausal_>
+template <class Element_, int kHeadDimQK_, int kHeadDimV_>
 struct FwdTraits {
   using Element = Element_;
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
@@ -53,7 +53,7 @@ struct FwdTraits {
   static constexpr int kHeadDimV = kHeadDimV_;
   static_assert(kHeadDimQK % 16 == 0 && kHeadDimV % 16 == 0, "wgmma k slices are 16 wide");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, kIsCausal_);
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
