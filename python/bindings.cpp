@@ -90,6 +90,26 @@ void bind_fwd_args(py::module_& m) {
   FG_FIELD(c, S, num_splits);
   FG_POINTER(c, S, workspace, void*);
   FG_FIELD(c, S, workspace_bytes);
+  c.def_property(
+      "out_dtype", [](const S& s) { return int(s.out_dtype); },
+      [](S& s, int v) { s.out_dtype = flashgen_dtype_t(v); });
+  // By reference, like BwdArgs.fwd: `args.q_scale.scale = ptr` fills the nested struct.
+  c.def_property_readonly(
+      "q_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.q_scale; }, py::return_value_policy::reference_internal);
+  c.def_property_readonly(
+      "k_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.k_scale; }, py::return_value_policy::reference_internal);
+  c.def_property_readonly(
+      "v_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.v_scale; }, py::return_value_policy::reference_internal);
+}
+
+void bind_fp8_scale(py::module_& m) {
+  using S = flashgen_fp8_scale_t;
+  py::class_<S> c(m, "Fp8Scale");
+  FG_POINTER(c, S, scale, const float*);
+  FG_FIELD(c, S, batch_stride);
+  FG_FIELD(c, S, head_stride);
+  FG_FIELD(c, S, block_stride);
+  FG_FIELD(c, S, block_rows);
 }
 
 void bind_bwd_args(py::module_& m) {
@@ -164,6 +184,37 @@ void bind_kv_append_args(py::module_& m) {
   FG_FIELD(c, S, q_positions_per_row);
 }
 
+void bind_fp8_quantize_args(py::module_& m) {
+  using S = flashgen_fp8_quantize_args_t;
+  py::class_<S> c(m, "Fp8QuantizeArgs");
+  c.def(py::init([] {
+    S s;
+    flashgen_fp8_quantize_args_init(&s);
+    return s;
+  }));
+  c.def_property(
+      "dtype", [](const S& s) { return int(s.dtype); }, [](S& s, int v) { s.dtype = flashgen_dtype_t(v); });
+  FG_POINTER(c, S, x, const void*);
+  FG_FIELD(c, S, batch);
+  FG_FIELD(c, S, seqlen);
+  FG_FIELD(c, S, num_heads);
+  FG_FIELD(c, S, head_dim);
+  FG_STRIDES(c, S, x);
+  FG_POINTER(c, S, cu_seqlens, const int32_t*);
+  FG_FIELD(c, S, total);
+  c.def_property(
+      "granularity", [](const S& s) { return int(s.granularity); },
+      [](S& s, int v) { s.granularity = flashgen_fp8_granularity_t(v); });
+  FG_FIELD(c, S, block_rows);
+  c.def_property(
+      "layout", [](const S& s) { return int(s.layout); }, [](S& s, int v) { s.layout = flashgen_fp8_layout_t(v); });
+  FG_POINTER(c, S, out, void*);
+  FG_STRIDES(c, S, out);
+  FG_POINTER(c, S, scale, float*);
+  FG_POINTER(c, S, workspace, void*);
+  FG_FIELD(c, S, workspace_bytes);
+}
+
 std::vector<std::string> kernel_names() {
   std::vector<std::string> names;
   for (int i = 0; i < flashgen_num_kernels(); ++i) { names.emplace_back(flashgen_kernel_name(i)); }
@@ -176,9 +227,17 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "flashgen C API bindings (raw pointers; use the flashgen package functions)";
   m.attr("DTYPE_FP16") = int(FLASHGEN_DTYPE_FP16);
   m.attr("DTYPE_BF16") = int(FLASHGEN_DTYPE_BF16);
+  m.attr("DTYPE_E4M3") = int(FLASHGEN_DTYPE_E4M3);
+  m.attr("FP8_PER_TENSOR") = int(FLASHGEN_FP8_PER_TENSOR);
+  m.attr("FP8_PER_HEAD") = int(FLASHGEN_FP8_PER_HEAD);
+  m.attr("FP8_PER_BLOCK") = int(FLASHGEN_FP8_PER_BLOCK);
+  m.attr("FP8_LAYOUT_ROWS") = int(FLASHGEN_FP8_LAYOUT_ROWS);
+  m.attr("FP8_LAYOUT_PV") = int(FLASHGEN_FP8_LAYOUT_PV);
+  bind_fp8_scale(m);
   bind_fwd_args(m);
   bind_bwd_args(m);
   bind_kv_append_args(m);
+  bind_fp8_quantize_args(m);
   m.def("fwd", [](const flashgen_fwd_args_t& args, uintptr_t stream) {
     flashgen_status_t status;
     {
@@ -209,6 +268,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("kv_append", [](const flashgen_kv_append_args_t& args, uintptr_t stream) {
     raise_for(flashgen_kv_append(&args, as_stream(stream)));
   });
+  m.def("fp8_quantize", [](const flashgen_fp8_quantize_args_t& args, uintptr_t stream) {
+    flashgen_status_t status;
+    {
+      py::gil_scoped_release release;
+      status = flashgen_fp8_quantize(&args, as_stream(stream));
+    }
+    raise_for(status);
+  });
+  m.def("fp8_quantize_workspace",
+        [](const flashgen_fp8_quantize_args_t& args) { return flashgen_fp8_quantize_workspace_size(&args); });
   m.def("dropout_mask", [](uint64_t seed, uint64_t offset, float p, int64_t batch, int64_t heads, int64_t seqlen_q,
                            int64_t seqlen_k, uintptr_t mask, uintptr_t stream) {
     raise_for(flashgen_dropout_mask(seed, offset, p, batch, heads, seqlen_q, seqlen_k, reinterpret_cast<uint8_t*>(mask),

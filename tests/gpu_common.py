@@ -7,7 +7,10 @@ from flashgen.codegen.spec import KernelSpec
 
 from reference import TORCH_DTYPES
 
-FWD_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "fwd"]
+_ALL_FWD = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "fwd"]
+# The 16-bit forward kernels (flash_attn_func & co.); the FP8 ones have their own entry point.
+FWD_KERNELS = [s for s in _ALL_FWD if s.dtype != "e4m3"]
+FP8_KERNELS = [s for s in _ALL_FWD if s.dtype == "e4m3"]
 
 
 def kernels(dropout=False, paged=False, causal=None, softcap=False, alibi=False):

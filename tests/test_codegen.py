@@ -69,14 +69,22 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
         (KernelSpec("sm90", "fwd", "bf16", 72, 72, False), "multiples of 16"),
         (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, paged=True), "no paged-KV variant"),
-        (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, dropout=True), "dropout variant awaits"),
-        (KernelSpec("sm90", "fwd", "e4m3", 128, 128, False), "not implemented yet"),
+        (KernelSpec("sm90", "bwd", "e4m3", 128, 128, False), "forward only"),
+        (KernelSpec("sm90", "fwd", "e4m3", 80, 80, False), "multiples of 32"),
+        (KernelSpec("sm90", "fwd", "e4m3", 128, 128, True, softcap=True), "no softcap"),
+        (KernelSpec("sm90", "fwd", "e4m3", 128, 128, False, paged=True), "no paged-KV variant"),
         (KernelSpec("sm90", "bwd", "bf16", 128, 128, False), "backward kernels exist only"),
     ],
 )
 def test_rules_reject_with_a_reason(spec, fragment):
     reason = rejection(spec)
     assert reason is not None and fragment in reason
+
+
+def test_rules_accept_the_fp8_forward():
+    for (qk, v), causal in itertools.product(((32, 32), (64, 64), (96, 96), (128, 128), (192, 128), (256, 256)),
+                                             (False, True)):
+        assert is_valid(KernelSpec("sm90", "fwd", "e4m3", qk, v, causal))
 
 
 def test_rules_accept_the_implemented_kernels():

@@ -43,7 +43,32 @@ typedef enum flashgen_status {
 typedef enum flashgen_dtype {
   FLASHGEN_DTYPE_FP16 = 0,
   FLASHGEN_DTYPE_BF16 = 1,
+  /* FP8 e4m3 (the "fn" variant: max 448, no infinities): q, k, v of the sm90 FP8 kernels. */
+  FLASHGEN_DTYPE_E4M3 = 2,
 } flashgen_dtype_t;
+
+/* FP8 dequantisation scales: the real value is scale * x_e4m3. One float32 per (batch entry,
+   head, block of block_rows rows), at scale[b * batch_stride + h * head_stride +
+   (row / block_rows) * block_stride], row counted from the sequence's start; a zero stride
+   shares one scale along that axis (per (batch, head): block_stride = 0; per tensor: all
+   strides 0). For k and v, block_rows must be a multiple of 128. NULL scale: 1. Scales must
+   be positive and finite. */
+typedef struct flashgen_fp8_scale {
+  const float* scale;
+  int64_t batch_stride, head_stride, block_stride;
+  int64_t block_rows;
+} flashgen_fp8_scale_t;
+
+/* The layout of v that the FP8 kernels read (the second GEMM needs the keys contiguous), written
+   by flashgen_fp8_quantize with FLASHGEN_FP8_LAYOUT_PV:
+   fixed length: (batch, num_heads_kv, head_dim_v, roundup(seqlen_k, 16)) e4m3, keys contiguous;
+   varlen: (num_heads_kv, head_dim_v, roundup(total_k, 16) + 16 * batch), sequence b starting at
+   column 16 * ceil(cu_seqlens_k[b] / 16) + 16 * b.
+   Within each group of 16 columns (counted from the sequence's start), column c holds key
+   (c & 1) + 8 * ((c >> 1) & 1) + 2 * (c >> 2) of the group, so that the probabilities the
+   kernel converts to FP8 in registers line up with v without a shuffle. Columns past the
+   sequence's end hold zeros. v_head_stride and v_batch_stride step heads and batch entries;
+   v_row_stride steps head-dim channels (rows of this layout). */
 
 typedef struct flashgen_fwd_args {
   /* sizeof(flashgen_fwd_args_t) as the caller compiled it; set by flashgen_fwd_args_init. */
@@ -119,6 +144,14 @@ typedef struct flashgen_fwd_args {
   int64_t num_splits;
   void* workspace;
   size_t workspace_bytes;
+
+  /* FP8 (dtype FLASHGEN_DTYPE_E4M3, sm90 *_e4m3_* kernels): q and k e4m3 in the usual layout,
+     v e4m3 in the PV layout above, out in out_dtype (FP16 or BF16; the default BF16), and the
+     dequantisation scales of each. Softcap, ALiBi, dropout and paged KV are not available in FP8. */
+  flashgen_dtype_t out_dtype;
+  flashgen_fp8_scale_t q_scale;
+  flashgen_fp8_scale_t k_scale;
+  flashgen_fp8_scale_t v_scale;
 } flashgen_fwd_args_t;
 
 /* Fills every field with its default (zeros, no window: window_left = window_right = -1). */
@@ -215,6 +248,47 @@ typedef struct flashgen_kv_append_args {
 
 FLASHGEN_API void flashgen_kv_append_args_init(flashgen_kv_append_args_t* args);
 FLASHGEN_API flashgen_status_t flashgen_kv_append(const flashgen_kv_append_args_t* args, cudaStream_t stream);
+
+/* FP8 quantisation of a bf16/fp16 (batch, seqlen, heads, head_dim) tensor (or varlen
+   (total, heads, head_dim) with cu_seqlens): scale = amax / 448 over each group the granularity
+   names (1 where the group is all zeros), out = saturate_e4m3(x / scale). */
+typedef enum flashgen_fp8_granularity {
+  FLASHGEN_FP8_PER_TENSOR = 0, /* scale: (1,) */
+  FLASHGEN_FP8_PER_HEAD = 1,   /* scale: (batch, num_heads) */
+  FLASHGEN_FP8_PER_BLOCK = 2,  /* scale: (batch, num_heads, ceil(seqlen / block_rows)) */
+} flashgen_fp8_granularity_t;
+
+typedef enum flashgen_fp8_layout {
+  FLASHGEN_FP8_LAYOUT_ROWS = 0, /* out like x: (batch, seqlen, heads, head_dim) / (total, heads, dim) */
+  FLASHGEN_FP8_LAYOUT_PV = 1,   /* the v layout of the FP8 attention kernels (see above) */
+} flashgen_fp8_layout_t;
+
+typedef struct flashgen_fp8_quantize_args {
+  size_t struct_size; /* set by flashgen_fp8_quantize_args_init */
+  flashgen_dtype_t dtype; /* of x: FP16 or BF16 */
+  const void* x;
+  int64_t batch;
+  int64_t seqlen; /* varlen: the longest sequence */
+  int64_t num_heads;
+  int64_t head_dim;
+  int64_t x_batch_stride, x_row_stride, x_head_stride; /* elements; batch stride unused when varlen */
+  const int32_t* cu_seqlens; /* varlen: int32 (batch + 1) prefix sums, else NULL */
+  int64_t total;             /* varlen: rows of x */
+  flashgen_fp8_granularity_t granularity;
+  int64_t block_rows; /* FLASHGEN_FP8_PER_BLOCK: rows per scale */
+  flashgen_fp8_layout_t layout;
+  void* out; /* e4m3 */
+  /* Element strides of out: ROWS: like x's; PV: batch entry, head-dim channel (row), head. */
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+  float* scale; /* contiguous, shaped as the granularity says */
+  /* FLASHGEN_FP8_PER_TENSOR: flashgen_fp8_quantize_workspace_size() bytes of device memory. */
+  void* workspace;
+  size_t workspace_bytes;
+} flashgen_fp8_quantize_args_t;
+
+FLASHGEN_API void flashgen_fp8_quantize_args_init(flashgen_fp8_quantize_args_t* args);
+FLASHGEN_API size_t flashgen_fp8_quantize_workspace_size(const flashgen_fp8_quantize_args_t* args);
+FLASHGEN_API flashgen_status_t flashgen_fp8_quantize(const flashgen_fp8_quantize_args_t* args, cudaStream_t stream);
 
 /* A description of the last error raised on this thread ("" if none). */
 FLASHGEN_API const char* flashgen_last_error(void);

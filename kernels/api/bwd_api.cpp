@@ -68,6 +68,9 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
                      sizeof(flashgen_fwd_args_t));
   }
   const flashgen_fwd_args_t& f = args->fwd;
+  if (f.dtype == FLASHGEN_DTYPE_E4M3) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FP8 (e4m3) attention has no backward pass");
+  }
   flashgen_status_t status = validate_fwd_args(f);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   status = validate_gradients(*args);

@@ -26,6 +26,7 @@ const char* dtype_name(flashgen_dtype_t dtype) {
   switch (dtype) {
     case FLASHGEN_DTYPE_FP16: return "fp16";
     case FLASHGEN_DTYPE_BF16: return "bf16";
+    case FLASHGEN_DTYPE_E4M3: return "e4m3";
   }
   return "unknown";
 }
@@ -38,13 +39,55 @@ namespace {
 
 bool fits_int(int64_t x) { return x >= 0 && x <= INT_MAX; }
 
+// The FP8 arguments: output type, the parts FP8 kernels lack, the dequantisation scales.
+flashgen_status_t validate_fp8_args(const flashgen_fwd_args_t& a) {
+  const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
+  if (a.out_dtype != FLASHGEN_DTYPE_FP16 && a.out_dtype != FLASHGEN_DTYPE_BF16) {
+    return set_error(invalid, "FP8 attention writes fp16 or bf16: out_dtype is enum %d", int(a.out_dtype));
+  }
+  if (a.softcap > 0.f || a.alibi_slopes != nullptr || a.dropout_p > 0.f || a.block_table != nullptr) {
+    return set_error(invalid, "FP8 (e4m3) attention has no softcap, ALiBi, dropout or paged-KV variant");
+  }
+  if (a.v_row_stride % 16 != 0 || a.v_head_stride % 16 != 0 || a.v_batch_stride % 16 != 0) {
+    return set_error(invalid, "FP8 v (PV layout) strides must be multiples of 16 elements");
+  }
+  const int64_t cols = (a.seqlen_k + 15) / 16 * 16 + (a.cu_seqlens_k != nullptr ? 16 * a.batch : 0);
+  if (a.v_row_stride < cols || cols > INT_MAX) {
+    return set_error(invalid, "FP8 v is in the PV layout: its channel (row) stride %lld must cover the %lld padded keys",
+                     (long long)a.v_row_stride, (long long)cols);
+  }
+  const struct {
+    const char* name;
+    const flashgen_fp8_scale_t& s;
+    bool keys;
+  } scales[] = {{"q_scale", a.q_scale, false}, {"k_scale", a.k_scale, true}, {"v_scale", a.v_scale, true}};
+  for (const auto& sc : scales) {
+    if (sc.s.scale == nullptr) { continue; }
+    if (reinterpret_cast<uintptr_t>(sc.s.scale) % alignof(float) != 0) {
+      return set_error(invalid, "%s.scale must be float-aligned", sc.name);
+    }
+    if (sc.s.batch_stride < 0 || sc.s.head_stride < 0 || sc.s.block_stride < 0) {
+      return set_error(invalid, "%s strides must be >= 0", sc.name);
+    }
+    if (sc.s.block_stride != 0 && (sc.s.block_rows <= 0 || sc.s.block_rows > INT_MAX)) {
+      return set_error(invalid, "%s.block_rows must be > 0 when block_stride is set", sc.name);
+    }
+    if (sc.keys && sc.s.block_stride != 0 && sc.s.block_rows % 128 != 0) {
+      return set_error(invalid, "%s.block_rows (%lld) must be a multiple of 128: a key block shares one scale",
+                       sc.name, (long long)sc.s.block_rows);
+    }
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
 }  // namespace
 
 flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
-  if (a.dtype != FLASHGEN_DTYPE_FP16 && a.dtype != FLASHGEN_DTYPE_BF16) {
+  if (a.dtype != FLASHGEN_DTYPE_FP16 && a.dtype != FLASHGEN_DTYPE_BF16 && a.dtype != FLASHGEN_DTYPE_E4M3) {
     return set_error(invalid, "unsupported dtype enum %d", int(a.dtype));
   }
+  const bool fp8 = a.dtype == FLASHGEN_DTYPE_E4M3;
   if (!fits_int(a.batch) || !fits_int(a.seqlen_q) || !fits_int(a.seqlen_k) || !fits_int(a.total_q)) {
     return set_error(invalid, "batch, sequence lengths and total_q must be in 0..2^31-1");
   }
@@ -63,11 +106,19 @@ flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.out)) {
     return set_error(invalid, "q, k, v and out must be 16-byte aligned");
   }
-  if (!strides_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
-      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride) ||
-      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride) ||
+  // 16-byte rows: 8 elements of 16 bits, 16 of FP8 (out is 16-bit either way).
+  const int64_t in_align = fp8 ? 16 : 8;
+  auto in_aligned = [&](int64_t b, int64_t r, int64_t h) { return b % in_align == 0 && r % in_align == 0 && h % in_align == 0; };
+  if (!in_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
+      !in_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride) ||
+      !in_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride) ||
       !strides_aligned(a.out_batch_stride, a.out_row_stride, a.out_head_stride)) {
-    return set_error(invalid, "batch, row and head strides must be multiples of 8 elements (16 bytes)");
+    return set_error(invalid, "batch, row and head strides must be multiples of 16 bytes (%lld elements)",
+                     (long long)in_align);
+  }
+  if (fp8) {
+    const flashgen_status_t status = validate_fp8_args(a);
+    if (status != FLASHGEN_STATUS_OK) { return status; }
   }
   if (!(a.softmax_scale >= 0.f) || std::isinf(a.softmax_scale)) {
     return set_error(invalid, "softmax_scale must be finite and >= 0 (0 = default)");
@@ -150,6 +201,17 @@ FwdParams to_fwd_params(const flashgen_fwd_args_t& a) {
   p.philox_seed = a.philox_seed;
   p.philox_offset = a.philox_offset;
   p.num_splits = 1;
+
+  p.out_fp16 = a.out_dtype == FLASHGEN_DTYPE_FP16;
+  p.v_cols = a.dtype == FLASHGEN_DTYPE_E4M3
+                 ? int((a.seqlen_k + 15) / 16 * 16 + (varlen ? 16 * a.batch : 0))
+                 : 0;
+  auto scale = [](const flashgen_fp8_scale_t& s) {
+    return Fp8Scale{s.scale, s.batch_stride, s.head_stride, s.block_stride, int(s.block_rows)};
+  };
+  p.q_scale = scale(a.q_scale);
+  p.k_scale = scale(a.k_scale);
+  p.v_scale = scale(a.v_scale);
   return p;
 }
 
@@ -200,6 +262,12 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   int backend = 0;
   status = forward_backend(&backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
+    return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
+                     "FP8 (e4m3) attention runs on the sm90 kernels only: it needs a compute capability 9.0 GPU "
+                     "(this one is sm_%d) and FLASHGEN_FWD_BACKEND other than sm80",
+                     device.compute_capability);
+  }
   if (backend == 90 && device.compute_capability != 90) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
                      "FLASHGEN_FWD_BACKEND=sm90 needs a compute capability 9.0 GPU (this one is sm_%d)",
@@ -277,6 +345,7 @@ void flashgen_fwd_args_init(flashgen_fwd_args_t* args) {
   args->struct_size = sizeof(*args);
   args->window_left = -1;
   args->window_right = -1;
+  args->out_dtype = FLASHGEN_DTYPE_BF16;
 }
 
 flashgen_status_t flashgen_fwd_workspace_size(const flashgen_fwd_args_t* args, size_t* bytes, int64_t* num_splits) {

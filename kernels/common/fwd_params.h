@@ -5,6 +5,14 @@
 
 namespace flashgen {
 
+// FP8 dequantisation scales (flashgen_fp8_scale_t): value = scale * x_e4m3, one float per
+// (batch entry, head, block of block_rows rows from the sequence's start); zero strides share.
+struct Fp8Scale {
+  const float* scale;  // nullptr: 1
+  int64_t batch_stride, head_stride, block_stride;
+  int block_rows;
+};
+
 struct FwdParams {
   // Fixed length: q (batch, seqlen_q, num_heads_q, head_dim_qk), k (batch, seqlen_k, ...).
   // Variable length (cu_seqlens_q set): q (total_q, num_heads_q, head_dim_qk), k (total_k, ...).
@@ -91,6 +99,13 @@ struct FwdParams {
   // nullptr: a fixed round-robin order.
   int num_sms;
   int* tile_counter;
+
+  // FP8 (e4m3 kernels): out is fp16 when out_fp16, else bf16; v is in the PV layout of
+  // flashgen.h (keys contiguous, permuted within groups of 16, sequences 16-aligned), whose
+  // head-dim channels are v_row_stride apart and whose key extent per entry is v_cols.
+  bool out_fp16;
+  int v_cols;
+  Fp8Scale q_scale, k_scale, v_scale;
 };
 
 }  // namespace flashgen

@@ -65,6 +65,40 @@ struct OnlineSoftmax {
     }
   }
 
+  // FP8: the same with a scale per row that may change from block to block (the dequantisation
+  // scales of the row's Q block and of the key block, times logit_scale_log2). row_max is then
+  // kept in scaled log2 units (finalize's logit_scale is ln 2), and the probabilities come out
+  // multiplied by 2^exp2_offset (which lifts them into e4m3's normal range, and may carry a
+  // factor meant for the P V product only); the row sums add them times sum_weight.
+  template <bool kIsFirst, class ScoresTensor>
+  CUTE_DEVICE void update_scores_scaled(ScoresTensor& scores, float const (&scale_log2)[kRows], float exp2_offset,
+                                        float sum_weight, float (&correction)[kRows]) {
+    static_assert(decltype(size<0>(scores))::value == kRows);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float raw_max = -INFINITY;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) { raw_max = fmaxf(raw_max, scores(r, c)); }
+      raw_max = quad_allreduce_max(raw_max);
+      const float new_max = fmaxf(row_max[r], raw_max * scale_log2[r]);
+      const float max_used = new_max == -INFINITY ? 0.f : new_max;
+      if constexpr (!kIsFirst) {
+        correction[r] = fast_exp2(row_max[r] - max_used);
+        row_sum[r] *= correction[r];
+      }
+      row_max[r] = new_max;
+      const float shift = max_used - exp2_offset;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(scores); ++c) {
+        const float p = fast_exp2(scores(r, c) * scale_log2[r] - shift);
+        scores(r, c) = p;
+        sum += p;
+      }
+      row_sum[r] += sum * sum_weight;
+    }
+  }
+
   template <class AccTensor>
   CUTE_DEVICE void rescale(AccTensor& acc_o, float const (&correction)[kRows]) const {
     CUTE_UNROLL

@@ -3,6 +3,7 @@
 
 #include <cute/tensor.hpp>
 #include <cute/arch/mma_sm90.hpp>
+#include <cutlass/numeric_conversion.h>
 
 namespace flashgen::sm90 {
 
@@ -28,6 +29,50 @@ CUTE_HOST_DEVICE constexpr auto acc_layout_as_a_operand(AccLayout const& acc) {
   auto groups = logical_divide(layout<0, 2>(acc), Layout<_2>{});  // (2, N/16)
   return make_layout(make_layout(layout<0, 0>(acc), layout<0, 1>(acc), layout<0>(groups)), layout<1>(acc),
                      make_layout(layout<1>(groups), layout<2>(acc)));
+}
+
+// FP8: the fp32 accumulator seen in the register order of the A operand of a k32 e4m3 wgmma,
+// whose thread holds, per 64-row atom and 32-column slice, (4 consecutive columns, 2 row
+// halves, 2 column halves) while the accumulator holds (2 columns, 2 row halves, 8-column
+// groups). Taking the accumulator's values in the order (column c0, group bit j0, row half,
+// group bit j1) keeps every value in its row, so no value leaves its thread; the price is that
+// A column 4q + 2 j0 + c0 + 16 j1 of a slice carries score column 2q + c0 + 8 j0 + 16 j1, a fixed
+// permutation within each 16 columns that V's PV layout (flashgen.h) applies to the keys.
+// ((2, 2, N/8), MMA_M, MMA_N) -> (((2, 2), 2, 2), MMA_M, (N/32, MMA_N)).
+template <class AccLayout>
+CUTE_HOST_DEVICE constexpr auto acc_layout_as_fp8_a_operand(AccLayout const& acc) {
+  constexpr int kGroups = decltype(size<0, 2>(acc))::value;
+  static_assert(kGroups % 4 == 0, "FP8 k slices are 32 columns: four 8-column groups");
+  auto const group_stride = get<0, 2>(acc.stride());
+  auto j0 = make_layout(_2{}, group_stride);
+  auto j1 = make_layout(_2{}, group_stride * _2{});
+  auto slices = make_layout(Int<kGroups / 4>{}, group_stride * _4{});
+  return make_layout(make_layout(make_layout(layout<0, 0>(acc), j0), layout<0, 1>(acc), j1), layout<1>(acc),
+                     make_layout(slices, layout<2>(acc)));
+}
+
+// The compact e4m3 register fragment of that A operand: ((4, 2, 2), MMA_M, N/32 * MMA_N).
+template <class AccLayout>
+CUTE_HOST_DEVICE constexpr auto fp8_a_operand_layout(AccLayout const& acc) {
+  return make_layout(make_shape(make_shape(_4{}, _2{}, _2{}), size<1>(acc), size<0, 2>(acc) / _4{} * size<2>(acc)));
+}
+
+// Converts the fp32 scores (probabilities) of acc into the e4m3 A operand p, four at a time
+// (two cvt.rn.satfinite.e4m3x2.f32 and one register each).
+template <class Acc, class FragP>
+CUTE_DEVICE void convert_to_fp8_a_operand(Acc const& acc, FragP& p) {
+  Tensor src = make_tensor(acc.data(), acc_layout_as_fp8_a_operand(acc.layout()));
+  static_assert(decltype(size(src))::value == decltype(size(p))::value);
+  using Quad = cutlass::Array<typename FragP::value_type, 4>;
+  cutlass::NumericArrayConverter<typename FragP::value_type, float, 4, cutlass::FloatRoundStyle::round_to_nearest> cvt;
+  Tensor p4 = recast<Quad>(p);
+  CUTE_UNROLL
+  for (int i = 0; i < size(p4); ++i) {
+    cutlass::Array<float, 4> in;
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) { in[j] = src(4 * i + j); }
+    p4(i) = cvt(in);
+  }
 }
 
 // Issues acc (+)= A B as one wgmma batch over all k slices and commits it; the caller waits

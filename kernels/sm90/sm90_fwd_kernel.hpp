@@ -36,6 +36,49 @@ using namespace cute;
 // the epilogue's hand-over of the output tile in shared memory.
 enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3 };
 
+// FP8: probabilities are scaled by 2^8 before they are rounded to e4m3 (max 448), so that the
+// small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
+constexpr float kFp8ProbExp2Offset = 8.f;
+
+CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
+  if (s.scale == nullptr) { return 1.f; }
+  const int64_t block = s.block_stride == 0 ? 0 : int64_t(row / s.block_rows) * s.block_stride;
+  return __ldg(s.scale + batch * s.batch_stride + head * s.head_stride + block);
+}
+
+// The scales of one (batch entry, KV head) by key block of the kernel, without an integer
+// division per block: scale blocks hold a whole number of kernel blocks (block_rows is a
+// multiple of 128), and (n + 0.5) / blocks_per_scale stays clear of integers in float.
+template <int kBlockN>
+struct Fp8KeyScales {
+  const float* base;
+  int64_t block_stride;
+  float inv_blocks_per_scale;
+
+  CUTE_DEVICE Fp8KeyScales(Fp8Scale const& s, int batch, int head)
+      : base(s.scale == nullptr ? nullptr : s.scale + batch * s.batch_stride + head * s.head_stride),
+        block_stride(s.block_stride),
+        inv_blocks_per_scale(s.block_stride == 0 ? 0.f : float(kBlockN) / float(s.block_rows)) {}
+
+  CUTE_DEVICE float operator()(int n) const {
+    if (base == nullptr) { return 1.f; }
+    return __ldg(base + int64_t((float(n) + 0.5f) * inv_blocks_per_scale) * block_stride);
+  }
+};
+
+// Calls f with a null pointer of the output's element type: the input's, or for FP8 the
+// 16-bit type the call asked for.
+template <class Traits, class F>
+CUTE_DEVICE void with_out_type(FwdParams const& params, F&& f) {
+  if constexpr (Traits::kIsFp8) {
+    if (params.out_fp16) {
+      f(static_cast<cutlass::half_t*>(nullptr));
+      return;
+    }
+  }
+  f(static_cast<typename Traits::ElementO*>(nullptr));
+}
+
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     fwd_kernel(const __grid_constant__ FwdKernelParams<Traits> kp) {
@@ -51,6 +94,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kDimQK = Traits::kHeadDimQK;
   constexpr int kDimV = Traits::kHeadDimV;
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
+  constexpr bool kIsFp8 = Traits::kIsFp8;
+  static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout)), "FP8 kernels have no logit transforms");
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   FwdParams const& params = kp.fwd;
   const FwdTileOrder order = kp.order;
@@ -61,8 +106,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});   // (kBlockM, kDimQK)
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});   // (kBlockN, kDimQK, stages)
   Tensor sVt = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutVt{});  // (kDimV, kBlockN, stages)
-  Tensor sO = make_tensor(make_smem_ptr(Traits::kSeparateO ? storage.o.data() : storage.q.data()),
-                          typename Traits::SmemLayoutO{});  // (kBlockM, kDimV)
+  // The output tile (kBlockM, kDimV) in shared memory, with the element type of the call's out.
+  void* const smem_o = Traits::kSeparateO ? static_cast<void*>(storage.o.data()) : static_cast<void*>(storage.q.data());
 
   const int warp_idx = cutlass::canonical_warp_idx_sync();
   const int warp_group = warp_idx / 4;
@@ -114,7 +159,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (!is_producer_thread) { return; }
     Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDimQK, params.num_heads_q, kp.q_batches));
     Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDimQK, params.num_heads_kv, kp.k_batches));
-    Tensor mVt = kp.tma_v.get_tma_tensor(make_shape(kDimV, kp.k_rows, params.num_heads_kv, kp.k_batches));
+    Tensor mVt = kp.tma_v.get_tma_tensor(make_shape(kDimV, kp.v_cols, params.num_heads_kv, kp.k_batches));
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     int q_empty_phase = 0;
     bool first_q = true;
@@ -140,7 +185,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
                              Shape<Int<kBlockM>, Int<kDimQK>>{}, make_coord(t.m_block, _0{}));  // (kBlockM, kDimQK)
       Tensor gK = local_tile(domain_offset(make_coord(t.seq.key_row_base, _0{}), mK(_, _, head_kv, t.seq.kv_batch)),
                              Shape<Int<kBlockN>, Int<kDimQK>>{}, make_coord(_, _0{}));  // (kBlockN, kDimQK, n)
-      Tensor gVt = local_tile(domain_offset(make_coord(_0{}, t.seq.key_row_base), mVt(_, _, head_kv, t.seq.kv_batch)),
+      // FP8's PV layout starts each varlen sequence on a 16-key boundary (flashgen.h).
+      const int vt_key_base = kIsFp8 && varlen ? 16 * ((t.seq.key_row_base + 15) / 16) + 16 * t.batch
+                                               : t.seq.key_row_base;
+      Tensor gVt = local_tile(domain_offset(make_coord(_0{}, vt_key_base), mVt(_, _, head_kv, t.seq.kv_batch)),
                               Shape<Int<kDimV>, Int<kBlockN>>{}, make_coord(_0{}, _));  // (kDimV, kBlockN, n)
       auto [tQgQ, tQsQ] = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto [tKgK, tKsK] = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
@@ -186,11 +234,26 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stages)
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
-  // P of the previous key block, the A operand of its O += P V. Its layout only regroups the
-  // S accumulator's, so the storage orders agree and P is converted in place (an element-wise
-  // copy between the two views cost ~130 PRMT/LOP3 per thread and block).
+  // P of the previous key block, the A operand of its O += P V. For 16 bits its layout only
+  // regroups the S accumulator's, so the storage orders agree and P is converted in place (an
+  // element-wise copy between the two views cost ~130 PRMT/LOP3 per thread and block). FP8's
+  // A operand takes the values in another order within each thread (sm90_fragment.hpp).
   using SFragment = decltype(partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{}));
-  Tensor tOrP = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
+  auto p_layout = [] {
+    if constexpr (kIsFp8) {
+      return fp8_a_operand_layout(SFragment{}.layout());
+    } else {
+      return acc_layout_as_a_operand(SFragment{}.layout());
+    }
+  };
+  Tensor tOrP = make_tensor<Element>(p_layout());
+  auto scores_into_p = [&](auto const& acc_s) __attribute__((always_inline)) {
+    if constexpr (kIsFp8) {
+      convert_to_fp8_a_operand(acc_s, tOrP);
+    } else {
+      convert_fragment_into(acc_s, tOrP);
+    }
+  };
   constexpr int kRowsPerThread = decltype(size<0>(acc_layout_rowcol(SFragment{}.layout())))::value;
 
   // Ping-pong turns: consumer c waits on barrier kTurn0 + c before issuing a wgmma batch and
@@ -219,17 +282,25 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const int row0 = m_block * kBlockM;
     const int rows_left = seq.seqlen_q - row0;
     auto lse_ptr = [&](int r) { return params.lse + seq.lse_offset + head * params.lse_head_stride + row0 + r; };
-    Tensor mO = make_tensor(
-        make_gmem_ptr(static_cast<Element*>(params.out) + seq.out_offset + head * params.out_head_stride),
-        make_shape(seq.seqlen_q, Int<kDimV>{}), make_stride(params.out_row_stride, _1{}));
-    Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(m_block, 0));  // (kBlockM, kDimV)
+    // (kBlockM, kDimV) tile of out, typed as out_tag's pointee.
+    auto out_tile = [&](auto out_tag) {
+      using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
+      Tensor mO = make_tensor(
+          make_gmem_ptr(static_cast<ElementOut*>(params.out) + seq.out_offset + head * params.out_head_stride),
+          make_shape(seq.seqlen_q, Int<kDimV>{}), make_stride(params.out_row_stride, _1{}));
+      return local_tile(mO, Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(m_block, 0));
+    };
 
     if (!t.has_work) {
       // No key is visible to any row of this tile: zero output, LSE = +inf (the SM80 convention).
-      for (int i = tid; i < kBlockM * kDimV; i += kNumMmaThreads) {
-        const int r = i / kDimV, c = i % kDimV;
-        if (r < rows_left) { gO(r, c) = Element(0); }
-      }
+      with_out_type<Traits>(params, [&](auto out_tag) {
+        using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
+        Tensor gO = out_tile(out_tag);
+        for (int i = tid; i < kBlockM * kDimV; i += kNumMmaThreads) {
+          const int r = i / kDimV, c = i % kDimV;
+          if (r < rows_left) { gO(r, c) = ElementOut(0); }
+        }
+      });
       if (params.lse != nullptr) {
         for (int r = tid; r < kBlockM && r < rows_left; r += kNumMmaThreads) { *lse_ptr(r) = INFINITY; }
       }
@@ -247,16 +318,53 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         kHasAlibi ? params.alibi_slopes[t.batch * params.alibi_batch_stride + head] / params.logit_scale : 0.f;
     const DropoutKey dropout_key(params.philox_seed, params.philox_offset, t.batch, params.num_heads_q, head,
                                  params.dropout_threshold);
+    // FP8 dequantisation: each row's Q scale (times logit_scale_log2) for the whole tile, and
+    // a K and a V scale per key block, loaded one block ahead. acc_o is kept in units of v_ref,
+    // the largest V scale of the tile so far: block n's probabilities are multiplied by
+    // v_scale(n) / v_ref <= 1 before they are rounded to e4m3 (folded into the exponent, so
+    // free; the row sums take them back out), and a block with a larger scale rescales acc_o
+    // instead, through the softmax's correction. The epilogue applies v_ref.
+    float q_row_scale[kRowsPerThread];
+    const int head_kv = head / params.group_size;
+    const int kv_scale_batch = varlen ? t.batch : seq.kv_batch;
+    const Fp8KeyScales<kBlockN> k_scale_at(params.k_scale, kv_scale_batch, head_kv);
+    const Fp8KeyScales<kBlockN> v_scale_at(params.v_scale, kv_scale_batch, head_kv);
+    float v_ref = 1.f, k_scale_next = 1.f, v_scale_next = 1.f;
+    auto prefetch_scales = [&](int n) {
+      if constexpr (kIsFp8) {
+        n = max(n, range.n_min);
+        k_scale_next = k_scale_at(n);
+        v_scale_next = v_scale_at(n);
+      }
+    };
+    if constexpr (kIsFp8) {
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int row = min(row0 + get<0>(tScS_rc(r, 0)), seq.seqlen_q - 1);
+        q_row_scale[r] = params.logit_scale_log2 * fp8_scale_at(params.q_scale, t.batch, head, row);
+      }
+    }
 
     // Scores of block n -> unnormalised probabilities in place; fills correction[] (not when first).
-    auto scores_to_probs = [&](auto& acc_s, int n, auto is_first, bool masked) __attribute__((always_inline)) {
+    auto scores_to_probs = [&](auto& acc_s, int n, auto is_first, bool masked, float k_scale, float v_ratio)
+                               __attribute__((always_inline)) {
       Tensor scores = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));
       if constexpr (kHasSoftcap) { apply_softcap(scores, params.softcap_prescale); }
       if constexpr (kHasAlibi) {
         apply_alibi(scores, tScS_rc, row0 + seq.seqlen_k - seq.seqlen_q, n * kBlockN, alibi_raw_slope);
       }
       if (masked) { mask.apply(scores, tScS_rc, m_block, n); }
-      softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction);
+      if constexpr (kIsFp8) {
+        float scale_log2[kRowsPerThread];
+        CUTE_UNROLL
+        for (int r = 0; r < kRowsPerThread; ++r) { scale_log2[r] = q_row_scale[r] * k_scale; }
+        const bool scaled = v_ratio != 1.f;
+        softmax.template update_scores_scaled<decltype(is_first)::value>(
+            scores, scale_log2, kFp8ProbExp2Offset + (scaled ? __log2f(v_ratio) : 0.f),
+            scaled ? 1.f / v_ratio : 1.f, correction);
+      } else {
+        softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction);
+      }
       // After the row sums: the softmax normalises over every key, dropped or not.
       if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
     };
@@ -267,6 +375,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     int n = range.n_max - 1;
     {
+      const float k_scale = kIsFp8 ? k_scale_at(n) : 1.f;
+      if constexpr (kIsFp8) { v_ref = v_scale_at(n); }
+      prefetch_scales(n - 1);
       Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       pipeline_k.consumer_wait(read_k);
       begin_turn();
@@ -275,10 +386,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
       ++read_k;
-      scores_to_probs(acc_s, n, true_type{}, /*masked=*/true);  // masking a whole block is harmless
-      convert_fragment_into(acc_s, tOrP);
+      scores_to_probs(acc_s, n, true_type{}, /*masked=*/true, k_scale, /*v_ratio=*/1.f);  // masking all is harmless
+      scores_into_p(acc_s);
     }
     for (--n; n >= range.n_min; --n) {
+      const float k_scale = k_scale_next;
+      const float v_scale = v_scale_next;
+      prefetch_scales(n - 1);
       Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       pipeline_k.consumer_wait(read_k);
       pipeline_v.consumer_wait(read_v);
@@ -289,12 +403,32 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       warpgroup_wait<1>();  // S of block n is ready; O += P V of block n + 1 may still run
       pipeline_k.consumer_release(read_k);
       ++read_k;
-      scores_to_probs(acc_s, n, false_type{}, range.needs_mask(n));
+      float to_new_units = 1.f;  // acc_o's factor when v_ref grows (the same in every thread)
+      float v_ratio = 1.f;
+      if constexpr (kIsFp8) {
+        if (v_scale > v_ref) {
+          to_new_units = v_ref / v_scale;
+          v_ref = v_scale;
+        } else {
+          v_ratio = v_scale / v_ref;
+        }
+      }
+      scores_to_probs(acc_s, n, false_type{}, range.needs_mask(n), k_scale, v_ratio);
+      if (to_new_units != 1.f) {
+        CUTE_UNROLL
+        for (int r = 0; r < kRowsPerThread; ++r) { correction[r] *= to_new_units; }
+      }
+      // Most blocks leave every row's max (and the V units) alone: a warp whose corrections
+      // are all 1 skips the rescale of its acc_o.
+      bool rescale = false;
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) { rescale |= correction[r] != 1.f; }
+      rescale = __any_sync(0xffffffffu, rescale);
       warpgroup_wait<0>();  // P V of block n + 1 is done: tOrP and V's slot are free
       pipeline_v.consumer_release(read_v);
       ++read_v;
-      softmax.rescale(acc_o_rc, correction);
-      convert_fragment_into(acc_s, tOrP);
+      if (rescale) { softmax.rescale(acc_o_rc, correction); }
+      scores_into_p(acc_s);
     }
     pipeline_v.consumer_wait(read_v);
     begin_turn();
@@ -312,25 +446,39 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     float sink[kRowsPerThread];
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) { sink[r] = params.sinks == nullptr ? -INFINITY : params.sinks[head]; }
-    softmax.finalize(acc_o_rc, params.logit_scale, sink, kHasDropout ? params.dropout_scale : 1.f,
-                     /*empty_lse=*/INFINITY, lse);
+    float out_scale = kHasDropout ? params.dropout_scale : 1.f;
+    float logit_scale = params.logit_scale;
+    if constexpr (kIsFp8) {
+      // Undo the probabilities' 2^8 in the sums (for the LSE) and in acc_o; apply the V scale.
+      constexpr float kUnscale = 1.f / float(1 << int(kFp8ProbExp2Offset));
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) { softmax.row_sum[r] *= kUnscale; }
+      out_scale = v_ref * kUnscale;
+      logit_scale = float(M_LN2);  // row_max is in scaled log2 units
+    }
+    softmax.finalize(acc_o_rc, logit_scale, sink, out_scale, /*empty_lse=*/INFINITY, lse);
 
     // O goes through shared memory for 16-byte, row-guarded global stores. The barrier: both
     // consumers are past their last read of sO's previous contents (or of sQ, which sO may alias).
-    Tensor out = convert_fragment<Element>(acc_o);
-    auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, mma_pv);
-    auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
-    NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-    copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
-    NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-    typename Traits::CopyOut gmem_copy_o;
-    auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
-    Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-    Tensor tOrO = make_fragment_like<Element>(tOsO);
-    copy(gmem_copy_o, tOsO, tOrO);
-    if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
-    copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(gO),
-                                                                 gmem_thr_copy_o.partition_D(cO), rows_left);
+    with_out_type<Traits>(params, [&](auto out_tag) {
+      using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
+      Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
+      Tensor out = convert_fragment<ElementOut>(acc_o);
+      auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, ElementOut>{}, mma_pv);
+      auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
+      NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+      copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+      NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+      typename Traits::template CopyOut<ElementOut> gmem_copy_o;
+      auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
+      Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
+      Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
+      copy(gmem_copy_o, tOsO, tOrO);
+      if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
+      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
+          gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
+          rows_left);
+    });
     if (params.lse != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
       // The lane that holds column 0 of a row writes its LSE.
       CUTE_UNROLL

@@ -51,9 +51,23 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   Tensor mK = make_tensor(make_gmem_ptr(k), make_shape(kp.k_rows, kHeadDimQK, params.num_heads_kv, kp.k_batches),
                           make_stride(params.k_row_stride, _1{}, params.k_head_stride,
                                       batch_stride(params.k_batch_stride, params.k_row_stride, kp.k_rows)));
-  Tensor mVt = make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.k_rows, params.num_heads_kv, kp.k_batches),
-                           make_stride(_1{}, params.v_row_stride, params.v_head_stride,
-                                       batch_stride(params.v_batch_stride, params.v_row_stride, kp.k_rows)));
+  // V as (head_dim_v, keys, heads, batches): a strided view of (keys, heads, head_dim_v) for
+  // 16 bits; for FP8 the PV layout itself, keys contiguous and v_row_stride between channels.
+  auto make_vt = [&]() {
+    if constexpr (Traits::kIsFp8) {
+      kp.v_cols = std::max(1, params.v_cols);
+      const int64_t whole = params.v_head_stride * std::max(1, params.num_heads_kv);
+      return make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.v_cols, params.num_heads_kv, kp.k_batches),
+                         make_stride(params.v_row_stride, _1{}, params.v_head_stride,
+                                     (varlen || params.v_batch_stride == 0) ? whole : params.v_batch_stride));
+    } else {
+      kp.v_cols = kp.k_rows;
+      return make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.k_rows, params.num_heads_kv, kp.k_batches),
+                         make_stride(_1{}, params.v_row_stride, params.v_head_stride,
+                                     batch_stride(params.v_batch_stride, params.v_row_stride, kp.k_rows)));
+    }
+  };
+  Tensor mVt = make_vt();
   kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQ{},
                            Shape<Int<Traits::kBlockM>, Int<kHeadDimQK>>{}, _1{});
   kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, mK, typename Traits::SmemLayoutKStage{},

@@ -16,8 +16,12 @@ struct FwdTile {
 // head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
 // registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
 // (160- and 176-key blocks for head dim 128 spill registers and ran 14% slower: bench/NOTES.md.)
-constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v) {
+// FP8 (element_bytes 1) halves the K/V stages' footprint, so they get one more stage.
+constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
+  if (element_bytes == 1) {
+    return {/*block_m=*/128, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
+  }
   if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/3}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
   return {/*block_m=*/128, /*block_n=*/64, /*stages=*/2};

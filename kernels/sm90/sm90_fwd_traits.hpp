@@ -48,12 +48,18 @@ CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
 template <class Element_, int kHeadDimQK_, int kHeadDimV_>
 struct FwdTraits {
   using Element = Element_;
-  static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
+  // FP8: e4m3 Q, K and V (the latter in the PV layout: keys contiguous), P re-quantised to e4m3
+  // for the second GEMM, and a 16-bit output whose type (bf16 or fp16) is a run-time choice;
+  // both share one shared-memory layout, so ElementO stands for either.
+  static constexpr bool kIsFp8 = std::is_same_v<Element, cutlass::float_e4m3_t>;
+  static_assert(kIsFp8 || std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
+  using ElementO = std::conditional_t<kIsFp8, cutlass::bfloat16_t, Element>;
   static constexpr int kHeadDimQK = kHeadDimQK_;
   static constexpr int kHeadDimV = kHeadDimV_;
-  static_assert(kHeadDimQK % 16 == 0 && kHeadDimV % 16 == 0, "wgmma k slices are 16 wide");
+  static constexpr int kMmaK = kIsFp8 ? 32 : 16;  // the k width of one wgmma
+  static_assert(kHeadDimQK % kMmaK == 0 && kHeadDimV % kMmaK == 0, "head dims must be multiples of the wgmma k");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)));
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
@@ -73,10 +79,12 @@ struct FwdTraits {
   using AtomLayout = Layout<Shape<Int<kFwdConsumerWarpgroups>, _1, _1>>;
   using TiledMmaQK = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDimQK>>>(), AtomLayout{}));
-  // B = V^T, (head_dim_v, block_n) with head_dim_v contiguous: MN-major, no transpose copy.
+  // B = V^T, (head_dim_v, block_n). 16 bits: head_dim_v contiguous (MN-major), V as given.
+  // FP8 wgmma takes K-major operands only: the keys contiguous, which the PV layout provides.
+  static constexpr GMMA::Major kVtMajor = kIsFp8 ? GMMA::Major::K : GMMA::Major::MN;
   using TiledMmaPV = decltype(make_tiled_mma(
       GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kHeadDimV>, Int<kBlockN>>, GMMA::Major::K,
-                           GMMA::Major::MN>(),
+                           kVtMajor>(),
       AtomLayout{}));
 
   using SmemLayoutQ = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDimQK>(),
@@ -85,26 +93,28 @@ struct FwdTraits {
                                                   Shape<Int<kBlockN>, Int<kHeadDimQK>>{}));
   using SmemLayoutK = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kHeadDimQK>(),
                                              Shape<Int<kBlockN>, Int<kHeadDimQK>, Int<kStages>>{}));
-  using SmemLayoutVtStage = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::MN, Element, kHeadDimV, kBlockN>(),
+  using SmemLayoutVtStage = decltype(tile_to_shape(gmma_smem_atom<kVtMajor, Element, kHeadDimV, kBlockN>(),
                                                    Shape<Int<kHeadDimV>, Int<kBlockN>>{}));
-  using SmemLayoutVt = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::MN, Element, kHeadDimV, kBlockN>(),
+  using SmemLayoutVt = decltype(tile_to_shape(gmma_smem_atom<kVtMajor, Element, kHeadDimV, kBlockN>(),
                                               Shape<Int<kHeadDimV>, Int<kBlockN>, Int<kStages>>{}));
   // The output tile, staged where Q was once the last S = Q K^T is done.
-  using SmemLayoutO = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDimV>(),
+  using SmemLayoutO = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, ElementO, kBlockM, kHeadDimV>(),
                                              Shape<Int<kBlockM>, Int<kHeadDimV>>{}));
 
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
   // The output tile gets its own buffer when it fits, so that the next tile's Q can load while
   // this tile's output is stored; otherwise it is staged where Q was.
   static constexpr int kQOKVBytes =
-      int(sizeof(Element)) * int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutO> + cosize_v<SmemLayoutK> + cosize_v<SmemLayoutVt>);
+      int(sizeof(Element)) * int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutK> + cosize_v<SmemLayoutVt>) +
+      int(sizeof(ElementO)) * int(cosize_v<SmemLayoutO>);
   static constexpr bool kSeparateO = kQOKVBytes + 2048 <= 227 * 1024;
+  static_assert(kSeparateO || !kIsFp8, "an FP8 tile's 16-bit output does not fit where its Q was");
   static constexpr int kQElems = kSeparateO || int(cosize_v<SmemLayoutQ>) >= int(cosize_v<SmemLayoutO>)
                                      ? int(cosize_v<SmemLayoutQ>)
                                      : int(cosize_v<SmemLayoutO>);
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, kQElems> q;  // Q, and O unless kSeparateO
-    alignas(1024) cute::array_aligned<Element, kSeparateO ? int(cosize_v<SmemLayoutO>) : 0> o;
+    alignas(1024) cute::array_aligned<ElementO, kSeparateO ? int(cosize_v<SmemLayoutO>) : 0> o;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutVt>> v;
     typename Pipeline::SharedStorage pipeline_k;
@@ -124,7 +134,8 @@ struct FwdTraits {
   static constexpr uint32_t kVBytes = kBlockN * kHeadDimV * sizeof(Element);
 
   // Global tensors as TMA sees them: Q, K (rows, head_dim, heads, batches) and V transposed,
-  // (head_dim_v, rows, heads, batches), so that its tiles land MN-major for the PV wgmma.
+  // (head_dim_v, rows, heads, batches): a view of V for 16 bits (tiles land MN-major), the PV
+  // layout itself (keys contiguous) for FP8.
   using ShapeRows = Shape<int32_t, int32_t, int32_t, int32_t>;
   using StrideRows = Stride<int64_t, _1, int64_t, int64_t>;
   using StrideCols = Stride<_1, int64_t, int64_t, int64_t>;
@@ -134,14 +145,16 @@ struct FwdTraits {
                                       Shape<Int<kBlockM>, Int<kHeadDimQK>>{}, _1{}));
   using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideRows>{}, SmemLayoutKStage{},
                                       Shape<Int<kBlockN>, Int<kHeadDimQK>>{}, _1{}));
-  using TmaVt = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideCols>{}, SmemLayoutVtStage{},
+  using StrideVt = std::conditional_t<kIsFp8, StrideRows, StrideCols>;
+  using TmaVt = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideVt>{}, SmemLayoutVtStage{},
                                        Shape<Int<kHeadDimV>, Int<kBlockN>>{}, _1{}));
 
   // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
-  static constexpr int kOutVec = 16 / sizeof(Element);
+  static constexpr int kOutVec = 16 / sizeof(ElementO);
   static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);
+  template <class ElementOut>
   using CopyOut = decltype(make_tiled_copy(
-      Copy_Atom<UniversalCopy<cute::uint128_t>, Element>{},
+      Copy_Atom<UniversalCopy<cute::uint128_t>, ElementOut>{},
       Layout<Shape<Int<kNumMmaThreads / kOutThreadsPerRow>, Int<kOutThreadsPerRow>>, Stride<Int<kOutThreadsPerRow>, _1>>{},
       Layout<Shape<_1, Int<kOutVec>>>{}));
 };
@@ -156,6 +169,7 @@ struct FwdKernelParams {
   typename Traits::TmaVt tma_v;
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
+  int32_t v_cols;  // keys per entry of V's TMA view (the PV layout's padded extent for FP8)
   FwdTileOrder order;
 };
 

@@ -12,7 +12,7 @@ from ._library import built_kernels, cuda_archs, manifest
 from .codegen.spec import KernelSpec, rejection
 from .errors import KernelNotBuiltError, UnsupportedDeviceError
 
-DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float8_e4m3fn: "e4m3"}
 
 
 @functools.lru_cache(maxsize=None)

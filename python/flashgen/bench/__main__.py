@@ -17,7 +17,7 @@ import torch
 import flashgen
 
 from ..dispatch import select_kernel
-from . import backward, decode
+from . import backward, decode, fp8
 from .sweep import Result, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops
 
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--head-dims", type=_ints, default=(64, 128, 256))
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
-    parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode"), default="all")
+    parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode", "fp8"), default="all",
+                        help="all = fwd, bwd and decode; fp8 = the FP8 forward sweep (Hopper)")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--backend", choices=("auto", "sm80", "sm90"), default=None,
                         help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
@@ -139,6 +140,19 @@ def main(argv=None) -> int:
         lines += ["", f"Decode, bf16, GQA {decode.HEADS_Q}/{decode.HEADS_KV}, head dim {decode.HEAD_DIM}, one query "
                   "token: TB/s (K+V read once, Q and O) against the copy rate above", ""]
         lines += decode.table(decode_results, copy_rate)
+    if args.mode == "fp8":
+        fp8_mm = fp8.fp8_matmul_tflops()
+        print(f"fp8 matmul 8192^3 (torch._scaled_mm, same run): {_fmt(fp8_mm)} TFLOP/s", flush=True)
+        fp8_results = []
+        for case in standard_cases(args.head_dims, args.seqlens, causal):
+            fp8_results.append(fp8.run_case(case))
+            r = fp8_results[-1]
+            print(fp8.table([r], fp8_mm)[-1] + (f"  # {r.note}" if r.note else ""), flush=True)
+            torch.cuda.empty_cache()
+        lines += ["", f"FP8 forward (e4m3 q, k, v; bf16 out): TFLOP/s; fp8 matmul {_fmt(fp8_mm)} TFLOP/s same run; "
+                  "quantize ms = q, k, v per block of 128 rows (v into the PV layout), not in the TFLOP/s; rmse "
+                  "relative to the fp32 reference of the bf16 inputs (batch 0, heads 0-1)", ""]
+        lines += fp8.table(fp8_results, fp8_mm)
     print("\n".join([""] + lines))
     if args.markdown:
         with open(args.markdown, "w") as fh:

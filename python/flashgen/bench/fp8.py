@@ -1,0 +1,107 @@
+"""The FP8 forward sweep: flashgen's e4m3 kernels (per-block and per-tensor scales) against the
+same run's fp8 matmul rate (torch._scaled_mm), flashgen bf16 and torch SDPA's CUDNN backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import flashgen
+
+from .sweep import Case, reference_rows
+from .timing import median_ms
+
+
+def fp8_matmul_tflops(n: int = 8192) -> Optional[float]:
+    """torch._scaled_mm e4m3 x e4m3 -> bf16 (B column-major, as cuBLASLt's FP8 path needs)."""
+    try:
+        a = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn)
+        b = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn).t()
+        one = torch.ones((), device="cuda")
+        ms = median_ms(lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
+    except (RuntimeError, AttributeError):
+        return None
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+@dataclass
+class Fp8Result:
+    case: Case
+    tflops: dict[str, Optional[float]]  # fp8 block, fp8 tensor, bf16 flashgen, cudnn
+    quantize_ms: Optional[float]  # the pre-pass (q, k, v per block, v to the PV layout)
+    rmse: Optional[float]  # fp8 per block, relative to the fp32 reference of the bf16 inputs
+    max_err: Optional[float]
+    note: str = ""
+
+
+def run_case(case: Case) -> Fp8Result:
+    from .. import fp8
+
+    shape = (case.batch, case.seqlen, case.nheads, case.head_dim)
+    q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    tflops: dict[str, Optional[float]] = {}
+    notes = []
+
+    def quantize_all(granularity):
+        return (fp8.quantize(q, granularity=granularity), fp8.quantize(k, granularity=granularity),
+                fp8.quantize(v, granularity=granularity, layout="pv"))
+
+    rmse = max_err = quantize_ms = None
+    try:
+        blocks = quantize_all("block")
+        tensors = quantize_all("tensor")
+        out = torch.empty(shape, device="cuda", dtype=torch.bfloat16)
+        for name, operands in (("fp8 block", blocks), ("fp8 tensor", tensors)):
+            tflops[name] = case.flops() / (median_ms(
+                lambda: fp8.flash_attn_fp8_func(*operands, causal=case.causal, out=out)) * 1e-3) / 1e12
+        quantize_ms = median_ms(lambda: quantize_all("block"))
+        o = fp8.flash_attn_fp8_func(*blocks, causal=case.causal)
+        ref = reference_rows(q, k, v, case.causal)
+        diff = o[0, :, : ref.shape[1]].float() - ref
+        rmse = (diff.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+        max_err = diff.abs().max().item()
+    except (RuntimeError, LookupError, ValueError) as err:
+        notes.append(f"fp8: {str(err).splitlines()[0][:100]}")
+    try:
+        out16 = torch.empty_like(q)
+        tflops["bf16"] = case.flops() / (median_ms(
+            lambda: flashgen.flash_attn_func(q, k, v, causal=case.causal, out=out16)) * 1e-3) / 1e12
+    except (RuntimeError, LookupError, ValueError) as err:
+        tflops["bf16"] = None
+        notes.append(f"bf16: {str(err).splitlines()[0][:80]}")
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+
+    def cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=case.causal)
+    try:
+        tflops["cudnn"] = case.flops() / (median_ms(cudnn) * 1e-3) / 1e12
+    except RuntimeError as err:
+        tflops["cudnn"] = None
+        notes.append(f"cudnn: {str(err).splitlines()[0][:80]}")
+    return Fp8Result(case, tflops, quantize_ms, rmse, max_err, "; ".join(notes))
+
+
+def _fmt(x, spec=".0f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def table(results: list[Fp8Result], fp8_mm: Optional[float]) -> list[str]:
+    rows = ["| hdim | seqlen | causal | fp8 block | fp8 tensor | block/tensor | vs fp8 matmul | bf16 flashgen | "
+            "cuDNN bf16 | fp8 vs cuDNN | quantize ms | fp8 rmse | fp8 max err |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        t = r.tflops
+        blk, ten = t.get("fp8 block"), t.get("fp8 tensor")
+        rows.append(
+            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(blk)} | "
+            f"{_fmt(ten)} | {_fmt(blk / ten if blk and ten else None, '.3f')} | "
+            f"{_fmt(blk / fp8_mm if blk and fp8_mm else None, '.2f')} | {_fmt(t.get('bf16'))} | "
+            f"{_fmt(t.get('cudnn'))} | {_fmt(blk / t['cudnn'] if blk and t.get('cudnn') else None, '.2f')} | "
+            f"{_fmt(r.quantize_ms, '.3f')} | {_fmt(r.rmse, '.1e')} | {_fmt(r.max_err, '.1e')} |"
+        )
+    return rows
