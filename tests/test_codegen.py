@@ -68,7 +68,6 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
         (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
         (KernelSpec("sm90", "fwd", "bf16", 72, 72, False), "multiples of 16"),
-        (KernelSpec("sm90", "fwd", "bf16", 128, 128, True, paged=True), "no paged-KV variant"),
         (KernelSpec("sm90", "bwd", "e4m3", 128, 128, False), "forward only"),
         (KernelSpec("sm90", "fwd", "e4m3", 80, 80, False), "multiples of 32"),
         (KernelSpec("sm90", "fwd", "e4m3", 128, 128, True, softcap=True), "no softcap"),
@@ -300,8 +299,9 @@ def test_sm90_family_builds_hopper_forward_kernels_in_their_own_cmake_list(tmp_p
     sel = selection(cuda_archs="80;90a", head_dims="64;72", dtypes="bf16", variants="plain;paged",
                     directions="fwd")
     names = {s.name for s in sel.specs()}
-    # hdim 72 is not a multiple of 16 and paged has no sm90 variant: the sm80 kernels serve them.
-    assert {n for n in names if "sm90" in n} == {"fwd_sm90_bf16_hdim64", "fwd_sm90_bf16_hdim64_causal"}
+    # hdim 72 is not a multiple of 16: the sm80 kernels serve it.
+    assert {n for n in names if "sm90" in n} == {"fwd_sm90_bf16_hdim64", "fwd_sm90_bf16_hdim64_causal",
+                                                 "fwd_sm90_bf16_hdim64_paged", "fwd_sm90_bf16_hdim64_causal_paged"}
     assert {"fwd_sm80_bf16_hdim72", "fwd_sm80_bf16_hdim64_paged"} <= names
     render(sel, tmp_path)
     cmake = (tmp_path / "kernels.cmake").read_text()

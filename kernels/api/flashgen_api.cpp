@@ -12,6 +12,7 @@
 #include "api/split_heuristic.h"
 #include "flashgen/flashgen.h"
 #include "sm80/sm80_fwd_tile.h"
+#include "sm90/sm90_fwd_tile.h"
 
 namespace flashgen {
 
@@ -307,11 +308,22 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   }
   splits = splits > n_blocks ? (n_blocks > 0 ? n_blocks : 1) : splits;
 
-  if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1)) {
+  // The sm90 paged kernel loads each key block from one page with one TMA copy, so the pages
+  // must hold whole blocks; other page sizes take the SM80 path.
+  const int sm90_block_n = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2).block_n;
+  const bool sm90_pages_fit = !key.paged || p.page_size % sm90_block_n == 0;
+  if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
     // Short queries (decode) are served better by the SM80 path's packed GQA rows and split
     // keys, which the Hopper kernel does not have yet: use it when it is built.
     const KernelEntry* sm80_entry = find_kernel(key);
     if (sm80_entry != nullptr) { entry = sm80_entry; }
+  }
+  if (entry->key.family == KernelFamily::kSm90 && !sm90_pages_fit) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "the sm90 paged kernel needs page_size to be a multiple of %d for head dim %d (got %d); other "
+                     "page sizes run on the sm80 kernel %s",
+                     sm90_block_n, key.head_dim_qk, p.page_size,
+                     backend == 90 ? "(FLASHGEN_FWD_BACKEND=sm90 forbids it)" : "(not built)");
   }
   plan->entry = entry;
   const bool hopper = entry->key.family == KernelFamily::kSm90;

@@ -79,7 +79,7 @@ CUTE_DEVICE void with_out_type(FwdParams const& params, F&& f) {
   f(static_cast<typename Traits::ElementO*>(nullptr));
 }
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     fwd_kernel(const __grid_constant__ FwdKernelParams<Traits> kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kDimV = Traits::kHeadDimV;
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
   constexpr bool kIsFp8 = Traits::kIsFp8;
-  static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout)), "FP8 kernels have no logit transforms");
+  static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout || kIsPaged)),
+                "FP8 kernels have no logit transforms and no paged variant");
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   FwdParams const& params = kp.fwd;
   const FwdTileOrder order = kp.order;
@@ -191,14 +192,49 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       Tensor gVt = local_tile(domain_offset(make_coord(_0{}, vt_key_base), mVt(_, _, head_kv, t.seq.kv_batch)),
                               Shape<Int<kDimV>, Int<kBlockN>>{}, make_coord(_0{}, _));  // (kDimV, kBlockN, n)
       auto [tQgQ, tQsQ] = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-      auto [tKgK, tKsK] = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-      auto [tVgV, tVsV] = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(gVt));
+      // (source, destination) views; tuples rather than structured bindings, which lambdas
+      // may capture only from C++20.
+      auto const k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto const v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(gVt));
+      // Paged KV: mK and mVt index pages in place of batch entries, and key block n (inside one
+      // page: page_size is a multiple of kBlockN) is block n * kBlockN % page_size / kBlockN of
+      // page block_table[n * kBlockN / page_size]. An index out of range (a block past the
+      // sequence, which the mask hides) reads page 0.
+      auto page_of = [&](int n) {
+        const int key0 = n * kBlockN;
+        const int page = t.seq.block_table[key0 / params.page_size];
+        return make_tuple(page < 0 || page >= params.num_pages ? 0 : page, (key0 % params.page_size) / kBlockN);
+      };
+      auto load_k = [&](int n) {
+        auto& barrier = *pipeline_k.producer_get_barrier(write);
+        if constexpr (kIsPaged) {
+          auto const pb = page_of(n);
+          Tensor g = local_tile(mK(_, _, head_kv, get<0>(pb)), Shape<Int<kBlockN>, Int<kDimQK>>{},
+                                make_coord(get<1>(pb), _0{}));
+          auto const part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(g));
+          copy(kp.tma_k.with(barrier), get<0>(part), get<1>(part)(_, write.index()));
+        } else {
+          copy(kp.tma_k.with(barrier), get<0>(k_part)(_, n), get<1>(k_part)(_, write.index()));
+        }
+      };
+      auto load_v = [&](int n) {
+        auto& barrier = *pipeline_v.producer_get_barrier(write);
+        if constexpr (kIsPaged) {
+          auto const pb = page_of(n);
+          Tensor g = local_tile(mVt(_, _, head_kv, get<0>(pb)), Shape<Int<kDimV>, Int<kBlockN>>{},
+                                make_coord(_0{}, get<1>(pb)));
+          auto const part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(g));
+          copy(kp.tma_v.with(barrier), get<0>(part), get<1>(part)(_, write.index()));
+        } else {
+          copy(kp.tma_v.with(barrier), get<0>(v_part)(_, n), get<1>(v_part)(_, write.index()));
+        }
+      };
 
       // The first key block goes first: with Q it gates the tile's first wgmma. Q waits until
       // the consumers have released the previous tile's sQ.
       int n = t.range.n_max - 1;
       pipeline_k.producer_acquire(write);
-      copy(kp.tma_k.with(*pipeline_k.producer_get_barrier(write)), tKgK(_, n), tKsK(_, write.index()));
+      load_k(n);
       if (!first_q) {
         EmptyBarrier::wait(&storage.q_empty, q_empty_phase);
         q_empty_phase ^= 1;
@@ -207,13 +243,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       FullBarrier::arrive_and_expect_tx(&storage.q_full, Traits::kQBytes);
       copy(kp.tma_q.with(storage.q_full), tQgQ, tQsQ);
       pipeline_v.producer_acquire(write);
-      copy(kp.tma_v.with(*pipeline_v.producer_get_barrier(write)), tVgV(_, n), tVsV(_, write.index()));
+      load_v(n);
       ++write;
       for (--n; n >= t.range.n_min; --n) {
         pipeline_k.producer_acquire(write);
-        copy(kp.tma_k.with(*pipeline_k.producer_get_barrier(write)), tKgK(_, n), tKsK(_, write.index()));
+        load_k(n);
         pipeline_v.producer_acquire(write);
-        copy(kp.tma_v.with(*pipeline_v.producer_get_barrier(write)), tVgV(_, n), tVsV(_, write.index()));
+        load_v(n);
         ++write;
       }
     }

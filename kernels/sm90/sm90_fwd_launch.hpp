@@ -18,13 +18,15 @@ namespace flashgen::sm90 {
 constexpr int64_t kPersistentMaxKeysTimesDim = 2048 * 64;
 
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
-          bool kHasDropout>
+          bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
-  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
-  if (params.pack_gqa || params.num_splits != 1 || params.block_table != nullptr) {
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
+  if (params.pack_gqa || params.num_splits != 1 || (params.block_table != nullptr) != kIsPaged ||
+      (kIsPaged && (params.page_size % Traits::kBlockN != 0 || params.num_pages <= 0))) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits or pages)");
+                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits, or pages "
+                     "that are not a multiple of its %d-key blocks)", Traits::kBlockN);
   }
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
@@ -36,11 +38,17 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   // least 1 and a missing K/V (no keys at all) borrows Q's address: such a call loads nothing.
   kp.q_rows = std::max(1, varlen ? params.total_q : params.seqlen_q);
   kp.q_batches = varlen ? 1 : std::max(1, params.batch);
-  kp.k_rows = std::max(1, params.seqlen_k);
-  kp.k_batches = varlen ? 1 : std::max(1, params.kv_batch_idx != nullptr ? params.kv_batch_count : params.batch);
+  // Paged: K and V as (page_size rows, ..., num_pages), pages in place of batch entries.
+  kp.k_rows = kIsPaged ? params.page_size : std::max(1, params.seqlen_k);
+  kp.k_batches = kIsPaged ? params.num_pages
+                 : varlen ? 1
+                          : std::max(1, params.kv_batch_idx != nullptr ? params.kv_batch_count : params.batch);
   auto batch_stride = [&](int64_t stride, int64_t row_stride, int rows) {
     // A single batch entry still needs a valid (non-zero, 16-byte multiple) stride.
     return (varlen || stride == 0) ? row_stride * rows : stride;
+  };
+  auto kv_batch_stride = [&](int64_t stride, int64_t row_stride) {
+    return kIsPaged ? stride : batch_stride(stride, row_stride, kp.k_rows);
   };
   auto const* q = static_cast<Element const*>(params.q);
   auto const* k = static_cast<Element const*>(params.k != nullptr ? params.k : params.q);
@@ -50,7 +58,7 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
                                       batch_stride(params.q_batch_stride, params.q_row_stride, kp.q_rows)));
   Tensor mK = make_tensor(make_gmem_ptr(k), make_shape(kp.k_rows, kHeadDimQK, params.num_heads_kv, kp.k_batches),
                           make_stride(params.k_row_stride, _1{}, params.k_head_stride,
-                                      batch_stride(params.k_batch_stride, params.k_row_stride, kp.k_rows)));
+                                      kv_batch_stride(params.k_batch_stride, params.k_row_stride)));
   // V as (head_dim_v, keys, heads, batches): a strided view of (keys, heads, head_dim_v) for
   // 16 bits; for FP8 the PV layout itself, keys contiguous and v_row_stride between channels.
   auto make_vt = [&]() {
@@ -64,7 +72,7 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
       kp.v_cols = kp.k_rows;
       return make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.k_rows, params.num_heads_kv, kp.k_batches),
                          make_stride(_1{}, params.v_row_stride, params.v_head_stride,
-                                     batch_stride(params.v_batch_stride, params.v_row_stride, kp.k_rows)));
+                                     kv_batch_stride(params.v_batch_stride, params.v_row_stride)));
     }
   };
   Tensor mVt = make_vt();
