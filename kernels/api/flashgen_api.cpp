@@ -328,20 +328,31 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   plan->entry = entry;
   const bool hopper = entry->key.family == KernelFamily::kSm90;
   if (hopper) {
-    // One head per tile and one pass over the keys; num_splits is a hint this kernel ignores.
-    // Its persistent grid balances tiles through a counter in the workspace (without one it
-    // keeps a fixed round-robin order, slower under a causal mask).
+    // One head per tile. Its persistent grid balances tiles through a counter in the workspace
+    // (without one it keeps a fixed round-robin order, slower under a causal mask). Split-KV
+    // (reached when sm90 is forced or the SM80 kernel is not built: auto mode sends splitting
+    // shapes to the SM80 path) uses the same heuristic over the sm90 tiles; FP8 keeps one split.
     p.pack_gqa = false;
     p.num_sms = device.num_sms;
-    splits = 1;
+    const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2);
+    const int m90 = (p.seqlen_q + t90.block_m - 1) / t90.block_m;
+    const int n90 = (p.seqlen_k + t90.block_n - 1) / t90.block_n;
+    if (args->dtype == FLASHGEN_DTYPE_E4M3 || n90 <= 1) {
+      splits = 1;
+    } else if (args->num_splits > 0) {
+      splits = int(args->num_splits) < n90 ? int(args->num_splits) : n90;
+    } else {
+      splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_q * m90, n90, device.num_sms) : 1;
+    }
   }
   if (int64_t(p.batch) * splits > 65535) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "batch * num_splits must be <= 65535");
   }
   plan->num_splits = splits;
-  plan->workspace_bytes =
-      hopper ? kTileCounterBytes
-             : (splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0);
+  const size_t accum_bytes =
+      splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0;
+  // sm90: the tile counter, then the split partials.
+  plan->workspace_bytes = hopper ? kTileCounterBytes + accum_bytes : accum_bytes;
   p.num_splits = splits;
   return FLASHGEN_STATUS_OK;
 }
@@ -377,7 +388,8 @@ flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cudaStream_t str
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->batch == 0 || plan.params.total_q == 0) { return FLASHGEN_STATUS_OK; }
   FwdParams& p = plan.params;
-  if (plan.entry->key.family == KernelFamily::kSm90) {
+  const bool hopper = plan.entry->key.family == KernelFamily::kSm90;
+  if (hopper && plan.num_splits == 1) {
     if (args->workspace != nullptr && args->workspace_bytes >= kTileCounterBytes &&
         reinterpret_cast<uintptr_t>(args->workspace) % 16 == 0) {
       p.tile_counter = static_cast<int*>(args->workspace);
@@ -391,7 +403,12 @@ flashgen_status_t flashgen_fwd(const flashgen_fwd_args_t* args, cudaStream_t str
     if (reinterpret_cast<uintptr_t>(args->workspace) % 16 != 0) {
       return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "workspace must be 16-byte aligned");
     }
-    p.out_accum = static_cast<float*>(args->workspace);
+    char* accum = static_cast<char*>(args->workspace);
+    if (hopper) {
+      p.tile_counter = static_cast<int*>(args->workspace);
+      accum += kTileCounterBytes;
+    }
+    p.out_accum = reinterpret_cast<float*>(accum);
     p.lse_accum = p.out_accum + size_t(plan.num_splits) * p.num_heads_q * p.total_q * p.head_dim_v;
   }
   return plan.entry->fwd(p, stream);

@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   // What producer and consumers both derive from a tile index, identically.
   struct Tile {
-    int m_block, head, batch;
+    int m_block, head, batch, split;
     SeqInfo seq;
     Mask mask;
     KeyBlockRange range;
@@ -148,7 +148,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const FwdTileCoord c = order.coord(index);
     const SeqInfo seq(params, c.batch);
     const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
-    Tile t{c.m_block, c.head, c.batch, seq, mask, mask.blocks(c.m_block), false, false};
+    Tile t{c.m_block, c.head, c.batch, c.split, seq, mask, mask.blocks(c.m_block), false, false};
+    if (params.num_splits > 1) {  // split-KV: this split's share of the key blocks
+      const int per_split = ((seq.seqlen_k + kBlockN - 1) / kBlockN + params.num_splits - 1) / params.num_splits;
+      t.range.n_min = max(t.range.n_min, c.split * per_split);
+      t.range.n_max = min(t.range.n_max, (c.split + 1) * per_split);
+    }
     t.in_range = c.m_block * kBlockM < seq.seqlen_q;
     t.has_work = t.in_range && t.range.n_max > t.range.n_min;
     return t;
@@ -317,7 +322,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const int m_block = t.m_block, head = t.head;
     const int row0 = m_block * kBlockM;
     const int rows_left = seq.seqlen_q - row0;
-    auto lse_ptr = [&](int r) { return params.lse + seq.lse_offset + head * params.lse_head_stride + row0 + r; };
+    // Split-KV: fp32 partial outputs and LSEs per split, merged by the combine kernel.
+    const bool is_split = params.num_splits > 1;
+    auto accum_row = [&](int r) {
+      return (int64_t(t.split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0 + r;
+    };
+    auto lse_ptr = [&](int r) {
+      return is_split ? params.lse_accum + accum_row(r)
+                      : params.lse + seq.lse_offset + head * params.lse_head_stride + row0 + r;
+    };
     // (kBlockM, kDimV) tile of out, typed as out_tag's pointee.
     auto out_tile = [&](auto out_tag) {
       using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
@@ -327,6 +340,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       return local_tile(mO, Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(m_block, 0));
     };
 
+    if (!t.has_work && is_split) {
+      // This split holds no visible key: a zero partial that the combine weighs by exp(-inf).
+      for (int i = tid; i < kBlockM * kDimV; i += kNumMmaThreads) {
+        const int r = i / kDimV;
+        if (r < rows_left) { params.out_accum[accum_row(r) * kDimV + i % kDimV] = 0.f; }
+      }
+      for (int r = tid; r < kBlockM && r < rows_left; r += kNumMmaThreads) { *lse_ptr(r) = -INFINITY; }
+      continue;
+    }
     if (!t.has_work) {
       // No key is visible to any row of this tile: zero output, LSE = +inf (the SM80 convention).
       with_out_type<Traits>(params, [&](auto out_tag) {
@@ -485,7 +507,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     float lse[kRowsPerThread];
     float sink[kRowsPerThread];
     CUTE_UNROLL
-    for (int r = 0; r < kRowsPerThread; ++r) { sink[r] = params.sinks == nullptr ? -INFINITY : params.sinks[head]; }
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      // Splits leave the sinks to the combine kernel.
+      sink[r] = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[head];
+    }
     float out_scale = kHasDropout ? params.dropout_scale : 1.f;
     float logit_scale = params.logit_scale;
     if constexpr (kIsFp8) {
@@ -496,30 +521,46 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       out_scale = v_ref * kUnscale;
       logit_scale = float(M_LN2);  // row_max is in scaled log2 units
     }
-    softmax.finalize(acc_o_rc, logit_scale, sink, out_scale, /*empty_lse=*/INFINITY, lse);
+    softmax.finalize(acc_o_rc, logit_scale, sink, out_scale, /*empty_lse=*/is_split ? -INFINITY : INFINITY, lse);
 
-    // O goes through shared memory for 16-byte, row-guarded global stores. The barrier: both
-    // consumers are past their last read of sO's previous contents (or of sQ, which sO may alias).
-    with_out_type<Traits>(params, [&](auto out_tag) {
-      using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
-      Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
-      Tensor out = convert_fragment<ElementOut>(acc_o);
-      auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, ElementOut>{}, mma_pv);
-      auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
-      NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-      copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
-      NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-      typename Traits::template CopyOut<ElementOut> gmem_copy_o;
-      auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
-      Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-      Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
-      copy(gmem_copy_o, tOsO, tOrO);
+    if (is_split) {
+      // fp32 partials straight from registers, two adjacent columns per store; sO is unused.
       if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
-      copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
-          gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
-          rows_left);
-    });
-    if (params.lse != nullptr && get<1>(taccOcO_rc(0, 0)) == 0) {
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(acc_o_rc); ++r) {
+        const int row = get<0>(taccOcO_rc(r, 0));
+        if (row >= rows_left) { continue; }
+        float* accum = params.out_accum + accum_row(row) * kDimV;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(acc_o_rc) / 2; ++c) {
+          const int col = get<1>(taccOcO_rc(r, 2 * c));
+          *reinterpret_cast<float2*>(accum + col) = make_float2(acc_o_rc(r, 2 * c), acc_o_rc(r, 2 * c + 1));
+        }
+      }
+    } else {
+      // O goes through shared memory for 16-byte, row-guarded global stores. The barrier: both
+      // consumers are past their last read of sO's previous contents (or of sQ, which sO may alias).
+      with_out_type<Traits>(params, [&](auto out_tag) {
+        using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
+        Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
+        Tensor out = convert_fragment<ElementOut>(acc_o);
+        auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, ElementOut>{}, mma_pv);
+        auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
+        NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+        copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+        NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+        typename Traits::template CopyOut<ElementOut> gmem_copy_o;
+        auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
+        Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
+        Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
+        copy(gmem_copy_o, tOsO, tOrO);
+        if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
+        copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
+            gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
+            rows_left);
+      });
+    }
+    if ((is_split || params.lse != nullptr) && get<1>(taccOcO_rc(0, 0)) == 0) {
       // The lane that holds column 0 of a row writes its LSE.
       CUTE_UNROLL
       for (int r = 0; r < kRowsPerThread; ++r) {

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include "api/launch_status.h"
+#include "common/fwd_combine.h"
 #include "common/fwd_params.h"
 #include "sm90/sm90_fwd_kernel.hpp"
 
@@ -22,11 +23,12 @@ template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHa
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
   auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
-  if (params.pack_gqa || params.num_splits != 1 || (params.block_table != nullptr) != kIsPaged ||
+  if (params.pack_gqa || params.num_splits < 1 || (params.num_splits > 1 && params.out_accum == nullptr) ||
+      (params.block_table != nullptr) != kIsPaged ||
       (kIsPaged && (params.page_size % Traits::kBlockN != 0 || params.num_pages <= 0))) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits, or pages "
-                     "that are not a multiple of its %d-key blocks)", Traits::kBlockN);
+                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits without "
+                     "workspace, or pages that are not a multiple of its %d-key blocks)", Traits::kBlockN);
   }
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
@@ -84,9 +86,9 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
 
   const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch;
+  const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch * params.num_splits;
   if (num_tiles > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many query tiles for one call"); }
-  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q};
+  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q, params.num_splits};
   // Persistent (one CTA per SM) when tiles are short, so that a tile's prologue and epilogue
   // overlap its neighbours' loads; one CTA per tile when they are long: measured on an H200, the
   // persistent grid was up to 12% slower on long causal tiles and up to 17% faster on short
@@ -98,7 +100,11 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
     return check_launch("sm90 forward tile counter reset");
   }
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
-  return check_launch("sm90 forward kernel");
+  status = check_launch("sm90 forward kernel");
+  if (status != FLASHGEN_STATUS_OK || params.num_splits == 1) { return status; }
+  // The combine kernel writes out in the output's type (FP8 kernels write 16 bits).
+  const bool out_fp16 = Traits::kIsFp8 ? params.out_fp16 : std::is_same_v<Element, cutlass::half_t>;
+  return run_fwd_combine(params, out_fp16 ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16, stream);
 }
 
 }  // namespace flashgen::sm90

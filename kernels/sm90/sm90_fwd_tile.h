@@ -34,6 +34,7 @@ struct FwdTileCoord {
   int m_block;
   int head;
   int batch;
+  int split;  // which share of the key blocks (split-KV), 0 without splits
 };
 
 // The persistent grid's tile order. The query blocks of one (batch entry, head) are adjacent, so
@@ -44,10 +45,12 @@ struct FwdTileOrder {
   int num_tiles;
   int m_blocks;  // query blocks per (batch entry, head), of the longest sequence when varlen
   int num_heads;
+  int num_splits;  // split-KV: each (query block, head, batch entry) once per split
 
   CUTE_HOST_DEVICE FwdTileCoord coord(int index) const {
-    const int bh = index / m_blocks;
-    return {m_blocks - 1 - (index - bh * m_blocks), bh % num_heads, bh / num_heads};
+    const int bhs = index / m_blocks;
+    const int bh = bhs / num_splits;
+    return {m_blocks - 1 - (index - bhs * m_blocks), bh % num_heads, bh / num_heads, bhs - bh * num_splits};
   }
 };
 
