@@ -205,4 +205,4 @@ def test_sm90_kernel_not_built_names_it(monkeypatch):
         dispatch.select_kernel("fwd", torch.bfloat16, 112, 112, False)
     # A combination the sm90 family does not implement says so.
     with pytest.raises(ValueError, match="no paged-KV variant"):
-        dispatch.select_kernel("fwd", torch.bfloat16, 128, 128, False, paged=True)
+        dispatch.select_kernel("fwd", torch.float8_e4m3fn, 128, 128, False, paged=True)
