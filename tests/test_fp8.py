@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from conftest import requires_gpu
-from gpu_common import FP8_KERNELS
+from gpu_common import FP8_KERNELS as _ALL_FP8
 from reference import attention_ref
+
+FP8_KERNELS = [s for s in _ALL_FP8 if not s.paged]
+FP8_PAGED = [s for s in _ALL_FP8 if s.paged]
 
 pytestmark = [pytest.mark.gpu, requires_gpu]
 
@@ -26,7 +29,7 @@ def _hopper():
 
 @pytest.fixture(autouse=True)
 def _needs_hopper_and_fp8():
-    if not FP8_KERNELS:
+    if not _ALL_FP8:
         pytest.skip("the build has no FP8 (e4m3) kernel (FLASHGEN_DTYPES without e4m3, or no 90a arch)")
     if not _hopper():
         pytest.skip("FP8 attention runs on compute capability 9.0 GPUs only")
@@ -156,6 +159,32 @@ def test_fp8_bf16_inputs_are_quantized_in_the_call():
     out = fp8.flash_attn_fp8_func(q, k, v, causal=spec.causal)
     ref, _ = attention_ref(q, k, v, causal=spec.causal, compute_dtype=torch.float64)
     assert _rel_rmse(out, ref) < 0.07  # quantization of q, k, v plus P: 5.6% measured
+
+
+@pytest.mark.parametrize("spec", FP8_PAGED, ids=lambda s: s.name)
+def test_fp8_paged_cache(spec):
+    """A paged cache quantized page by page (per-block scales inside each page), ragged lengths."""
+    block_n = 128 if max(spec.head_dim_qk, spec.head_dim_v) <= 128 else 64
+    page, batch, h, hkv, sq = max(2 * block_n, 128), 3, 4, 2, 37
+    lens = [1, 700, 333]
+    max_pages = -(-max(lens) // page)
+    num_pages = batch * max_pages + 3
+    k_cache = torch.randn(num_pages, page, hkv, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn(num_pages, page, hkv, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
+    table = torch.randperm(num_pages, device="cuda")[: batch * max_pages].view(batch, max_pages).int()
+    q8 = fp8.quantize(torch.randn(batch, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16))
+    k8 = fp8.quantize(k_cache, granularity="block", block=128)
+    v8 = fp8.quantize(v_cache, granularity="block", block=128, layout="pv")
+    used = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, block_table=table, seqused_k=used, causal=spec.causal,
+                                       return_lse=True)
+    qd, kd, vd = fp8.dequantize(q8), fp8.dequantize(k8), fp8.dequantize(v8)
+    for b, n in enumerate(lens):
+        rows = torch.arange(n, device="cuda")
+        pages = table[b, rows // page].long()
+        ks, vs = kd[pages, rows % page][None], vd[pages, rows % page][None]
+        ref_out, ref_lse = attention_ref(qd[b:b + 1], ks, vs, causal=spec.causal, compute_dtype=torch.float64)
+        _check_against_dequantized(out[b:b + 1], lse[b:b + 1], ref_out, ref_lse)
 
 
 # ---- accuracy against the unquantized inputs ----

@@ -61,7 +61,7 @@ def _e4m3_args(**changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"softcap": 30.0}, "no softcap"),
-    ({"dropout_p": 0.1}, "no softcap, ALiBi, dropout"),
+    ({"dropout_p": 0.1}, "no softcap, ALiBi or dropout"),
     ({"out_dtype": 2}, "writes fp16 or bf16"),
     ({"v_row_stride": 8}, "multiples of 16"),
     ({"seqlen_k": 40}, "PV layout"),

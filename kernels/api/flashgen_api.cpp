@@ -46,13 +46,19 @@ flashgen_status_t validate_fp8_args(const flashgen_fwd_args_t& a) {
   if (a.out_dtype != FLASHGEN_DTYPE_FP16 && a.out_dtype != FLASHGEN_DTYPE_BF16) {
     return set_error(invalid, "FP8 attention writes fp16 or bf16: out_dtype is enum %d", int(a.out_dtype));
   }
-  if (a.softcap > 0.f || a.alibi_slopes != nullptr || a.dropout_p > 0.f || a.block_table != nullptr) {
-    return set_error(invalid, "FP8 (e4m3) attention has no softcap, ALiBi, dropout or paged-KV variant");
+  if (a.softcap > 0.f || a.alibi_slopes != nullptr || a.dropout_p > 0.f) {
+    return set_error(invalid, "FP8 (e4m3) attention has no softcap, ALiBi or dropout variant");
+  }
+  const bool paged = a.block_table != nullptr;
+  if (paged && (a.page_size % 16 != 0 || a.cu_seqlens_k != nullptr)) {
+    return set_error(invalid, "a paged FP8 cache needs page_size a multiple of 16 (its PV groups) and no cu_seqlens");
   }
   if (a.v_row_stride % 16 != 0 || a.v_head_stride % 16 != 0 || a.v_batch_stride % 16 != 0) {
     return set_error(invalid, "FP8 v (PV layout) strides must be multiples of 16 elements");
   }
-  const int64_t cols = (a.seqlen_k + 15) / 16 * 16 + (a.cu_seqlens_k != nullptr ? 16 * a.batch : 0);
+  // Keys per PV-layout entry: a page, a batch entry, or the packed varlen sequences.
+  const int64_t cols = paged ? (a.page_size + 15) / 16 * 16
+                             : (a.seqlen_k + 15) / 16 * 16 + (a.cu_seqlens_k != nullptr ? 16 * a.batch : 0);
   if (a.v_row_stride < cols || cols > INT_MAX) {
     return set_error(invalid, "FP8 v is in the PV layout: its channel (row) stride %lld must cover the %lld padded keys",
                      (long long)a.v_row_stride, (long long)cols);
@@ -204,9 +210,9 @@ FwdParams to_fwd_params(const flashgen_fwd_args_t& a) {
   p.num_splits = 1;
 
   p.out_fp16 = a.out_dtype == FLASHGEN_DTYPE_FP16;
-  p.v_cols = a.dtype == FLASHGEN_DTYPE_E4M3
-                 ? int((a.seqlen_k + 15) / 16 * 16 + (varlen ? 16 * a.batch : 0))
-                 : 0;
+  p.v_cols = a.dtype != FLASHGEN_DTYPE_E4M3 ? 0
+             : a.block_table != nullptr ? int((a.page_size + 15) / 16 * 16)
+                                        : int((a.seqlen_k + 15) / 16 * 16 + (varlen ? 16 * a.batch : 0));
   auto scale = [](const flashgen_fp8_scale_t& s) {
     return Fp8Scale{s.scale, s.batch_stride, s.head_stride, s.block_stride, int(s.block_rows)};
   };

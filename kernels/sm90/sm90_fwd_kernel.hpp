@@ -95,8 +95,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kDimV = Traits::kHeadDimV;
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
   constexpr bool kIsFp8 = Traits::kIsFp8;
-  static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout || kIsPaged)),
-                "FP8 kernels have no logit transforms and no paged variant");
+  static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout)), "FP8 kernels have no logit transforms");
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   FwdParams const& params = kp.fwd;
   const FwdTileOrder order = kp.order;
@@ -388,11 +387,22 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const Fp8KeyScales<kBlockN> k_scale_at(params.k_scale, kv_scale_batch, head_kv);
     const Fp8KeyScales<kBlockN> v_scale_at(params.v_scale, kv_scale_batch, head_kv);
     float v_ref = 1.f, k_scale_next = 1.f, v_scale_next = 1.f;
+    // Paged FP8 caches are quantized page by page: a key block's scales are those of its page
+    // (the scale tensors' batch entries) at the block's first row within the page.
+    auto key_scale = [&](Fp8Scale const& s, Fp8KeyScales<kBlockN> const& cursor, int n) {
+      if constexpr (kIsPaged) {
+        const int key0 = n * kBlockN;
+        const int page = seq.block_table[key0 / params.page_size];
+        return fp8_scale_at(s, page < 0 || page >= params.num_pages ? 0 : page, head_kv, key0 % params.page_size);
+      } else {
+        return cursor(n);
+      }
+    };
     auto prefetch_scales = [&](int n) {
       if constexpr (kIsFp8) {
         n = max(n, range.n_min);
-        k_scale_next = k_scale_at(n);
-        v_scale_next = v_scale_at(n);
+        k_scale_next = key_scale(params.k_scale, k_scale_at, n);
+        v_scale_next = key_scale(params.v_scale, v_scale_at, n);
       }
     };
     if constexpr (kIsFp8) {
@@ -433,8 +443,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     int n = range.n_max - 1;
     {
-      const float k_scale = kIsFp8 ? k_scale_at(n) : 1.f;
-      if constexpr (kIsFp8) { v_ref = v_scale_at(n); }
+      const float k_scale = kIsFp8 ? key_scale(params.k_scale, k_scale_at, n) : 1.f;
+      if constexpr (kIsFp8) { v_ref = key_scale(params.v_scale, v_scale_at, n); }
       prefetch_scales(n - 1);
       Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       pipeline_k.consumer_wait(read_k);

@@ -69,7 +69,8 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
       const int64_t whole = params.v_head_stride * std::max(1, params.num_heads_kv);
       return make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.v_cols, params.num_heads_kv, kp.k_batches),
                          make_stride(params.v_row_stride, _1{}, params.v_head_stride,
-                                     (varlen || params.v_batch_stride == 0) ? whole : params.v_batch_stride));
+                                     kIsPaged || !(varlen || params.v_batch_stride == 0) ? params.v_batch_stride
+                                                                                       : whole));
     } else {
       kp.v_cols = kp.k_rows;
       return make_tensor(make_gmem_ptr(v), make_shape(kHeadDimV, kp.k_rows, params.num_heads_kv, kp.k_batches),

@@ -64,6 +64,7 @@ def flash_attn_fp8_func(
     max_seqlen_q: Optional[int] = None,
     max_seqlen_k: Optional[int] = None,
     seqused_k: Optional[torch.Tensor] = None,
+    block_table: Optional[torch.Tensor] = None,
     out_dtype: torch.dtype = torch.bfloat16,
     return_lse: bool = False,
     out: Optional[torch.Tensor] = None,
@@ -78,10 +79,19 @@ def flash_attn_fp8_func(
     sliding window, sinks and seqused_k work as in flash_attn_func. Returns out (like q, head
     dim of v, out_dtype), and the float32 LSE ((batch, nheads, seqlen_q), varlen (nheads,
     total_q)) when return_lse.
+
+    Paged cache (block_table int32 (batch, max_pages), needs an `_e4m3_..._paged` kernel): k and v
+    are the cache's pages quantized as a batch of pages, k8 = quantize(k_cache) with k_cache
+    (num_pages, page_size, nheads_kv, d), v8 = quantize(v_cache, layout="pv"); page_size a
+    multiple of the kernel's key block (128; 64 at head dim 256), block scales within a page;
+    seqused_k (int32 (batch,)) gives each sequence's length (default: the table's capacity).
     """
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     if varlen and (cu_seqlens_q is None or cu_seqlens_k is None or max_seqlen_q is None or max_seqlen_k is None):
         raise ValueError("varlen FP8 attention needs cu_seqlens_q, cu_seqlens_k, max_seqlen_q and max_seqlen_k")
+    paged = block_table is not None
+    if paged and varlen:
+        raise ValueError("a paged FP8 cache takes seqused_k, not cu_seqlens")
     q8 = _as_fp8("q", q, "rows", cu_seqlens_q, max_seqlen_q)
     k8 = _as_fp8("k", k, "rows", cu_seqlens_k, max_seqlen_k)
     v8 = _as_fp8("v", v, "pv", cu_seqlens_k, max_seqlen_k)
@@ -112,7 +122,19 @@ def flash_attn_fp8_func(
     for name, d in (("head_dim", head_dim), ("head_dim_v", head_dim_v)):
         if d % 32 or not 0 < d <= 256:
             raise ValueError(f"FP8 attention needs {name} a multiple of 32 up to 256, got {d}")
-    if not varlen:
+    if paged:
+        batch, seqlen_q = qd.shape[0], qd.shape[1]
+        num_pages, page_size = kd.shape[0], kd.shape[1]
+        _checks.check_tensor("block_table", block_table, rank=2)
+        if block_table.dtype != torch.int32 or block_table.shape[0] != batch or block_table.stride(-1) != 1:
+            raise ValueError(f"block_table must be int32 ({batch}, max_pages) with contiguous rows")
+        if vd.shape[0] != num_pages or v8.seqlen != page_size:
+            raise ValueError(f"v must hold the same {num_pages} pages of {page_size} keys as k (quantized page by "
+                             "page, layout='pv')")
+        if page_size % 16:
+            raise ValueError(f"a paged FP8 cache needs page_size a multiple of 16, got {page_size}")
+        seqlen_k = block_table.shape[1] * page_size
+    elif not varlen:
         batch, seqlen_q, seqlen_k = qd.shape[0], qd.shape[1], kd.shape[1]
         if kd.shape[0] != batch or vd.shape[0] != batch:
             raise ValueError(f"q, k and v batch sizes differ: {batch}, {kd.shape[0]}, {vd.shape[0]}")
@@ -135,7 +157,7 @@ def flash_attn_fp8_func(
         sinks = _checks.check_float_vector("sinks", sinks, [(nheads,)])
     scale = _checks.resolve_softmax_scale(softmax_scale, head_dim)
     window = _checks.check_window(window_size)
-    select_kernel("fwd", torch.float8_e4m3fn, head_dim, head_dim_v, bool(causal), device=device)
+    select_kernel("fwd", torch.float8_e4m3fn, head_dim, head_dim_v, bool(causal), device=device, paged=paged)
 
     out_shape = (*qd.shape[:-1], head_dim_v)
     if out is None:
@@ -172,6 +194,10 @@ def flash_attn_fp8_func(
         a.total_q = batch * seqlen_q
     if seqused_k is not None:
         a.seqused_k = seqused_k.data_ptr()
+    if paged:
+        a.seqlen_k = 0  # the table's capacity
+        a.block_table, a.block_table_batch_stride = block_table.data_ptr(), block_table.stride(0)
+        a.max_pages_per_seq, a.page_size, a.num_pages = block_table.shape[1], kd.shape[1], kd.shape[0]
     a.softmax_scale = scale
     a.causal = int(bool(causal))
     a.window_left, a.window_right = window
