@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
     parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode", "fp8"), default="all",
-                        help="all = fwd, bwd and decode; fp8 = the FP8 forward sweep (Hopper)")
+                        help="all = fwd, bwd and decode, plus fp8 on Hopper when FP8 kernels are built; "
+                             "fp8 = the FP8 forward sweep alone")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--backend", choices=("auto", "sm80", "sm90"), default=None,
                         help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         lines += ["", f"Decode, bf16, GQA {decode.HEADS_Q}/{decode.HEADS_KV}, head dim {decode.HEAD_DIM}, one query "
                   "token: TB/s (K+V read once, Q and O) against the copy rate above", ""]
         lines += decode.table(decode_results, copy_rate)
-    if args.mode == "fp8":
+    if args.mode == "fp8" or (args.mode == "all" and fp8.available()):
         fp8_mm = fp8.fp8_matmul_tflops()
         print(f"fp8 matmul 8192^3 (torch._scaled_mm, same run): {_fmt(fp8_mm)} TFLOP/s", flush=True)
         fp8_results = []

@@ -16,6 +16,11 @@ from .sweep import Case, reference_rows
 from .timing import median_ms
 
 
+def available() -> bool:
+    """Whether this GPU runs FP8 attention (sm90) and the build has an FP8 kernel."""
+    return torch.cuda.get_device_capability() == (9, 0) and any("_e4m3_" in n for n in flashgen.built_kernels())
+
+
 def fp8_matmul_tflops(n: int = 8192) -> Optional[float]:
     """torch._scaled_mm e4m3 x e4m3 -> bf16 (B column-major, as cuBLASLt's FP8 path needs)."""
     try:
