@@ -36,9 +36,17 @@ def forward_backend() -> str:
     return value
 
 
+def backward_backend() -> str:
+    """FLASHGEN_BWD_BACKEND: the same for the backward pass (the C library reads it too)."""
+    value = os.environ.get("FLASHGEN_BWD_BACKEND", "") or "auto"
+    if value not in FWD_BACKENDS:
+        raise ValueError(f"FLASHGEN_BWD_BACKEND={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
+    return value
+
+
 def _families_for(device: Optional[torch.device], direction: str = "fwd") -> list[str]:
     """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
-    backend = forward_backend() if direction == "fwd" else "auto"
+    backend = forward_backend() if direction == "fwd" else backward_backend()
     if backend != "auto":
         return [backend]
     if device is not None and device.type == "cuda" and _capability(_device_index(device)) == (9, 0):

@@ -1,0 +1,74 @@
+// Host-side launch of the Hopper backward kernel (work in progress, not built by default): the
+// SM80 path's preprocess (D, zeroed dQ accumulator), TMA descriptors, the kernel, then the dQ
+// conversion and the sinks' gradient.
+#pragma once
+
+#include <algorithm>
+#include <type_traits>
+
+#include <cuda_runtime_api.h>
+
+#include "api/launch_status.h"
+#include "common/bwd_aux.h"
+#include "common/bwd_params.h"
+#include "sm90/sm90_bwd_kernel.hpp"
+
+namespace flashgen::sm90 {
+
+template <class Element, int kHeadDim, bool kIsCausal>
+flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
+  using Traits = BwdTraits<Element, kHeadDim>;
+  auto* kernel = &bwd_kernel<Traits, kIsCausal>;
+  constexpr flashgen_dtype_t kDtype =
+      std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
+  if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDim || params.dropout_p > 0.f ||
+      params.softcap > 0.f || params.alibi_slopes != nullptr || params.deterministic) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "internal: the sm90 backward kernel got a call it does not run (head dims, dropout, softcap, "
+                     "ALiBi or deterministic mode)");
+  }
+  flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  status = run_bwd_preprocess(params, kDtype, stream);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+
+  BwdKernelParams<Traits> kp;
+  kp.bwd = params;
+  const bool varlen = params.cu_seqlens_q != nullptr;
+  kp.q_rows = std::max(1, varlen ? params.total_q : params.seqlen_q);
+  kp.q_batches = varlen ? 1 : std::max(1, params.batch);
+  kp.k_rows = std::max(1, params.seqlen_k);
+  kp.k_batches = varlen ? 1 : std::max(1, params.batch);
+  auto batch_stride = [&](int64_t stride, int64_t row_stride, int rows) {
+    return (varlen || stride == 0) ? row_stride * rows : stride;
+  };
+  auto rows_tensor = [&](const void* ptr, int rows, int heads, int batches, int64_t row_stride, int64_t head_stride,
+                         int64_t batch_stride_) {
+    return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)), make_shape(rows, kHeadDim, heads, batches),
+                       make_stride(row_stride, _1{}, head_stride, batch_stride(batch_stride_, row_stride, rows)));
+  };
+  auto mQ = rows_tensor(params.q, kp.q_rows, params.num_heads_q, kp.q_batches, params.q_row_stride, params.q_head_stride,
+                        params.q_batch_stride);
+  auto mdO = rows_tensor(params.dout, kp.q_rows, params.num_heads_q, kp.q_batches, params.dout_row_stride,
+                         params.dout_head_stride, params.dout_batch_stride);
+  auto mK = rows_tensor(params.k, kp.k_rows, params.num_heads_kv, kp.k_batches, params.k_row_stride,
+                        params.k_head_stride, params.k_batch_stride);
+  auto mV = rows_tensor(params.v, kp.k_rows, params.num_heads_kv, kp.k_batches, params.v_row_stride,
+                        params.v_head_stride, params.v_batch_stride);
+  const auto q_tile = Shape<Int<Traits::kBlockM>, Int<kHeadDim>>{};
+  const auto k_tile = Shape<Int<Traits::kBlockN>, Int<kHeadDim>>{};
+  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQStage{}, q_tile, _1{});
+  kp.tma_do = make_tma_copy(SM90_TMA_LOAD{}, mdO, typename Traits::SmemLayoutQStage{}, q_tile, _1{});
+  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, mK, typename Traits::SmemLayoutK{}, k_tile, _1{});
+  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, typename Traits::SmemLayoutK{}, k_tile, _1{});
+
+  const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
+  if (grid.x > 0) {
+    kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
+    status = check_launch("sm90 backward kernel");
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+  }
+  return run_bwd_postprocess(params, kDtype, stream);
+}
+
+}  // namespace flashgen::sm90
