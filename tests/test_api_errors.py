@@ -194,6 +194,20 @@ def test_forward_backend_override(monkeypatch):
         dispatch.forward_backend()
 
 
+def test_backward_backend_override(monkeypatch):
+    from flashgen import dispatch
+
+    monkeypatch.delenv("FLASHGEN_BWD_BACKEND", raising=False)
+    monkeypatch.delenv("FLASHGEN_FWD_BACKEND", raising=False)
+    assert dispatch.backward_backend() == "auto"
+    monkeypatch.setenv("FLASHGEN_BWD_BACKEND", "sm90")
+    assert dispatch._families_for(None, "bwd") == ["sm90"]
+    assert dispatch._families_for(None) == ["sm80"]  # the forward keeps its own setting
+    monkeypatch.setenv("FLASHGEN_BWD_BACKEND", "hopper")
+    with pytest.raises(ValueError, match="FLASHGEN_BWD_BACKEND='hopper'"):
+        dispatch.backward_backend()
+
+
 def test_sm90_kernel_not_built_names_it(monkeypatch):
     from flashgen import dispatch
     from flashgen.errors import KernelNotBuiltError
