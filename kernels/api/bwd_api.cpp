@@ -3,8 +3,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include <cstdlib>
-#include <string>
 
 #include "api/device_info.h"
 #include "api/fwd_args.h"
@@ -88,20 +86,17 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   // FLASHGEN_BWD_BACKEND (auto, sm80, sm90), as FLASHGEN_FWD_BACKEND for the forward. The sm90
   // backward (first version) runs the calls without dropout, softcap, ALiBi or the
   // deterministic mode; auto takes it on Hopper when it is built.
-  const char* backend_env = std::getenv("FLASHGEN_BWD_BACKEND");
-  const std::string backend = backend_env == nullptr || backend_env[0] == '\0' ? "auto" : backend_env;
-  if (backend != "auto" && backend != "sm80" && backend != "sm90") {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_BWD_BACKEND='%s': expected auto, sm80 or sm90",
-                     backend.c_str());
-  }
+  int backend = 0;
+  status = family_override("FLASHGEN_BWD_BACKEND", &backend);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
   plan->entry = nullptr;
   const bool sm90_fits = !key.softcap && !key.alibi && !key.dropout && args->deterministic == 0;
-  if (device.compute_capability == 90 && backend != "sm80" && sm90_fits) {
+  if (device.compute_capability == 90 && backend != 80 && sm90_fits) {
     KernelKey hopper = key;
     hopper.family = KernelFamily::kSm90;
     plan->entry = find_kernel(hopper);
   }
-  if (backend == "sm90" && plan->entry == nullptr) {
+  if (backend == 90 && plan->entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
                      "FLASHGEN_BWD_BACKEND=sm90: no sm90 backward kernel fits this call (it needs a compute "
                      "capability 9.0 GPU, a built bwd_sm90_* kernel, no dropout/softcap/ALiBi and deterministic=0)");

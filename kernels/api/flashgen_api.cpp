@@ -34,7 +34,18 @@ const char* dtype_name(flashgen_dtype_t dtype) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-bool strides_aligned(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
+bool strides_aligned(int64_t a, int64_t b, int64_t c, int64_t elems) {
+  return a % elems == 0 && b % elems == 0 && c % elems == 0;
+}
+
+flashgen_status_t family_override(const char* env_var, int* family) {
+  const char* value = std::getenv(env_var);
+  *family = 0;
+  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "sm80") == 0) { *family = 80; return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "sm90") == 0) { *family = 90; return FLASHGEN_STATUS_OK; }
+  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, sm80 or sm90", env_var, value);
+}
 
 namespace {
 
@@ -115,10 +126,9 @@ flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   }
   // 16-byte rows: 8 elements of 16 bits, 16 of FP8 (out is 16-bit either way).
   const int64_t in_align = fp8 ? 16 : 8;
-  auto in_aligned = [&](int64_t b, int64_t r, int64_t h) { return b % in_align == 0 && r % in_align == 0 && h % in_align == 0; };
-  if (!in_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
-      !in_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride) ||
-      !in_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride) ||
+  if (!strides_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride, in_align) ||
+      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride, in_align) ||
+      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride, in_align) ||
       !strides_aligned(a.out_batch_stride, a.out_row_stride, a.out_head_stride)) {
     return set_error(invalid, "batch, row and head strides must be multiples of 16 bytes (%lld elements)",
                      (long long)in_align);
@@ -224,17 +234,6 @@ FwdParams to_fwd_params(const flashgen_fwd_args_t& a) {
 
 namespace {
 
-// FLASHGEN_FWD_BACKEND: "sm80" or "sm90" forces a forward kernel family (for comparisons);
-// unset, empty or "auto" picks sm90 on Hopper when it is built, else sm80.
-flashgen_status_t forward_backend(int* family) {
-  const char* value = std::getenv("FLASHGEN_FWD_BACKEND");
-  *family = 0;
-  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "sm80") == 0) { *family = 80; return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "sm90") == 0) { *family = 90; return FLASHGEN_STATUS_OK; }
-  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_FWD_BACKEND='%s': expected auto, sm80 or sm90", value);
-}
-
 constexpr size_t kTileCounterBytes = 16;
 
 struct Plan {
@@ -267,7 +266,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                 /*softcap=*/args->softcap > 0.f, /*alibi=*/args->alibi_slopes != nullptr,
                 /*dropout=*/args->dropout_p > 0.f, /*paged=*/args->block_table != nullptr};
   int backend = 0;
-  status = forward_backend(&backend);
+  status = family_override("FLASHGEN_FWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
@@ -316,8 +315,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
 
   // The sm90 paged kernel loads each key block from one page with one TMA copy, so the pages
   // must hold whole blocks; other page sizes take the SM80 path.
-  const int sm90_block_n = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2).block_n;
-  const bool sm90_pages_fit = !key.paged || p.page_size % sm90_block_n == 0;
+  const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2);
+  const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;
   if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
     // Short queries (decode) are served better by the SM80 path's packed GQA rows and split
     // keys, which the Hopper kernel does not have yet: use it when it is built.
@@ -328,7 +327,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                      "the sm90 paged kernel needs page_size to be a multiple of %d for head dim %d (got %d); other "
                      "page sizes run on the sm80 kernel %s",
-                     sm90_block_n, key.head_dim_qk, p.page_size,
+                     t90.block_n, key.head_dim_qk, p.page_size,
                      backend == 90 ? "(FLASHGEN_FWD_BACKEND=sm90 forbids it)" : "(not built)");
   }
   plan->entry = entry;
@@ -340,7 +339,6 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     // shapes to the SM80 path) uses the same heuristic over the sm90 tiles; FP8 keeps one split.
     p.pack_gqa = false;
     p.num_sms = device.num_sms;
-    const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2);
     const int m90 = (p.seqlen_q + t90.block_m - 1) / t90.block_m;
     const int n90 = (p.seqlen_k + t90.block_n - 1) / t90.block_n;
     if (args->dtype == FLASHGEN_DTYPE_E4M3 || n90 <= 1) {

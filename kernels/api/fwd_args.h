@@ -11,8 +11,13 @@ namespace flashgen {
 
 const char* dtype_name(flashgen_dtype_t dtype);
 bool aligned16(const void* p);
-// 16-byte vector accesses need every row to start on a 16-byte boundary.
-bool strides_aligned(int64_t batch, int64_t row, int64_t head);
+// 16-byte vector accesses need every row to start on a 16-byte boundary: strides that are
+// multiples of `elems` elements (8 of 16 bits, 16 of FP8).
+bool strides_aligned(int64_t batch, int64_t row, int64_t head, int64_t elems = 8);
+
+// A kernel family forced by an environment variable (FLASHGEN_FWD_BACKEND,
+// FLASHGEN_BWD_BACKEND): "sm80" -> 80, "sm90" -> 90, unset, empty or "auto" -> 0.
+flashgen_status_t family_override(const char* env_var, int* family);
 
 // Shapes, pointers, alignment and option ranges; sets the thread's last error on failure.
 flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& args);

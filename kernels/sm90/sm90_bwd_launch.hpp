@@ -12,6 +12,7 @@
 #include "common/bwd_aux.h"
 #include "common/bwd_params.h"
 #include "sm90/sm90_bwd_kernel.hpp"
+#include "sm90/sm90_tma_views.hpp"
 
 namespace flashgen::sm90 {
 
@@ -39,13 +40,10 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   kp.q_batches = varlen ? 1 : std::max(1, params.batch);
   kp.k_rows = std::max(1, params.seqlen_k);
   kp.k_batches = varlen ? 1 : std::max(1, params.batch);
-  auto batch_stride = [&](int64_t stride, int64_t row_stride, int rows) {
-    return (varlen || stride == 0) ? row_stride * rows : stride;
-  };
   auto rows_tensor = [&](const void* ptr, int rows, int heads, int batches, int64_t row_stride, int64_t head_stride,
-                         int64_t batch_stride_) {
-    return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)), make_shape(rows, kHeadDim, heads, batches),
-                       make_stride(row_stride, _1{}, head_stride, batch_stride(batch_stride_, row_stride, rows)));
+                         int64_t batch_stride) {
+    return tma_rows_view(static_cast<Element const*>(ptr), rows, kHeadDim, heads, batches, row_stride, head_stride,
+                         tma_batch_stride(varlen, batch_stride, row_stride, rows));
   };
   auto mQ = rows_tensor(params.q, kp.q_rows, params.num_heads_q, kp.q_batches, params.q_row_stride, params.q_head_stride,
                         params.q_batch_stride);

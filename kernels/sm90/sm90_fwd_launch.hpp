@@ -12,6 +12,7 @@
 #include "common/fwd_combine.h"
 #include "common/fwd_params.h"
 #include "sm90/sm90_fwd_kernel.hpp"
+#include "sm90/sm90_tma_views.hpp"
 
 namespace flashgen::sm90 {
 
@@ -45,22 +46,17 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.k_batches = kIsPaged ? params.num_pages
                  : varlen ? 1
                           : std::max(1, params.kv_batch_idx != nullptr ? params.kv_batch_count : params.batch);
-  auto batch_stride = [&](int64_t stride, int64_t row_stride, int rows) {
-    // A single batch entry still needs a valid (non-zero, 16-byte multiple) stride.
-    return (varlen || stride == 0) ? row_stride * rows : stride;
-  };
   auto kv_batch_stride = [&](int64_t stride, int64_t row_stride) {
-    return kIsPaged ? stride : batch_stride(stride, row_stride, kp.k_rows);
+    return kIsPaged ? stride : tma_batch_stride(varlen, stride, row_stride, kp.k_rows);
   };
   auto const* q = static_cast<Element const*>(params.q);
   auto const* k = static_cast<Element const*>(params.k != nullptr ? params.k : params.q);
   auto const* v = static_cast<Element const*>(params.v != nullptr ? params.v : params.q);
-  Tensor mQ = make_tensor(make_gmem_ptr(q), make_shape(kp.q_rows, kHeadDimQK, params.num_heads_q, kp.q_batches),
-                          make_stride(params.q_row_stride, _1{}, params.q_head_stride,
-                                      batch_stride(params.q_batch_stride, params.q_row_stride, kp.q_rows)));
-  Tensor mK = make_tensor(make_gmem_ptr(k), make_shape(kp.k_rows, kHeadDimQK, params.num_heads_kv, kp.k_batches),
-                          make_stride(params.k_row_stride, _1{}, params.k_head_stride,
-                                      kv_batch_stride(params.k_batch_stride, params.k_row_stride)));
+  Tensor mQ = tma_rows_view(q, kp.q_rows, kHeadDimQK, params.num_heads_q, kp.q_batches, params.q_row_stride,
+                            params.q_head_stride,
+                            tma_batch_stride(varlen, params.q_batch_stride, params.q_row_stride, kp.q_rows));
+  Tensor mK = tma_rows_view(k, kp.k_rows, kHeadDimQK, params.num_heads_kv, kp.k_batches, params.k_row_stride,
+                            params.k_head_stride, kv_batch_stride(params.k_batch_stride, params.k_row_stride));
   // V as (head_dim_v, keys, heads, batches): a strided view of (keys, heads, head_dim_v) for
   // 16 bits; for FP8 the PV layout itself, keys contiguous and v_row_stride between channels.
   auto make_vt = [&]() {

@@ -27,21 +27,22 @@ def _device_index(device: torch.device) -> int:
 FWD_BACKENDS = ("auto", "sm80", "sm90")
 
 
+def _backend_setting(variable: str) -> str:
+    value = os.environ.get(variable, "") or "auto"
+    if value not in FWD_BACKENDS:
+        raise ValueError(f"{variable}={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
+    return value
+
+
 def forward_backend() -> str:
     """FLASHGEN_FWD_BACKEND: 'sm80' or 'sm90' forces a forward kernel family (the C library
     reads the same variable); unset or 'auto' prefers sm90 on Hopper."""
-    value = os.environ.get("FLASHGEN_FWD_BACKEND", "") or "auto"
-    if value not in FWD_BACKENDS:
-        raise ValueError(f"FLASHGEN_FWD_BACKEND={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
-    return value
+    return _backend_setting("FLASHGEN_FWD_BACKEND")
 
 
 def backward_backend() -> str:
     """FLASHGEN_BWD_BACKEND: the same for the backward pass (the C library reads it too)."""
-    value = os.environ.get("FLASHGEN_BWD_BACKEND", "") or "auto"
-    if value not in FWD_BACKENDS:
-        raise ValueError(f"FLASHGEN_BWD_BACKEND={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
-    return value
+    return _backend_setting("FLASHGEN_BWD_BACKEND")
 
 
 def _families_for(device: Optional[torch.device], direction: str = "fwd") -> list[str]:
