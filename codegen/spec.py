@@ -100,17 +100,10 @@ RULES: tuple[Rule, ...] = (
          "FP8 (e4m3) kernels have no softcap, ALiBi or dropout variant"),
     Rule(lambda s: s.arch == "sm90" and (s.head_dim_qk % 16 or s.head_dim_v % 16),
          "sm90 (wgmma) kernels need head dims that are multiples of 16; the sm80 family serves the others"),
-    # Written (kernels/sm90 with kIsPaged and FP8, flash_attn_fp8_func(block_table=)) and
-    # compiled, but not yet run on a GPU.
-    Rule(lambda s: s.dtype == "e4m3" and s.paged,
-         "the FP8 (e4m3) paged-KV variant awaits its GPU tests; no paged-KV variant is built yet"),
     Rule(lambda s: s.direction == "bwd" and s.arch == "sm90" and (
         s.head_dim_qk != s.head_dim_v or s.head_dim_qk > 128 or s.softcap or s.alibi or s.dropout),
          "the sm90 backward (first version) covers head dims up to 128 (qk = v) without softcap, ALiBi or dropout; "
          "the sm80 backward serves the rest"),
-    # Written (kernels/sm90/sm90_bwd_*) and compiled, but not yet run on a GPU.
-    Rule(lambda s: s.direction == "bwd" and s.arch == "sm90",
-         "the sm90 backward awaits its GPU tests; backward kernels are built in the sm80 family only for now"),
     Rule(lambda s: s.direction == "bwd" and s.paged, "the backward pass does not read a paged KV cache"),
     Rule(lambda s: s.dropout and s.paged, "dropout is a training feature; paged-KV kernels are for inference"),
 )

@@ -218,5 +218,25 @@ def test_sm90_kernel_not_built_names_it(monkeypatch):
     with pytest.raises(KernelNotBuiltError, match="fwd_sm90_bf16_hdim112"):
         dispatch.select_kernel("fwd", torch.bfloat16, 112, 112, False)
     # A combination the sm90 family does not implement says so.
-    with pytest.raises(ValueError, match="no paged-KV variant"):
-        dispatch.select_kernel("fwd", torch.float8_e4m3fn, 128, 128, False, paged=True)
+    with pytest.raises(ValueError, match="no softcap, ALiBi or dropout variant"):
+        dispatch.select_kernel("fwd", torch.float8_e4m3fn, 128, 128, False, softcap=True)
+    monkeypatch.setenv("FLASHGEN_BWD_BACKEND", "sm90")
+    with pytest.raises(ValueError, match="head dims up to 128"):
+        dispatch.select_kernel("bwd", torch.bfloat16, 256, 256, False)
+
+
+def test_auto_family_order_on_hopper(monkeypatch):
+    # Auto on a 9.0 GPU: the sm90 forward first; the sm90 backward first only above head dim 64,
+    # where it measured faster than the sm80 one (bench/RESULTS.md), else after it.
+    from flashgen import dispatch
+
+    monkeypatch.delenv("FLASHGEN_BWD_BACKEND", raising=False)
+    monkeypatch.delenv("FLASHGEN_FWD_BACKEND", raising=False)
+    monkeypatch.setattr(dispatch, "_capability", lambda index: (9, 0))
+    hopper = torch.device("cuda", 0)
+    assert dispatch._families_for(hopper, "fwd", 64) == ["sm90", "sm80"]
+    assert dispatch._families_for(hopper, "bwd", 128) == ["sm90", "sm80"]
+    assert dispatch._families_for(hopper, "bwd", 96) == ["sm90", "sm80"]
+    assert dispatch._families_for(hopper, "bwd", 64) == ["sm80", "sm90"]
+    monkeypatch.setattr(dispatch, "_capability", lambda index: (8, 0))
+    assert dispatch._families_for(hopper, "bwd", 128) == ["sm80"]

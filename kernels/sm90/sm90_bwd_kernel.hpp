@@ -1,18 +1,22 @@
-// Hopper backward attention, first version (work in progress: compiled, not yet run on a GPU).
+// Hopper backward attention.
 //
-// One CTA per (key block of 128, KV head, batch entry), two warpgroups of 64 keys each, no warp
-// specialization yet: thread 0 issues TMA loads (K and V once, Q and dO double-buffered per
-// step) and everyone waits on their mbarriers. Each step is one (query head of the GQA group,
-// query block of 64) that sees the keys: S^T = K Q^T and dP^T = V dO^T by wgmma from shared
-// memory; P^T = exp(S^T - LSE) and dS^T = P^T (dP^T - D) in registers; dV += P^T dO and
+// One CTA per (key block of 128, KV head, batch entry) and three warpgroups. The producer
+// warpgroup runs on 24 registers: warp 0 loads K and V once and Q, dO of each step by TMA
+// (kStages buffers), warp 1 loads the step's LSE and D = rowsum(dO * O) into shared memory, warp
+// 2 sends each step's dQ to the fp32 accumulator in global memory by bulk reduce-adds. The two
+// consumer warpgroups (240 registers) own 64 keys each. A step is one (query head of the GQA
+// group, query block of 64) that sees the keys: S^T = K Q^T and dP^T = V dO^T by wgmma from
+// shared memory; P^T = exp(S^T - LSE) and dS^T = P^T (dP^T - D) in registers; dV += P^T dO and
 // dK += dS^T Q by wgmma with the A operand in registers and Q, dO read through transposed
-// (MN-major) views; dS goes to shared memory for dQ = dS K, which the warpgroups split along
-// head_dim and add to the fp32 dQ accumulator with atomics. D and the dQ conversion come from
-// the SM80 path's pre- and post-processing kernels.
+// (MN-major) views; dS goes to shared memory (double-buffered), where dQ = dS K reads it once
+// both warpgroups wrote their keys (the only point where they wait for each other); each
+// warpgroup computes half of dQ's columns into a shared fp32 tile for the writer warp. D and the
+// dQ conversion come from the SM80 path's pre- and post-processing kernels.
 #pragma once
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
 
 #include "common/bwd_params.h"
 #include "common/cute_utils.hpp"
@@ -25,6 +29,20 @@
 namespace flashgen::sm90 {
 
 using namespace cute;
+
+// Named barriers of the backward kernel (0 is __syncthreads).
+enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3 };
+
+// One bulk asynchronous reduce-add of `bytes` (a multiple of 16) contiguous floats from shared to
+// global memory, in the issuing thread's bulk group (commit with tma_store_arrive, wait with
+// tma_store_wait before the shared memory is written again).
+CUTE_DEVICE void bulk_reduce_add_f32(float* gmem, const float* smem, int bytes) {
+  const uint32_t smem_addr = cute::cast_smem_ptr_to_uint(smem);
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+               :
+               : "l"(gmem), "r"(smem_addr), "r"(bytes)
+               : "memory");
+}
 
 template <class Traits>
 struct BwdKernelParams {
@@ -43,9 +61,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using NamedBarrier = cutlass::arch::NamedBarrier;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kHeadDim;
+  constexpr int kStages = Traits::kStages;
+  constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
   const int n_block = blockIdx.x;
@@ -57,21 +79,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   extern __shared__ __align__(1024) char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
-  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});  // (M, d, stages)
-  Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
-  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQt{});
-  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
-  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});      // (N, d)
-  Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
-  Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});   // (M, N)
-  Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{}); // (N, M)
-
-  const int tid = threadIdx.x;
-  const bool leader = tid == 0;
-  if (leader) {
+  const int warp_idx = cutlass::canonical_warp_idx_sync();
+  const int lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
     FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
-    for (int s = 0; s < Traits::kStages; ++s) { FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1); }
+    for (int s = 0; s < kStages; ++s) {
+      FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
+      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/kNumMmaThreads);
+    }
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
@@ -81,42 +96,102 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   sm80::query_blocks_of_key_block<kBlockM, kBlockN>(mask, n_block, m_lo, m_hi);
   const int m_count = max(0, m_hi - m_lo);
   const int steps = m_count * params.group_size;  // (query head of the group, query block)
-
-  Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
-  Tensor mdO = kp.tma_do.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
-  Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
-  Tensor mV = kp.tma_v.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
-  const int q_row0 = varlen ? seq.row_base : 0;
-  const int q_batch = varlen ? 0 : batch;
   auto step_head = [&](int step) { return head_kv * params.group_size + step / m_count; };
   auto step_block = [&](int step) { return m_lo + step % m_count; };
+  // Stage of a step and the parity of its k-th use of that stage.
+  auto stage_of = [](int step) { return step % kStages; };
+  auto phase_of = [](int step) { return (step / kStages) & 1; };
 
-  // Thread 0: Q and dO of `step` into stage step % 2 (free: the previous step's end barrier).
-  auto issue_q_do = [&](int step) {
-    const int stage = step % Traits::kStages;
-    const int h = step_head(step);
-    Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
-                           Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
-    Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
-                            Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
-    auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-    auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-    FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], 2 * Traits::kQBytes);
-    copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, stage));
-    copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, stage));
-  };
-  if (leader) {
-    Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
-                           Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-    Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
-                           Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-    auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-    auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-    FullBarrier::arrive_and_expect_tx(&storage.kv_full, 2 * Traits::kKBytes);
-    copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
-    copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
-    if (steps > 0) { issue_q_do(0); }
+  if (warp_idx < 4) {
+    // ---- Producer warpgroup ----
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    if (warp_idx == 0) {
+      if (!cute::elect_one_sync()) { return; }
+      Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
+      Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});
+      Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
+      Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});
+      Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
+      Tensor mdO = kp.tma_do.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
+      Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
+      Tensor mV = kp.tma_v.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
+      const int q_row0 = varlen ? seq.row_base : 0;
+      const int q_batch = varlen ? 0 : batch;
+      Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+      Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+      auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+      FullBarrier::arrive_and_expect_tx(&storage.kv_full, 2 * Traits::kKBytes);
+      copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
+      copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
+      for (int step = 0; step < steps; ++step) {
+        const int stage = stage_of(step);
+        if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of(step) ^ 1); }
+        const int h = step_head(step);
+        Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
+                               Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
+        Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
+                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
+        auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+        FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], 2 * Traits::kQBytes);
+        copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, stage));
+        copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, stage));
+      }
+    } else if (warp_idx == 1) {
+      // LSE (log2 units; +inf past the end, so P is 0 there) and D of each step's rows.
+      for (int step = 0; step < steps; ++step) {
+        const int stage = stage_of(step);
+        if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of(step) ^ 1); }
+        const int h = step_head(step);
+        const float* lse = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
+        const float* dsum = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
+        CUTE_UNROLL
+        for (int row = lane; row < kBlockM; row += 32) {
+          const int q = step_block(step) * kBlockM + row;
+          const bool in = q < seq.seqlen_q;
+          storage.lse_log2[stage][row] = in ? lse[q] * float(M_LOG2E) : INFINITY;
+          storage.dsum[stage][row] = in ? dsum[q] : 0.f;
+        }
+        FullBarrier::arrive(&storage.qdo_full[stage]);
+      }
+    } else if (warp_idx == 2) {
+      // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
+      const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
+      float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
+      for (int step = 0; step < steps; ++step) {
+        NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
+        NamedBarrier::sync(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+        const int query0 = step_block(step) * kBlockM;
+        float* dq_head = dq_rows + int64_t(step_head(step)) * params.dq_accum_dim;
+        CUTE_UNROLL
+        for (int row = lane; row < kBlockM; row += 32) {
+          if (query0 + row < seq.seqlen_q) {
+            bulk_reduce_add_f32(dq_head + (query0 + row) * dq_row_stride, &storage.dq[row * Traits::kDQRowFloats],
+                                kDim * int(sizeof(float)));
+          }
+        }
+        tma_store_arrive();
+        tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
+      }
+    }
+    return;
   }
+
+  // ---- Consumer warpgroups ----
+  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+  const int tid = threadIdx.x - 128;
+  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
+  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});  // (M, d, stages)
+  Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
+  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQt{});
+  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
+  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});      // (N, d)
+  Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
+  Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});   // (M, N, 2)
+  Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{}); // (N, M, 2)
 
   typename Traits::TiledMmaSdP mma_sdp;
   typename Traits::TiledMmadKV mma_dkv;
@@ -130,7 +205,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor tdPrdO = thr_sdp.partition_fragment_B(sdO);  // dP^T's B: dO, per stage
   Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt);  // dV's B: dO^T, per stage
   Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt);    // dK's B: Q^T, per stage
-  Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
+  Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);     // per dS buffer
   Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
 
   Tensor acc_dk = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kDim>>{});
@@ -146,6 +221,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kCols = decltype(size<1>(acc_layout_rowcol(SFragment{}.layout())))::value;
   auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, mma_sdp);
   auto smem_thr_copy_ds = smem_copy_ds.get_thread_slice(tid);
+  Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);  // (CPY, CPY_N, CPY_M, 2)
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
 
   const float scale_log2 = params.softmax_scale * float(M_LOG2E);
@@ -154,70 +230,71 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   FullBarrier::wait(&storage.kv_full, 0);
 
   for (int step = 0; step < steps; ++step) {
-    const int stage = step % Traits::kStages;
-    if (leader && step + 1 < steps) { issue_q_do(step + 1); }
-    const int h = step_head(step);
-    const int m = step_block(step);
-    const int query0 = m * kBlockM;
+    const int stage = stage_of(step);
+    const int buf = step & 1;
+    const int query0 = step_block(step) * kBlockM;
 
-    // LSE (as a log2 offset) and D of this thread's query columns; rows past the end read +inf
-    // and 0, so their P is 0.
-    float lse_log2[kCols], d_col[kCols];
-    const float* lse_head = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
-    const float* d_head = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      const int q = query0 + get<1>(tScS_rc(0, c));
-      const bool in = q < seq.seqlen_q;
-      lse_log2[c] = in ? lse_head[q] * float(M_LOG2E) : INFINITY;
-      d_col[c] = in ? d_head[q] : 0.f;
-    }
-
-    FullBarrier::wait(&storage.qdo_full[stage], (step / Traits::kStages) & 1);
+    FullBarrier::wait(&storage.qdo_full[stage], phase_of(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
     wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
-    warpgroup_wait<0>();
+    warpgroup_wait<1>();  // S^T; dP^T may still run
+    warpgroup_fence_operand(acc_s);
 
+    // P^T = exp2(S^T * scale - LSE) on visible (key, query) pairs, 0 elsewhere (rows past the
+    // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
     CUTE_UNROLL
-    for (int r = 0; r < size<0>(s); ++r) {
-      const int key = key0 + get<0>(tScS_rc(r, 0));
+    for (int c = 0; c < kCols; ++c) {
+      const int col = get<1>(tScS_rc(0, c));
+      const float lse_log2 = storage.lse_log2[stage][col];
+      const int diag = query0 + col + diag_shift;  // the query's aligned key
       CUTE_UNROLL
-      for (int c = 0; c < kCols; ++c) {
-        const int diag = query0 + get<1>(tScS_rc(r, c)) + diag_shift;  // the query's aligned key
+      for (int r = 0; r < size<0>(s); ++r) {
+        const int key = key0 + get<0>(tScS_rc(r, c));
         const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
                              (mask.window_left < 0 || key >= diag - mask.window_left);
-        const float p = visible ? fast_exp2(s(r, c) * scale_log2 - lse_log2[c]) : 0.f;
-        s(r, c) = p;
-        dp(r, c) = p * (dp(r, c) - d_col[c]);
+        s(r, c) = visible ? fast_exp2(s(r, c) * scale_log2 - lse_log2) : 0.f;
       }
     }
     convert_fragment_into(acc_s, tP);
-    convert_fragment_into(acc_dp, tdS);
     wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
+    warpgroup_wait<1>();  // dP^T; dV may still run
+    warpgroup_fence_operand(acc_dp);
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      const float d = storage.dsum[stage][get<1>(tScS_rc(0, c))];
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(s); ++r) { dp(r, c) = s(r, c) * (dp(r, c) - d); }
+    }
+    convert_fragment_into(acc_dp, tdS);
     wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, stage), acc_dk);
 
     // dS to shared memory (the same registers in the accumulator's order), visible to wgmma's
-    // async proxy, then dQ = dS K.
+    // async proxy; both warpgroups' keys are needed for dQ.
     Tensor tdS_c = make_tensor(tdS.data(), SFragment{}.layout());
-    copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), smem_thr_copy_ds.partition_D(sdSt));
+    copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
     cutlass::arch::fence_view_async_shared();
-    __syncthreads();
+    NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
-    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS, tdQrKt, acc_dq);
-    warpgroup_wait<0>();  // dQ, and the dV / dK products that read tP and tdS
+    Tensor tdQrdS_buf = tdQrdS(_, _, _, buf);
+    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
+    warpgroup_wait<0>();  // dQ, and the dV / dK products that read tP, tdS, Q and dO
+    warpgroup_fence_operand(acc_dq);
+    EmptyBarrier::arrive(&storage.qdo_empty[stage]);
 
-    float* dq_head = params.dq_accum + (int64_t(seq.row_base) * params.num_heads_q + h) * params.dq_accum_dim;
-    const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
+    // dQ to the writer warp's shared tile, two columns per store.
+    NamedBarrier::sync(kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
     CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); ++i) {
-      const int q = query0 + get<0>(tdQcdQ(i));
-      if (q < seq.seqlen_q) { atomicAdd(dq_head + q * dq_row_stride + get<1>(tdQcdQ(i)), acc_dq(i)); }
+    for (int i = 0; i < size(acc_dq); i += 2) {
+      const auto coord = tdQcdQ(i);
+      *reinterpret_cast<float2*>(&storage.dq[get<0>(coord) * Traits::kDQRowFloats + get<1>(coord)]) =
+          make_float2(acc_dq(i), acc_dq(i + 1));
     }
-    __syncthreads();  // Q, dO of this stage and dS are free
+    cutlass::arch::fence_view_async_shared();
+    NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
   }
 
   // dK (times the softmax scale) and dV, straight from registers, two columns per store.

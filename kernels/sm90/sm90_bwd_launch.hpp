@@ -1,6 +1,5 @@
-// Host-side launch of the Hopper backward kernel (work in progress, not built by default): the
-// SM80 path's preprocess (D, zeroed dQ accumulator), TMA descriptors, the kernel, then the dQ
-// conversion and the sinks' gradient.
+// Host-side launch of the Hopper backward kernel: the SM80 path's preprocess (D, zeroed dQ
+// accumulator), TMA descriptors, the kernel, then the dQ conversion and the sinks' gradient.
 #pragma once
 
 #include <algorithm>
