@@ -226,17 +226,15 @@ def test_sm90_kernel_not_built_names_it(monkeypatch):
 
 
 def test_auto_family_order_on_hopper(monkeypatch):
-    # Auto on a 9.0 GPU: the sm90 forward first; the sm90 backward first only above head dim 64,
-    # where it measured faster than the sm80 one (bench/RESULTS.md), else after it.
+    # Auto on a 9.0 GPU tries the sm90 family first in both directions (the C library then falls
+    # back to sm80 for calls the sm90 backward does not run); elsewhere sm80 only.
     from flashgen import dispatch
 
     monkeypatch.delenv("FLASHGEN_BWD_BACKEND", raising=False)
     monkeypatch.delenv("FLASHGEN_FWD_BACKEND", raising=False)
     monkeypatch.setattr(dispatch, "_capability", lambda index: (9, 0))
     hopper = torch.device("cuda", 0)
-    assert dispatch._families_for(hopper, "fwd", 64) == ["sm90", "sm80"]
-    assert dispatch._families_for(hopper, "bwd", 128) == ["sm90", "sm80"]
-    assert dispatch._families_for(hopper, "bwd", 96) == ["sm90", "sm80"]
-    assert dispatch._families_for(hopper, "bwd", 64) == ["sm80", "sm90"]
+    assert dispatch._families_for(hopper, "fwd") == ["sm90", "sm80"]
+    assert dispatch._families_for(hopper, "bwd") == ["sm90", "sm80"]
     monkeypatch.setattr(dispatch, "_capability", lambda index: (8, 0))
-    assert dispatch._families_for(hopper, "bwd", 128) == ["sm80"]
+    assert dispatch._families_for(hopper, "bwd") == ["sm80"]

@@ -15,9 +15,6 @@ namespace flashgen {
 namespace {
 
 constexpr size_t kWorkspaceAlign = 256;
-// FLASHGEN_BWD_BACKEND=auto prefers the sm90 backward above this head dim (python/flashgen/
-// dispatch.py keeps the same number).
-constexpr int kSm90BwdPreferredAbove = 64;
 
 size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
@@ -87,10 +84,9 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
                       f.causal != 0, /*softcap=*/f.softcap > 0.f, /*alibi=*/f.alibi_slopes != nullptr,
                       /*dropout=*/f.dropout_p > 0.f, /*paged=*/false};
   // FLASHGEN_BWD_BACKEND (auto, sm80, sm90), as FLASHGEN_FWD_BACKEND for the forward. The sm90
-  // backward runs the calls without dropout, softcap, ALiBi or the deterministic mode. Auto takes
-  // it on Hopper first for head dims above 64 (H100: 1.16-1.45x the sm80 kernel at 128) and
-  // after the sm80 kernel at 64 and below (where sm80 was 1.04-1.14x faster); see
-  // bench/RESULTS.md.
+  // backward runs the calls without dropout, softcap, ALiBi or the deterministic mode; auto takes
+  // it first on Hopper when it is built (H100: 1.2-1.6x the sm80 kernel at head dim 128, 0.95-1.1x
+  // at 64; bench/RESULTS.md), else the sm80 one.
   int backend = 0;
   status = family_override("FLASHGEN_BWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
@@ -99,15 +95,13 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
                          args->deterministic == 0;
   KernelKey hopper = key;
   hopper.family = KernelFamily::kSm90;
-  const bool sm90_first = backend == 90 || (backend == 0 && key.head_dim_qk > kSm90BwdPreferredAbove);
-  if (sm90_fits && sm90_first) { plan->entry = find_kernel(hopper); }
+  if (sm90_fits && backend != 80) { plan->entry = find_kernel(hopper); }
   if (backend == 90 && plan->entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
                      "FLASHGEN_BWD_BACKEND=sm90: no sm90 backward kernel fits this call (it needs a compute "
                      "capability 9.0 GPU, a built bwd_sm90_* kernel, no dropout/softcap/ALiBi and deterministic=0)");
   }
   if (plan->entry == nullptr) { plan->entry = find_kernel(key); }
-  if (plan->entry == nullptr && sm90_fits && backend == 0) { plan->entry = find_kernel(hopper); }
   if (plan->entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
                      "no backward kernel was built for dtype=%s head_dim_qk=%d head_dim_v=%d causal=%d softcap=%d "

@@ -219,7 +219,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor tP = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
   Tensor tdS = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
   constexpr int kCols = decltype(size<1>(acc_layout_rowcol(SFragment{}.layout())))::value;
-  auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<DefaultCopy, Element>{}, mma_sdp);
+  // stmatrix.trans: dS^T's 8 x 8 blocks land transposed, keys contiguous as sdS wants them.
+  auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_sdp);
   auto smem_thr_copy_ds = smem_copy_ds.get_thread_slice(tid);
   Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);  // (CPY, CPY_N, CPY_M, 2)
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
@@ -246,17 +247,41 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      const int col = get<1>(tScS_rc(0, c));
-      const float lse_log2 = storage.lse_log2[stage][col];
-      const int diag = query0 + col + diag_shift;  // the query's aligned key
+    // Columns come in adjacent pairs (the accumulator's innermost mode): one 8-byte load each.
+    // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
+    // need none: their LSE is +inf).
+    static_assert(kCols % 2 == 0);
+    const bool interior =
+        key0 + kBlockN <= seq.seqlen_k &&
+        (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
+        (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+    if (interior) {
       CUTE_UNROLL
-      for (int r = 0; r < size<0>(s); ++r) {
-        const int key = key0 + get<0>(tScS_rc(r, c));
-        const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
-                             (mask.window_left < 0 || key >= diag - mask.window_left);
-        s(r, c) = visible ? fast_exp2(s(r, c) * scale_log2 - lse_log2) : 0.f;
+      for (int c = 0; c < kCols; c += 2) {
+        const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][get<1>(tScS_rc(0, c))]);
+        CUTE_UNROLL
+        for (int r = 0; r < size<0>(s); ++r) {
+          s(r, c) = fast_exp2(s(r, c) * scale_log2 - lse2.x);
+          s(r, c + 1) = fast_exp2(s(r, c + 1) * scale_log2 - lse2.y);
+        }
+      }
+    } else {
+      CUTE_UNROLL
+      for (int c = 0; c < kCols; c += 2) {
+        const int col = get<1>(tScS_rc(0, c));
+        const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+        CUTE_UNROLL
+        for (int j = 0; j < 2; ++j) {
+          const float lse_log2 = j == 0 ? lse2.x : lse2.y;
+          const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+          CUTE_UNROLL
+          for (int r = 0; r < size<0>(s); ++r) {
+            const int key = key0 + get<0>(tScS_rc(r, c + j));
+            const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
+                                 (mask.window_left < 0 || key >= diag - mask.window_left);
+            s(r, c + j) = visible ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+          }
+        }
       }
     }
     convert_fragment_into(acc_s, tP);
@@ -264,10 +289,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     warpgroup_wait<1>();  // dP^T; dV may still run
     warpgroup_fence_operand(acc_dp);
     CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      const float d = storage.dsum[stage][get<1>(tScS_rc(0, c))];
+    for (int c = 0; c < kCols; c += 2) {
+      const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
       CUTE_UNROLL
-      for (int r = 0; r < size<0>(s); ++r) { dp(r, c) = s(r, c) * (dp(r, c) - d); }
+      for (int r = 0; r < size<0>(s); ++r) {
+        dp(r, c) = s(r, c) * (dp(r, c) - d2.x);
+        dp(r, c + 1) = s(r, c + 1) * (dp(r, c + 1) - d2.y);
+      }
     }
     convert_fragment_into(acc_dp, tdS);
     wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, stage), acc_dk);

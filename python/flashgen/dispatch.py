@@ -45,19 +45,12 @@ def backward_backend() -> str:
     return _backend_setting("FLASHGEN_BWD_BACKEND")
 
 
-# FLASHGEN_BWD_BACKEND=auto tries the sm90 backward first above this head dim and after sm80 at
-# or below it (measured, bench/RESULTS.md); kernels/api/bwd_api.cpp keeps the same number.
-SM90_BWD_PREFERRED_ABOVE = 64
-
-
-def _families_for(device: Optional[torch.device], direction: str = "fwd", head_dim: int = 0) -> list[str]:
+def _families_for(device: Optional[torch.device], direction: str = "fwd") -> list[str]:
     """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
     backend = forward_backend() if direction == "fwd" else backward_backend()
     if backend != "auto":
         return [backend]
     if device is not None and device.type == "cuda" and _capability(_device_index(device)) == (9, 0):
-        if direction == "bwd" and head_dim <= SM90_BWD_PREFERRED_ABOVE:
-            return ["sm80", "sm90"]
         return ["sm90", "sm80"]
     return ["sm80"]
 
@@ -84,7 +77,7 @@ def select_kernel(
     candidates = [
         KernelSpec(family, direction, DTYPE_NAMES[dtype], head_dim_qk, head_dim_v, causal, softcap, alibi, dropout,
                    paged)
-        for family in _families_for(device, direction, head_dim_qk)
+        for family in _families_for(device, direction)
     ]
     for spec in candidates:
         if spec.name in built:
