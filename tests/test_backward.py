@@ -166,15 +166,21 @@ def test_strided_inputs_from_packed_qkv(spec):
                        softmax_scale=0.3)
 
 
-@pytest.mark.parametrize("spec", SAMPLE[:2], ids=lambda s: s.name)
-def test_deterministic_is_bitwise_reproducible(spec):
-    if spec.arch == "sm90":
-        pytest.skip("the sm90 backward has no deterministic mode; FLASHGEN_BWD_BACKEND=auto runs it on the sm80 kernel")
+DETERMINISTIC = list(dict.fromkeys(SAMPLE[:2] + [s for s in PLAIN if s.arch == "sm90"][:4]))
+
+
+@pytest.mark.parametrize("window", [(-1, -1), (300, 0)], ids=str)
+@pytest.mark.parametrize("spec", DETERMINISTIC, ids=lambda s: s.name)
+def test_deterministic_is_bitwise_reproducible(spec, window):
+    # GQA (4 query heads per KV head) and a window: the key blocks that see a query block start
+    # past block 0, so the counter's turns are counted from the first one that does.
     q, k, v = make_qkv(spec, b=2, sq=1023, sk=1023, h=4, hkv=1)
     dout = torch.randn(*q.shape[:3], spec.head_dim_v, device="cuda", dtype=q.dtype)
-    runs = [flashgen_grads(q, k, v, dout, causal=spec.causal, deterministic=True)[1:4] for _ in range(3)]
+    runs = [flashgen_grads(q, k, v, dout, causal=spec.causal, window_size=window, deterministic=True)[1:4]
+            for _ in range(3)]
     for run in runs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+    assert_grads_close((*runs[0], None), q, k, v, dout, causal=spec.causal, window=window)
 
 
 def _small_fwd_args(spec, requires_grad):
@@ -187,15 +193,13 @@ def _small_fwd_args(spec, requires_grad):
 @pytest.mark.parametrize("spec", PLAIN[:1], ids=lambda s: s.name)
 def test_opcheck(spec):
     q, k, v, sinks = _small_fwd_args(spec, requires_grad=True)
-    deterministic = spec.arch != "sm90"  # where the kernel has the mode
-    fwd_args = (q, k, v, None, None, 0, 0, None, 0.2, spec.causal, -1, -1, 0.0, None, sinks, 0.0, 0, deterministic,
-                True)
+    fwd_args = (q, k, v, None, None, 0, 0, None, 0.2, spec.causal, -1, -1, 0.0, None, sinks, 0.0, 0, True, True)
     torch.library.opcheck(torch.ops.flashgen.attn_fwd.default, fwd_args)
     detached = [t.detach() for t in (q, k, v, sinks)]
     out, lse, rng = torch.ops.flashgen.attn_fwd(*detached[:3], None, None, 0, 0, None, 0.2, spec.causal, -1, -1, 0.0,
                                                 None, detached[3], 0.0, 0, True, True)
     bwd_args = (torch.randn_like(out), *detached[:3], out, lse, None, None, 0, 0, 0.2, spec.causal, -1, -1, 0.0, None,
-                detached[3], 0.0, rng, deterministic)
+                detached[3], 0.0, rng, True)
     torch.library.opcheck(torch.ops.flashgen.attn_bwd.default, bwd_args)
 
 

@@ -84,22 +84,21 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
                       f.causal != 0, /*softcap=*/f.softcap > 0.f, /*alibi=*/f.alibi_slopes != nullptr,
                       /*dropout=*/f.dropout_p > 0.f, /*paged=*/false};
   // FLASHGEN_BWD_BACKEND (auto, sm80, sm90), as FLASHGEN_FWD_BACKEND for the forward. The sm90
-  // backward runs the calls without dropout, softcap, ALiBi or the deterministic mode; auto takes
+  // backward runs the calls without dropout, softcap or ALiBi; auto takes
   // it first on Hopper when it is built (H100: 1.2-1.6x the sm80 kernel at head dim 128, 0.95-1.1x
   // at 64; bench/RESULTS.md), else the sm80 one.
   int backend = 0;
   status = family_override("FLASHGEN_BWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   plan->entry = nullptr;
-  const bool sm90_fits = device.compute_capability == 90 && !key.softcap && !key.alibi && !key.dropout &&
-                         args->deterministic == 0;
+  const bool sm90_fits = device.compute_capability == 90 && !key.softcap && !key.alibi && !key.dropout;
   KernelKey hopper = key;
   hopper.family = KernelFamily::kSm90;
   if (sm90_fits && backend != 80) { plan->entry = find_kernel(hopper); }
   if (backend == 90 && plan->entry == nullptr) {
     return set_error(FLASHGEN_STATUS_NOT_BUILT,
                      "FLASHGEN_BWD_BACKEND=sm90: no sm90 backward kernel fits this call (it needs a compute "
-                     "capability 9.0 GPU, a built bwd_sm90_* kernel, no dropout/softcap/ALiBi and deterministic=0)");
+                     "capability 9.0 GPU, a built bwd_sm90_* kernel and no dropout/softcap/ALiBi)");
   }
   if (plan->entry == nullptr) { plan->entry = find_kernel(key); }
   if (plan->entry == nullptr) {
@@ -135,7 +134,10 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   p.deterministic = args->deterministic != 0;
   p.dq_accum_dim = sm80::padded_head_dim(p.head_dim_qk);
   const sm80::BwdTile tile = sm80::bwd_tile(p.head_dim_qk, p.head_dim_v);
-  p.num_m_blocks = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+  // Deterministic-mode counters per query block: counted in 64-row blocks, enough for the sm80
+  // tile and for the sm90 kernel's 64- or 128-row blocks alike.
+  const int counter_rows = tile.block_m < 64 ? tile.block_m : 64;
+  p.num_m_blocks = (p.seqlen_q + counter_rows - 1) / counter_rows;
 
   plan->accum_bytes = align_up(size_t(p.total_q) * p.num_heads_q * p.dq_accum_dim * sizeof(float));
   plan->d_bytes = align_up(size_t(p.num_heads_q) * p.total_q * sizeof(float));

@@ -10,8 +10,9 @@
 // dK += dS^T Q by wgmma with the A operand in registers and Q, dO read through transposed
 // (MN-major) views; dS goes to shared memory (double-buffered), where dQ = dS K reads it once
 // both warpgroups wrote their keys (the only point where they wait for each other); each
-// warpgroup computes half of dQ's columns into a shared fp32 tile for the writer warp. D and the
-// dQ conversion come from the SM80 path's pre- and post-processing kernels.
+// warpgroup computes half of dQ's columns into a shared fp32 tile for the writer warp (in
+// deterministic mode the writer adds in key-block order behind a per-query-block counter). D
+// and the dQ conversion come from the SM80 path's pre- and post-processing kernels.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -43,6 +44,13 @@ CUTE_DEVICE void bulk_reduce_add_f32(float* gmem, const float* smem, int bytes) 
                : "l"(gmem), "r"(smem_addr), "r"(bytes)
                : "memory");
 }
+
+// Waits until every bulk operation of the thread's committed groups has completed (their
+// writes performed, not only their shared-memory reads).
+CUTE_DEVICE void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
+// Orders the thread's generic-proxy global accesses with its async-proxy (bulk) ones.
+CUTE_DEVICE void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
 
 template <class Traits>
 struct BwdKernelParams {
@@ -164,8 +172,24 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       for (int step = 0; step < steps; ++step) {
         NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
         NamedBarrier::sync(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
-        const int query0 = step_block(step) * kBlockM;
-        float* dq_head = dq_rows + int64_t(step_head(step)) * params.dq_accum_dim;
+        const int m = step_block(step);
+        const int query0 = m * kBlockM;
+        const int h = step_head(step);
+        // Deterministic mode: the key blocks that see query block m add their dQ parts in
+        // increasing order behind a counter; lower key blocks have lower block indices, so the
+        // CTAs waited for were launched first and always make progress.
+        int* semaphore = nullptr;
+        if (params.deterministic) {
+          semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
+          const int turn = n_block - mask.blocks(m).n_min;
+          if (lane == 0) {
+            while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
+          }
+          __syncwarp();
+          __threadfence();
+          fence_proxy_async_global();
+        }
+        float* dq_head = dq_rows + int64_t(h) * params.dq_accum_dim;
         CUTE_UNROLL
         for (int row = lane; row < kBlockM; row += 32) {
           if (query0 + row < seq.seqlen_q) {
@@ -174,7 +198,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           }
         }
         tma_store_arrive();
-        tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
+        if (params.deterministic) {
+          bulk_wait_all();  // the adds are done in global memory, not just read from shared
+          fence_proxy_async_global();
+          __threadfence();
+          __syncwarp();
+          if (lane == 0) { atomicAdd(semaphore, 1); }
+        } else {
+          tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
+        }
       }
     }
     return;
