@@ -63,7 +63,7 @@ struct BwdKernelParams {
   int32_t k_rows, k_batches;
 };
 
-template <class Traits, bool kIsCausal>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     bwd_kernel(const __grid_constant__ BwdKernelParams<Traits> kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -257,7 +257,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);  // (CPY, CPY_N, CPY_M, 2)
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
 
-  const float scale_log2 = params.softmax_scale * float(M_LOG2E);
+  // The exponent's factor on the (capped) score: softmax_scale, or softcap with a cap.
+  const float scale_log2 = params.logit_scale_log2;
   const int key0 = n_block * kBlockN;
   const int diag_shift = seq.seqlen_k - seq.seqlen_q;
   FullBarrier::wait(&storage.kv_full, 0);
@@ -272,61 +273,98 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
     wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
-    warpgroup_wait<1>();  // S^T; dP^T may still run
-    warpgroup_fence_operand(acc_s);
-
-    // P^T = exp2(S^T * scale - LSE) on visible (key, query) pairs, 0 elsewhere (rows past the
-    // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
-    // Columns come in adjacent pairs (the accumulator's innermost mode): one 8-byte load each.
-    // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
-    // need none: their LSE is +inf).
-    static_assert(kCols % 2 == 0);
-    const bool interior =
-        key0 + kBlockN <= seq.seqlen_k &&
-        (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
-        (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
-    if (interior) {
+    if constexpr (kHasSoftcap || kHasAlibi) {
+      // Logit transforms: one pass over S^T and dP^T once both products are done, so that the
+      // softcap's derivative 1 - tanh^2 needs no register array of its own.
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_s);
+      warpgroup_fence_operand(acc_dp);
+      [[maybe_unused]] float raw_slope = 0.f;
+      if constexpr (kHasAlibi) {
+        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + step_head(step)] / params.logit_scale;
+      }
       CUTE_UNROLL
-      for (int c = 0; c < kCols; c += 2) {
-        const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][get<1>(tScS_rc(0, c))]);
+      for (int c = 0; c < kCols; ++c) {
+        const int col = get<1>(tScS_rc(0, c));
+        const float lse_log2 = storage.lse_log2[stage][col];
+        const float d = storage.dsum[stage][col];
+        const int diag = query0 + col + diag_shift;  // the query's aligned key
         CUTE_UNROLL
         for (int r = 0; r < size<0>(s); ++r) {
-          s(r, c) = fast_exp2(s(r, c) * scale_log2 - lse2.x);
-          s(r, c + 1) = fast_exp2(s(r, c + 1) * scale_log2 - lse2.y);
+          const int key = key0 + get<0>(tScS_rc(r, c));
+          float x = s(r, c);
+          float dcap = 1.f;
+          if constexpr (kHasSoftcap) {
+            x = fast_tanh(x * params.softcap_prescale);
+            dcap = 1.f - x * x;
+          }
+          if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
+          const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
+                               (mask.window_left < 0 || key >= diag - mask.window_left);
+          const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
+          s(r, c) = p;
+          dp(r, c) = p * (dp(r, c) - d) * dcap;
         }
       }
+      convert_fragment_into(acc_s, tP);
+      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
     } else {
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; c += 2) {
-        const int col = get<1>(tScS_rc(0, c));
-        const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+      warpgroup_wait<1>();  // S^T; dP^T may still run
+      warpgroup_fence_operand(acc_s);
+
+      // P^T = exp2(S^T * scale - LSE) on visible (key, query) pairs, 0 elsewhere (rows past the
+      // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
+      // Columns come in adjacent pairs (the accumulator's innermost mode): one 8-byte load each.
+      // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
+      // need none: their LSE is +inf).
+      static_assert(kCols % 2 == 0);
+      const bool interior =
+          key0 + kBlockN <= seq.seqlen_k &&
+          (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
+          (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+      if (interior) {
         CUTE_UNROLL
-        for (int j = 0; j < 2; ++j) {
-          const float lse_log2 = j == 0 ? lse2.x : lse2.y;
-          const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+        for (int c = 0; c < kCols; c += 2) {
+          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][get<1>(tScS_rc(0, c))]);
           CUTE_UNROLL
           for (int r = 0; r < size<0>(s); ++r) {
-            const int key = key0 + get<0>(tScS_rc(r, c + j));
-            const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
-                                 (mask.window_left < 0 || key >= diag - mask.window_left);
-            s(r, c + j) = visible ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+            s(r, c) = fast_exp2(s(r, c) * scale_log2 - lse2.x);
+            s(r, c + 1) = fast_exp2(s(r, c + 1) * scale_log2 - lse2.y);
+          }
+        }
+      } else {
+        CUTE_UNROLL
+        for (int c = 0; c < kCols; c += 2) {
+          const int col = get<1>(tScS_rc(0, c));
+          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+          CUTE_UNROLL
+          for (int j = 0; j < 2; ++j) {
+            const float lse_log2 = j == 0 ? lse2.x : lse2.y;
+            const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+            CUTE_UNROLL
+            for (int r = 0; r < size<0>(s); ++r) {
+              const int key = key0 + get<0>(tScS_rc(r, c + j));
+              const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
+                                   (mask.window_left < 0 || key >= diag - mask.window_left);
+              s(r, c + j) = visible ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+            }
           }
         }
       }
-    }
-    convert_fragment_into(acc_s, tP);
-    wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
-    warpgroup_wait<1>();  // dP^T; dV may still run
-    warpgroup_fence_operand(acc_dp);
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; c += 2) {
-      const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
+      convert_fragment_into(acc_s, tP);
+      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
+      warpgroup_wait<1>();  // dP^T; dV may still run
+      warpgroup_fence_operand(acc_dp);
       CUTE_UNROLL
-      for (int r = 0; r < size<0>(s); ++r) {
-        dp(r, c) = s(r, c) * (dp(r, c) - d2.x);
-        dp(r, c + 1) = s(r, c + 1) * (dp(r, c + 1) - d2.y);
+      for (int c = 0; c < kCols; c += 2) {
+        const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
+        CUTE_UNROLL
+        for (int r = 0; r < size<0>(s); ++r) {
+          dp(r, c) = s(r, c) * (dp(r, c) - d2.x);
+          dp(r, c + 1) = s(r, c + 1) * (dp(r, c + 1) - d2.y);
+        }
       }
     }
     convert_fragment_into(acc_dp, tdS);

@@ -15,18 +15,18 @@
 
 namespace flashgen::sm90 {
 
-template <class Element, int kHeadDim, bool kIsCausal>
+template <class Element, int kHeadDim, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
 flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   using Traits = BwdTraits<Element, kHeadDim>;
-  auto* kernel = &bwd_kernel<Traits, kIsCausal>;
+  auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi>;
   constexpr flashgen_dtype_t kDtype =
       std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
   if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDim || params.dropout_p > 0.f ||
-      params.softcap > 0.f || params.alibi_slopes != nullptr ||
+      (params.softcap > 0.f) != kHasSoftcap || (params.alibi_slopes != nullptr) != kHasAlibi ||
       (params.deterministic && params.num_m_blocks * Traits::kBlockM < params.seqlen_q)) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "internal: the sm90 backward kernel got a call it does not run (head dims, dropout, softcap, "
-                     "ALiBi, or too few deterministic-mode counters)");
+                     "internal: the sm90 backward kernel got a call it does not run (head dims, dropout, softcap "
+                     "or ALiBi flags, or too few deterministic-mode counters)");
   }
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
