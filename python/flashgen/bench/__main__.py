@@ -64,10 +64,10 @@ def bwd_table(results: list[backward.BwdResult]) -> list[str]:
     return rows
 
 
-def _forward_family() -> str:
-    """Which family the standard sweep's forward calls dispatch to (bf16, head dim 128)."""
+def _family(direction: str = "fwd") -> str:
+    """Which family the standard sweep's calls of `direction` dispatch to (bf16, head dim 128)."""
     try:
-        spec = select_kernel("fwd", torch.bfloat16, 128, 128, False, torch.device("cuda"))
+        spec = select_kernel(direction, torch.bfloat16, 128, 128, False, torch.device("cuda"))
     except (ValueError, RuntimeError) as err:
         return f"unknown ({str(err).splitlines()[0][:60]})"
     return spec.arch
@@ -85,9 +85,13 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--backend", choices=("auto", "sm80", "sm90"), default=None,
                         help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
+    parser.add_argument("--bwd-backend", choices=("auto", "sm80", "sm90"), default=None,
+                        help="force the backward kernel family (sets FLASHGEN_BWD_BACKEND)")
     args = parser.parse_args(argv)
     if args.backend is not None:
         os.environ["FLASHGEN_FWD_BACKEND"] = args.backend
+    if args.bwd_backend is not None:
+        os.environ["FLASHGEN_BWD_BACKEND"] = args.bwd_backend
     if not torch.cuda.is_available():
         print("flashgen.bench needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
         f"cuDNN {torch.backends.cudnn.version()}",
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
-        f"flashgen forward kernel family: {_forward_family()}",
+        f"flashgen kernel families (bf16, head dim 128): forward {_family('fwd')}, backward {_family('bwd')}",
     ]
     for line in header:
         print(line, flush=True)
