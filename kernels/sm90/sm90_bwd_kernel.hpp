@@ -21,6 +21,7 @@
 
 #include "common/bwd_params.h"
 #include "common/cute_utils.hpp"
+#include "common/dropout.hpp"
 #include "common/mask.hpp"
 #include "common/seq_info.hpp"
 #include "sm80/sm80_bwd_kernel.hpp"
@@ -52,6 +53,38 @@ CUTE_DEVICE void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::
 // Orders the thread's generic-proxy global accesses with its async-proxy (bulk) ones.
 CUTE_DEVICE void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;" ::: "memory"); }
 
+// Dropout in the transposed (keys, queries) accumulator: the forward's scheme (common/dropout.hpp)
+// puts queries {q, q + 8} x keys {k, k + 1, k + 8, k + 9} of a 16 x 16 block in one Philox group;
+// a thread here holds keys {k, k + 8} x queries {q, q + 1, q + 8, q + 9}, i.e. half of two groups
+// (query parities q and q + 1), so it draws two Philox calls per 16 x 16 block (the forward's
+// thread draws one). Returns the keep bit of element (r, c) of the rowcol view at r * kCols + c.
+template <int kCols, class Coords>
+CUTE_DEVICE uint64_t dropout_keep_bits(DropoutKey const& dkey, Coords const& coords, int key0, int query0) {
+  static_assert(2 * kCols <= 64 && kCols % 4 == 0);
+  uint64_t bits = 0;
+#pragma unroll 1
+  for (int block = 0; block < kCols / 4; ++block) {  // columns 4 block + {0, 1, 2, 3}: 16 queries
+    CUTE_UNROLL
+    for (int cl = 0; cl < 2; ++cl) {
+      const int c0 = 4 * block + cl;
+      const Philox4x32 draw = dkey.group_bits(query0 + get<1>(coords(0, c0)), key0 + get<0>(coords(0, c0)));
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        CUTE_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          const int c = c0 + 2 * half;  // the column 8 queries on, same group
+          const int query = query0 + get<1>(coords(r, c));
+          const int key = key0 + get<0>(coords(r, c));
+          if (DropoutKey::uniform16(draw, DropoutKey::slot(query, key)) >= dkey.threshold) {
+            bits |= uint64_t(1) << (r * kCols + c);
+          }
+        }
+      }
+    }
+  }
+  return bits;
+}
+
 template <class Traits>
 struct BwdKernelParams {
   BwdParams bwd;
@@ -63,7 +96,7 @@ struct BwdKernelParams {
   int32_t k_rows, k_batches;
 };
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     bwd_kernel(const __grid_constant__ BwdKernelParams<Traits> kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -268,6 +301,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const int buf = step & 1;
     const int query0 = step_block(step) * kBlockM;
 
+    // Dropout's keep bits (bit r * kCols + c: element (r, c) kept) before the S and dP
+    // accumulators come alive, so the Philox rounds have the registers to themselves.
+    [[maybe_unused]] uint64_t keep_bits = ~uint64_t(0);
+    if constexpr (kHasDropout) {
+      keep_bits = dropout_keep_bits<kCols>(
+          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, step_head(step),
+                     params.dropout_threshold),
+          tScS_rc, key0, query0);
+    }
     FullBarrier::wait(&storage.qdo_full[stage], phase_of(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
@@ -275,9 +317,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
-    if constexpr (kHasSoftcap || kHasAlibi) {
-      // Logit transforms: one pass over S^T and dP^T once both products are done, so that the
-      // softcap's derivative 1 - tanh^2 needs no register array of its own.
+    if constexpr (kHasSoftcap || kHasAlibi || kHasDropout) {
+      // Logit transforms and dropout: one pass over S^T and dP^T once both products are done,
+      // so that the softcap's derivative 1 - tanh^2 needs no register array of its own.
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_s);
       warpgroup_fence_operand(acc_dp);
@@ -285,6 +327,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       if constexpr (kHasAlibi) {
         raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + step_head(step)] / params.logit_scale;
       }
+
       CUTE_UNROLL
       for (int c = 0; c < kCols; ++c) {
         const int col = get<1>(tScS_rc(0, c));
@@ -304,8 +347,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
                                (mask.window_left < 0 || key >= diag - mask.window_left);
           const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
-          s(r, c) = p;
-          dp(r, c) = p * (dp(r, c) - d) * dcap;
+          float dp_eff = dp(r, c);
+          if constexpr (kHasDropout) {
+            // Kept elements: P unscaled into dV (scaled once at the end), dP scaled; dropped: 0.
+            const bool keep = (keep_bits >> (r * kCols + c)) & 1;
+            dp_eff = keep ? dp_eff * params.dropout_scale : 0.f;
+            s(r, c) = keep ? p : 0.f;
+          } else {
+            s(r, c) = p;
+          }
+          dp(r, c) = p * (dp_eff - d) * dcap;
         }
       }
       convert_fragment_into(acc_s, tP);
@@ -395,6 +446,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
   }
 
+  if constexpr (kHasDropout) {
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dv); ++i) { acc_dv(i) *= params.dropout_scale; }
+  }
   // dK (times the softmax scale) and dV, straight from registers, two columns per store.
   Tensor dk_rc = make_tensor(acc_dk.data(), acc_layout_rowcol(acc_dk.layout()));
   Tensor dv_rc = make_tensor(acc_dv.data(), acc_layout_rowcol(acc_dv.layout()));

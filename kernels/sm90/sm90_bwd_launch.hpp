@@ -15,13 +15,13 @@
 
 namespace flashgen::sm90 {
 
-template <class Element, int kHeadDim, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi>
+template <class Element, int kHeadDim, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   using Traits = BwdTraits<Element, kHeadDim>;
-  auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi>;
+  auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
   constexpr flashgen_dtype_t kDtype =
       std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
-  if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDim || params.dropout_p > 0.f ||
+  if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDim || (params.dropout_p > 0.f) != kHasDropout ||
       (params.softcap > 0.f) != kHasSoftcap || (params.alibi_slopes != nullptr) != kHasAlibi ||
       (params.deterministic && params.num_m_blocks * Traits::kBlockM < params.seqlen_q)) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
