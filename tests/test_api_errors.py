@@ -9,10 +9,12 @@ from flashgen.codegen.spec import KernelSpec
 from flashgen.dispatch import arch_is_built
 
 
-def built_spec():
-    """The first plain (no dropout, no paging) kernel of the build."""
+def built_spec(**fields):
+    """The first plain (no dropout, no paging, not FP8) kernel of the build with these field
+    values (e.g. arch="sm80"), or None."""
     specs = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"]]
-    return next(s for s in specs if not s.dropout and not s.paged and s.dtype != "e4m3")
+    return next((s for s in specs if not s.dropout and not s.paged and s.dtype != "e4m3"
+                 and all(getattr(s, name) == value for name, value in fields.items())), None)
 
 
 def qkv(b=2, sq=17, sk=19, h=4, hkv=4, d=None, dv=None, dtype=None, device="cpu"):
@@ -167,13 +169,11 @@ def test_kernel_not_built_names_the_kernel_and_the_filter():
 def test_cpu_tensors_are_rejected():
     # CPU tensors resolve their kernel in the sm80 family (dispatch knows no GPU for them), then
     # fail the device check; a build without an sm80 forward kernel names the missing kernel.
-    specs = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"]]
-    spec = next((s for s in specs if s.arch == "sm80" and s.direction == "fwd" and not s.dropout and not s.paged
-                 and s.dtype != "e4m3"), None)
+    spec = built_spec(arch="sm80", direction="fwd")
     if spec is None:
         pytest.skip("this build has no plain sm80 forward kernel, which a CPU-tensor call resolves to")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
-    q, k, v = (torch.randn(2, 17, 4, d, dtype=dtype) for d in (spec.head_dim_qk, spec.head_dim_qk, spec.head_dim_v))
+    q, k, v = qkv(d=spec.head_dim_qk, dv=spec.head_dim_v,
+                  dtype={"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype])
     with pytest.raises(ValueError, match="CUDA tensors"):
         flashgen.flash_attn_func(q, k, v, causal=spec.causal)
 
