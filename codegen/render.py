@@ -19,7 +19,7 @@ KERNEL_SUBDIR = "kernels"
 CPP_ELEMENT = {"fp16": "cutlass::half_t", "bf16": "cutlass::bfloat16_t", "e4m3": "cutlass::float_e4m3_t"}
 CPP_DTYPE_ENUM = {"fp16": "FLASHGEN_DTYPE_FP16", "bf16": "FLASHGEN_DTYPE_BF16", "e4m3": "FLASHGEN_DTYPE_E4M3"}
 CPP_FAMILY = {"sm80": "KernelFamily::kSm80", "sm90": "KernelFamily::kSm90"}
-CPP_DIRECTION = {"fwd": "Direction::kFwd", "bwd": "Direction::kBwd"}
+CPP_DIRECTION = {"fwd": "Direction::kFwd", "bwd": "Direction::kBwd", "decode": "Direction::kDecode"}
 
 
 def default_template_dir() -> Path:

@@ -8,7 +8,8 @@ Every knob comes from a command-line value, else the environment variable of the
   FLASHGEN_DTYPES          e.g. "bf16"
   FLASHGEN_VARIANTS        feature sets, '+'-joined: e.g. "plain;paged;softcap+alibi"
                            (default: plain;softcap;alibi;dropout;paged)
-  FLASHGEN_DIRECTIONS      "fwd", "bwd" or both (default: fwd;bwd; bwd covers the non-paged variants)
+  FLASHGEN_DIRECTIONS      "fwd", "bwd", "decode" (default: all three; bwd covers the non-paged
+                           variants; decode kernels have no variants, one per dtype and head dim)
   FLASHGEN_KERNELS         include globs over kernel names, e.g. "fwd_sm80_bf16_*"
   FLASHGEN_KERNELS_EXCLUDE exclude globs over kernel names
 
@@ -181,6 +182,10 @@ class BuildSelection:
         for family, direction, dtype, (qk, v), causal, features in itertools.product(
             self.families, self.directions, self.dtypes, self.head_dims, (False, True), self.variants
         ):
+            if direction == "decode":
+                # Decode kernels take every feature at run time: one per (dtype, head dims).
+                yield KernelSpec(family, direction, dtype, qk, v, False)
+                continue
             yield KernelSpec(family, direction, dtype, qk, v, causal, **{f: f in features for f in VARIANT_FEATURES})
 
     def specs(self) -> list[KernelSpec]:

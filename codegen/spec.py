@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 FAMILIES = ("sm80", "sm90")
-DIRECTIONS = ("fwd", "bwd")
+DIRECTIONS = ("fwd", "bwd", "decode")
 DTYPES = ("fp16", "bf16", "e4m3")
 MAX_HEAD_DIM = 256
 
@@ -70,7 +70,7 @@ class KernelSpec:
 FLAGS = ("causal", "softcap", "alibi", "dropout", "paged")
 
 _NAME_RE = re.compile(
-    r"(?P<dir>fwd|bwd)_(?P<arch>sm\d+)_(?P<dtype>[a-z0-9]+)_hdim(?P<qk>\d+)(?:x(?P<v>\d+))?"
+    r"(?P<dir>fwd|bwd|decode)_(?P<arch>sm\d+)_(?P<dtype>[a-z0-9]+)_hdim(?P<qk>\d+)(?:x(?P<v>\d+))?"
     r"(?P<flags>" + "".join(f"(?:_{flag})?" for flag in FLAGS) + ")"
 )
 
@@ -92,8 +92,19 @@ RULES: tuple[Rule, ...] = (
         f"head dims must be in 1..{MAX_HEAD_DIM}",
     ),
     Rule(lambda s: s.head_dim_qk % 8 or s.head_dim_v % 8, "head dims must be multiples of 8"),
-    Rule(lambda s: s.dtype == "e4m3" and s.arch != "sm90", "e4m3 (FP8) kernels exist only in the sm90 family"),
-    Rule(lambda s: s.dtype == "e4m3" and s.direction != "fwd", "FP8 (e4m3) kernels are forward only"),
+    Rule(lambda s: s.dtype == "e4m3" and s.direction == "fwd" and s.arch != "sm90",
+         "e4m3 (FP8) attention kernels exist only in the sm90 family (an FP8 KV cache is read by decode_sm80_e4m3_*)"),
+    Rule(lambda s: s.dtype == "e4m3" and s.direction == "bwd", "FP8 (e4m3) attention has no backward pass"),
+    # Decode: a few query rows over a long cache (kernels/sm80/sm80_decode_kernel.hpp); dtype is
+    # the cache's (e4m3: an FP8 cache read with fp16 or bf16 queries).
+    Rule(lambda s: s.direction == "decode" and s.arch != "sm80",
+         "decode kernels are in the sm80 family (mma.sync + cp.async), which runs on sm80 and every newer GPU"),
+    Rule(lambda s: s.direction == "decode" and (s.causal or s.softcap or s.alibi or s.dropout or s.paged),
+         "decode kernels take causal, windows, softcap, ALiBi, sinks and paging at run time: they have no variants"),
+    Rule(lambda s: s.direction == "decode" and (s.head_dim_qk != s.head_dim_v or s.head_dim_qk % 16),
+         "decode kernels need head_dim_qk = head_dim_v, a multiple of 16"),
+    Rule(lambda s: s.direction == "decode" and s.dtype == "e4m3" and s.head_dim_qk % 32,
+         "decode kernels over an FP8 cache need head dims that are multiples of 32"),
     Rule(lambda s: s.dtype == "e4m3" and (s.head_dim_qk % 32 or s.head_dim_v % 32),
          "FP8 (e4m3) kernels need head dims that are multiples of 32 (the k width of an FP8 wgmma)"),
     Rule(lambda s: s.dtype == "e4m3" and (s.softcap or s.alibi or s.dropout),
@@ -102,9 +113,6 @@ RULES: tuple[Rule, ...] = (
          "sm90 (wgmma) kernels need head dims that are multiples of 16; the sm80 family serves the others"),
     Rule(lambda s: s.direction == "bwd" and s.arch == "sm90" and (s.head_dim_qk != s.head_dim_v or s.head_dim_qk > 128),
          "the sm90 backward covers head dims up to 128 (qk = v); the sm80 backward serves the rest"),
-    # Written (kernels/sm90/sm90_bwd_kernel.hpp, kHasDropout) and compiled, not yet run on a GPU.
-    Rule(lambda s: s.direction == "bwd" and s.arch == "sm90" and s.dropout,
-         "the sm90 backward's dropout variant awaits its GPU tests; the sm80 backward serves dropout"),
     Rule(lambda s: s.direction == "bwd" and s.paged, "the backward pass does not read a paged KV cache"),
     Rule(lambda s: s.dropout and s.paged, "dropout is a training feature; paged-KV kernels are for inference"),
 )

@@ -88,6 +88,7 @@ void bind_fwd_args(py::module_& m) {
   FG_FIELD(c, S, philox_seed);
   FG_FIELD(c, S, philox_offset);
   FG_FIELD(c, S, num_splits);
+  FG_FIELD(c, S, kv_cache_e4m3);
   FG_POINTER(c, S, workspace, void*);
   FG_FIELD(c, S, workspace_bytes);
   c.def_property(
@@ -182,6 +183,11 @@ void bind_kv_append_args(py::module_& m) {
   FG_STRIDES(c, S, q);
   FG_STRIDES(c, S, q_out);
   FG_FIELD(c, S, q_positions_per_row);
+  FG_FIELD(c, S, cache_e4m3);
+  c.def_property_readonly(
+      "k_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.k_scale; }, py::return_value_policy::reference_internal);
+  c.def_property_readonly(
+      "v_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.v_scale; }, py::return_value_policy::reference_internal);
 }
 
 void bind_fp8_quantize_args(py::module_& m) {

@@ -39,6 +39,9 @@ def _forward_family_of_spec(request, monkeypatch):
                 pytest.skip("sm90 kernels run on compute capability 9.0 GPUs only")
         monkeypatch.setenv("FLASHGEN_BWD_BACKEND", spec.arch)
         return
+    if getattr(spec, "direction", None) == "decode":
+        monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "decode")
+        return
     if getattr(spec, "direction", None) != "fwd":
         return
     if spec.arch == "sm90":

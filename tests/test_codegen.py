@@ -68,11 +68,16 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "fwd", "int8", 128, 128, False), "dtype"),
         (KernelSpec("sm80", "bwd", "bf16", 128, 128, False, paged=True), "paged"),
         (KernelSpec("sm90", "fwd", "bf16", 72, 72, False), "multiples of 16"),
-        (KernelSpec("sm90", "bwd", "e4m3", 128, 128, False), "forward only"),
+        (KernelSpec("sm90", "bwd", "e4m3", 128, 128, False), "no backward pass"),
+        (KernelSpec("sm90", "decode", "bf16", 128, 128, False), "decode kernels are in the sm80 family"),
+        (KernelSpec("sm80", "decode", "bf16", 128, 128, True), "at run time"),
+        (KernelSpec("sm80", "decode", "bf16", 128, 128, False, paged=True), "at run time"),
+        (KernelSpec("sm80", "decode", "bf16", 192, 128, False), "head_dim_qk = head_dim_v"),
+        (KernelSpec("sm80", "decode", "bf16", 72, 72, False), "multiple of 16"),
+        (KernelSpec("sm80", "decode", "e4m3", 48, 48, False), "multiples of 32"),
         (KernelSpec("sm90", "fwd", "e4m3", 80, 80, False), "multiples of 32"),
         (KernelSpec("sm90", "fwd", "e4m3", 128, 128, True, softcap=True), "no softcap"),
         (KernelSpec("sm90", "bwd", "bf16", 256, 256, False), "head dims up to 128"),
-        (KernelSpec("sm90", "bwd", "bf16", 128, 128, False, dropout=True), "dropout variant awaits its GPU tests"),
     ],
 )
 def test_rules_reject_with_a_reason(spec, fragment):
@@ -127,9 +132,18 @@ def test_directions_knob_adds_backward_kernels_of_the_training_variants():
     assert bwd == {"bwd_sm80_bf16_hdim128", "bwd_sm80_bf16_hdim128_causal", "bwd_sm80_bf16_hdim128_dropout",
                    "bwd_sm80_bf16_hdim128_causal_dropout"}
     assert len(names - bwd) == 6
-    assert len(selection(directions=None).specs()) == 140 + 112  # default: both directions
+    # default: all three directions; decode: 6 head dims (not 192x128) x fp16, bf16, e4m3 caches
+    assert len(selection(directions=None).specs()) == 140 + 112 + 18
     with pytest.raises(SelectionError, match="unknown direction"):
         selection(directions="sideways")
+
+
+def test_decode_kernels_have_no_variants():
+    """One decode kernel per (cache dtype, head dim), whatever FLASHGEN_VARIANTS says."""
+    names = {s.name for s in selection(head_dims="128;192x128", dtypes="bf16;e4m3", variants="paged",
+                                       directions="decode").specs()}
+    assert names == {"decode_sm80_bf16_hdim128", "decode_sm80_e4m3_hdim128"}
+    assert KernelSpec.parse("decode_sm80_e4m3_hdim64") == KernelSpec("sm80", "decode", "e4m3", 64, 64, False)
 
 
 def test_variants_knob():

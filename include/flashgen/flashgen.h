@@ -28,7 +28,7 @@ extern "C" {
 #define FLASHGEN_API __attribute__((visibility("default")))
 #endif
 
-#define FLASHGEN_ABI_VERSION 1
+#define FLASHGEN_ABI_VERSION 2
 
 typedef enum flashgen_status {
   FLASHGEN_STATUS_OK = 0,
@@ -152,6 +152,15 @@ typedef struct flashgen_fwd_args {
   flashgen_fp8_scale_t q_scale;
   flashgen_fp8_scale_t k_scale;
   flashgen_fp8_scale_t v_scale;
+
+  /* FP8 KV cache (decode_sm80_e4m3_* kernels): nonzero when k and v are e4m3 while q and out are
+     dtype (FP16 or BF16); any number of query tokens and GQA group, no dropout, no cu_seqlens,
+     head_dim_qk = head_dim_v. k_scale and v_scale dequantise the cache: the real value is
+     scale * x at scale[entry * batch_stride + head_kv * head_stride + (row / block_rows) *
+     block_stride], entry being the page (paged) or the cache entry (kv_batch_idx[b], else b) and
+     row the key's row within it; zero strides share (per kv head: batch_stride = block_stride = 0;
+     per page: batch_stride = num_heads_kv, head_stride = 1). NULL scale: 1. */
+  int kv_cache_e4m3;
 } flashgen_fwd_args_t;
 
 /* Fills every field with its default (zeros, no window: window_left = window_right = -1). */
@@ -244,6 +253,12 @@ typedef struct flashgen_kv_append_args {
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t q_out_batch_stride, q_out_row_stride, q_out_head_stride;
   int q_positions_per_row;
+  /* FP8 cache: nonzero when k_cache and v_cache are e4m3 (k_new, v_new, q stay dtype). Each new
+     row is stored as saturate_e4m3(x / scale), with the scale the decode kernels will read for
+     that row (flashgen_fwd_args_t.kv_cache_e4m3 says how it is addressed); NULL scale: 1. */
+  int cache_e4m3;
+  flashgen_fp8_scale_t k_scale;
+  flashgen_fp8_scale_t v_scale;
 } flashgen_kv_append_args_t;
 
 FLASHGEN_API void flashgen_kv_append_args_init(flashgen_kv_append_args_t* args);

@@ -1,6 +1,7 @@
 // C ABI of the auxiliary kernels: dropout mask, KV-cache append.
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #include "api/launch_status.h"
 #include "common/aux_kernels.h"
@@ -61,6 +62,13 @@ flashgen_status_t flashgen_kv_append(const flashgen_kv_append_args_t* a, cudaStr
   if (a->rotary_cos != nullptr) {
     if (a->rotary_sin == nullptr || a->rotary_dim <= 0 || a->rotary_dim % 2 != 0 || a->rotary_dim > a->head_dim_qk) {
       return set_error(invalid, "rotary needs cos and sin, and an even rotary_dim <= head_dim");
+    }
+  }
+  for (const flashgen_fp8_scale_t* sc : {&a->k_scale, &a->v_scale}) {
+    if (a->cache_e4m3 != 0 && sc->scale != nullptr &&
+        (sc->batch_stride < 0 || sc->head_stride < 0 || sc->block_stride < 0 ||
+         (sc->block_stride != 0 && sc->block_rows <= 0))) {
+      return set_error(invalid, "FP8 cache scales: strides must be >= 0 and block_rows > 0 with a block stride");
     }
   }
   if (a->q_out != nullptr && (a->q == nullptr || a->num_heads_q <= 0 || a->seqlen_q < 0)) {

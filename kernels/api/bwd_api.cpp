@@ -85,11 +85,13 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
                       /*dropout=*/f.dropout_p > 0.f, /*paged=*/false};
   // FLASHGEN_BWD_BACKEND (auto, sm80, sm90), as FLASHGEN_FWD_BACKEND for the forward. Auto takes
   // the sm90 backward first on Hopper when a kernel for the call is built (H100: 1.2-1.6x the
-  // sm80 kernel at head dim 128, 0.95-1.1x at 64; bench/RESULTS.md), else the sm80 one (which
-  // serves dropout: the sm90 dropout variant is not built yet, see codegen/spec.py).
+  // sm80 kernel at head dim 128, 0.95-1.1x at 64; bench/RESULTS.md), else the sm80 one.
   int backend = 0;
   status = family_override("FLASHGEN_BWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (backend == kDecodeBackend) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_BWD_BACKEND=decode: decode kernels are forward only");
+  }
   plan->entry = nullptr;
   KernelKey hopper = key;
   hopper.family = KernelFamily::kSm90;

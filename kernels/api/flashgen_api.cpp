@@ -11,6 +11,7 @@
 #include "api/registry.h"
 #include "api/split_heuristic.h"
 #include "flashgen/flashgen.h"
+#include "sm80/sm80_decode_tile.h"
 #include "sm80/sm80_fwd_tile.h"
 #include "sm90/sm90_fwd_tile.h"
 
@@ -44,7 +45,8 @@ flashgen_status_t family_override(const char* env_var, int* family) {
   if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
   if (std::strcmp(value, "sm80") == 0) { *family = 80; return FLASHGEN_STATUS_OK; }
   if (std::strcmp(value, "sm90") == 0) { *family = 90; return FLASHGEN_STATUS_OK; }
-  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, sm80 or sm90", env_var, value);
+  if (std::strcmp(value, "decode") == 0) { *family = kDecodeBackend; return FLASHGEN_STATUS_OK; }
+  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, sm80, sm90 or decode", env_var, value);
 }
 
 namespace {
@@ -98,6 +100,36 @@ flashgen_status_t validate_fp8_args(const flashgen_fwd_args_t& a) {
   return FLASHGEN_STATUS_OK;
 }
 
+// An FP8 KV cache read by the decode kernels with fp16/bf16 queries.
+flashgen_status_t validate_fp8_cache_args(const flashgen_fwd_args_t& a) {
+  const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
+  if (a.dtype != FLASHGEN_DTYPE_FP16 && a.dtype != FLASHGEN_DTYPE_BF16) {
+    return set_error(invalid, "an FP8 KV cache (kv_cache_e4m3) is read with fp16 or bf16 queries, not %s",
+                     dtype_name(a.dtype));
+  }
+  if (a.cu_seqlens_q != nullptr || a.dropout_p > 0.f || a.head_dim_qk != a.head_dim_v) {
+    return set_error(invalid, "an FP8 KV cache is read by the decode kernels: no cu_seqlens, no dropout, and "
+                              "head_dim_qk = head_dim_v");
+  }
+  const struct {
+    const char* name;
+    const flashgen_fp8_scale_t& s;
+  } scales[] = {{"k_scale", a.k_scale}, {"v_scale", a.v_scale}};
+  for (const auto& sc : scales) {
+    if (sc.s.scale == nullptr) { continue; }
+    if (reinterpret_cast<uintptr_t>(sc.s.scale) % alignof(float) != 0) {
+      return set_error(invalid, "%s.scale must be float-aligned", sc.name);
+    }
+    if (sc.s.batch_stride < 0 || sc.s.head_stride < 0 || sc.s.block_stride < 0) {
+      return set_error(invalid, "%s strides must be >= 0", sc.name);
+    }
+    if (sc.s.block_stride != 0 && (sc.s.block_rows <= 0 || sc.s.block_rows > INT_MAX)) {
+      return set_error(invalid, "%s.block_rows must be > 0 when block_stride is set", sc.name);
+    }
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
 }  // namespace
 
 flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
@@ -126,15 +158,20 @@ flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   }
   // 16-byte rows: 8 elements of 16 bits, 16 of FP8 (out is 16-bit either way).
   const int64_t in_align = fp8 ? 16 : 8;
+  const int64_t kv_align = a.kv_cache_e4m3 != 0 ? 16 : in_align;
   if (!strides_aligned(a.q_batch_stride, a.q_row_stride, a.q_head_stride, in_align) ||
-      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride, in_align) ||
-      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride, in_align) ||
+      !strides_aligned(a.k_batch_stride, a.k_row_stride, a.k_head_stride, kv_align) ||
+      !strides_aligned(a.v_batch_stride, a.v_row_stride, a.v_head_stride, kv_align) ||
       !strides_aligned(a.out_batch_stride, a.out_row_stride, a.out_head_stride)) {
     return set_error(invalid, "batch, row and head strides must be multiples of 16 bytes (%lld elements)",
                      (long long)in_align);
   }
   if (fp8) {
     const flashgen_status_t status = validate_fp8_args(a);
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+  }
+  if (a.kv_cache_e4m3 != 0) {
+    const flashgen_status_t status = validate_fp8_cache_args(a);
     if (status != FLASHGEN_STATUS_OK) { return status; }
   }
   if (!(a.softmax_scale >= 0.f) || std::isinf(a.softmax_scale)) {
@@ -243,6 +280,61 @@ struct Plan {
   size_t workspace_bytes;
 };
 
+// The decode kernels serve calls whose packed rows (query tokens x GQA group) fit two 16-row
+// tiles; longer queries take the forward kernels (FP8 caches, which only the decode kernels
+// read, take them at any length, in blocks of rows).
+constexpr int kDecodeMaxRows = 32;
+
+int64_t packed_rows(const flashgen_fwd_args_t& a) { return a.seqlen_q * (a.num_heads_q / a.num_heads_kv); }
+
+bool decode_fits(const flashgen_fwd_args_t& a) {
+  return a.cu_seqlens_q == nullptr && a.dropout_p == 0.f && a.head_dim_qk == a.head_dim_v &&
+         (a.dtype == FLASHGEN_DTYPE_FP16 || a.dtype == FLASHGEN_DTYPE_BF16);
+}
+
+KernelKey decode_key(const flashgen_fwd_args_t& a) {
+  return KernelKey{KernelFamily::kSm80, Direction::kDecode,
+                   a.kv_cache_e4m3 != 0 ? FLASHGEN_DTYPE_E4M3 : a.dtype, int(a.head_dim_qk), int(a.head_dim_v),
+                   /*causal=*/false, /*softcap=*/false, /*alibi=*/false, /*dropout=*/false, /*paged=*/false};
+}
+
+// One CTA per (split, KV head, block of packed rows, batch entry). Splits fill the GPU when
+// those are fewer than its CTA slots; each split keeps at least two 64-key stages.
+flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEntry* entry, const DeviceInfo& device,
+                                   bool workspace_available, Plan* plan) {
+  plan->entry = entry;
+  plan->params = to_fwd_params(a);
+  FwdParams& p = plan->params;
+  p.pack_gqa = true;
+  if (a.kv_cache_e4m3 != 0) { p.out_fp16 = a.dtype == FLASHGEN_DTYPE_FP16; }
+  // The decode kernels take causality as the window's right edge (the forward kernels have it
+  // as a template flag).
+  if (a.causal != 0) { p.window_right = 0; }
+  const int d = p.head_dim_qk;
+  const int rows = p.seqlen_q * p.group_size;
+  const int row_blocks = (rows + sm80::decode::rows_per_cta(rows, d) - 1) / sm80::decode::rows_per_cta(rows, d);
+  if (int64_t(p.num_heads_kv) * row_blocks > 65535 || p.batch > 65535) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "decode: batch and num_heads_kv x blocks of %d packed rows must be <= 65535",
+                     sm80::decode::rows_per_cta(rows, d));
+  }
+  const int tiles = (p.seqlen_k + sm80::decode::kBlockN - 1) / sm80::decode::kBlockN;
+  const int smem = sm80::decode::smem_bytes(a.kv_cache_e4m3 != 0, d);
+  const int per_sm = device.smem_per_sm > smem ? device.smem_per_sm / (smem + 1024) : 1;
+  int splits = int(a.num_splits);
+  if (splits == 0) {
+    splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,
+                                                     tiles / 2 > 1 ? tiles / 2 : 1, device.num_sms * per_sm)
+                                 : 1;
+  }
+  splits = splits > tiles ? (tiles > 0 ? tiles : 1) : splits;
+  plan->num_splits = splits;
+  plan->workspace_bytes =
+      splits > 1 ? size_t(splits) * p.num_heads_q * p.total_q * (size_t(p.head_dim_v) + 1) * sizeof(float) : 0;
+  p.num_splits = splits;
+  return FLASHGEN_STATUS_OK;
+}
+
 // workspace_available: whether an automatic split count may ask for workspace.
 flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_available, Plan* plan) {
   clear_error();
@@ -278,6 +370,23 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
                      "FLASHGEN_FWD_BACKEND=sm90 needs a compute capability 9.0 GPU (this one is sm_%d)",
                      device.compute_capability);
+  }
+  if (args->kv_cache_e4m3 != 0 || backend == kDecodeBackend ||
+      (backend == 0 && decode_fits(*args) && packed_rows(*args) <= kDecodeMaxRows)) {
+    const KernelEntry* decode_entry = decode_fits(*args) ? find_kernel(decode_key(*args)) : nullptr;
+    if (decode_entry != nullptr) { return make_decode_plan(*args, decode_entry, device, workspace_available, plan); }
+    if (args->kv_cache_e4m3 != 0 || backend == kDecodeBackend) {
+      if (!decode_fits(*args)) {
+        return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                         "the decode kernels (FLASHGEN_FWD_BACKEND=decode, or an FP8 KV cache) take no dropout, no "
+                         "cu_seqlens and head_dim_qk = head_dim_v");
+      }
+      return set_error(FLASHGEN_STATUS_NOT_BUILT,
+                       "the decode kernel decode_sm80_%s_hdim%d was not built; rebuild with FLASHGEN_DIRECTIONS "
+                       "including decode, FLASHGEN_DTYPES including %s and FLASHGEN_HEAD_DIMS including %d",
+                       dtype_name(decode_key(*args).dtype), int(args->head_dim_qk),
+                       dtype_name(decode_key(*args).dtype), int(args->head_dim_qk));
+    }
   }
   const KernelEntry* entry = nullptr;
   if (device.compute_capability == 90 && backend != 80) {

@@ -16,7 +16,9 @@ bool aligned16(const void* p);
 bool strides_aligned(int64_t batch, int64_t row, int64_t head, int64_t elems = 8);
 
 // A kernel family forced by an environment variable (FLASHGEN_FWD_BACKEND,
-// FLASHGEN_BWD_BACKEND): "sm80" -> 80, "sm90" -> 90, unset, empty or "auto" -> 0.
+// FLASHGEN_BWD_BACKEND): "sm80" -> 80, "sm90" -> 90, "decode" -> kDecodeBackend (the decode
+// kernels, forward only), unset, empty or "auto" -> 0.
+constexpr int kDecodeBackend = 1;
 flashgen_status_t family_override(const char* env_var, int* family);
 
 // Shapes, pointers, alignment and option ranges; sets the thread's last error on failure.

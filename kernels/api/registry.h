@@ -10,7 +10,7 @@
 namespace flashgen {
 
 enum class KernelFamily { kSm80 = 80, kSm90 = 90 };
-enum class Direction { kFwd = 0, kBwd = 1 };
+enum class Direction { kFwd = 0, kBwd = 1, kDecode = 2 };
 
 struct KernelKey {
   KernelFamily family;
@@ -37,7 +37,7 @@ using BwdLauncher = flashgen_status_t (*)(const BwdParams&, cudaStream_t);
 struct KernelEntry {
   KernelKey key;
   const char* name;  // the canonical KernelSpec.name
-  FwdLauncher fwd;  // set for forward kernels
+  FwdLauncher fwd;  // set for forward and decode kernels
   BwdLauncher bwd;  // set for backward kernels
 };
 

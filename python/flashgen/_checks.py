@@ -100,15 +100,30 @@ def check_dropout(dropout_p) -> float:
     return value
 
 
-def check_float_vector(name: str, t, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+def check_cache_dtypes(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    """Whether the KV cache is FP8 (e4m3, read with fp16/bf16 queries); raises on mixed types."""
+    fp8 = [isinstance(t, torch.Tensor) and t.dtype == torch.float8_e4m3fn for t in (k_cache, v_cache)]
+    if not any(fp8):
+        return False
+    if not all(fp8):
+        raise TypeError("k_cache and v_cache must both be float8_e4m3fn for an FP8 cache")
+    if not isinstance(q, torch.Tensor) or q.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"an FP8 KV cache is read with float16 or bfloat16 queries, got "
+                        f"{getattr(q, 'dtype', type(q).__name__)}")
+    return True
+
+
+def check_float_vector(name: str, t, shapes: list[tuple[int, ...]], allow_none: bool = False) -> torch.Tensor:
     """A float32 per-head (or per-batch-and-head) parameter tensor such as alibi slopes or sinks."""
+    if t is None and allow_none:
+        return None
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.float32:
         raise TypeError(f"{name} must be float32, got {t.dtype}")
     if tuple(t.shape) not in shapes:
         raise ValueError(f"{name} must have shape {' or '.join(str(s) for s in shapes)}, got {tuple(t.shape)}")
-    if t.stride(-1) != 1:
+    if t.dim() > 0 and t.stride(-1) != 1:
         raise ValueError(f"{name} must be contiguous in its last dimension")
     return t
 

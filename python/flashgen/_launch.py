@@ -36,6 +36,24 @@ class Paged:
 
 
 @dataclass
+class Fp8CacheScales:
+    """Dequantisation scales of an e4m3 KV cache: float32 tensors of shape (), (1,),
+    (nheads_kv,) or (cache entries or pages, nheads_kv); None means 1."""
+
+    k: Optional[torch.Tensor] = None
+    v: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def fill(arg, t: Optional[torch.Tensor]) -> None:
+        if t is None:
+            return
+        arg.scale = t.data_ptr()
+        arg.batch_stride, arg.head_stride = (t.stride(0), t.stride(1)) if t.dim() == 2 else \
+            (0, t.stride(0) if t.dim() == 1 and t.numel() > 1 else 0)
+        arg.block_stride, arg.block_rows = 0, 0
+
+
+@dataclass
 class Options:
     softmax_scale: float
     causal: bool = False
@@ -107,18 +125,28 @@ def _fill_forward_args(a, q, k, v, out, lse, opts: Options, varlen: Optional[Var
 
 
 def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None, kv: Optional[KVCache] = None,
-                paged: Optional[Paged] = None) -> None:
+                paged: Optional[Paged] = None, fp8_cache: Optional[Fp8CacheScales] = None,
+                workspace: Optional[torch.Tensor] = None) -> None:
     """q/k/v/out in flash-attn layouts: (b, s, h, d), or packed (total, h, d) when varlen,
-    or k/v as (num_pages, page_size, h_kv, d) when paged."""
+    or k/v as (num_pages, page_size, h_kv, d) when paged. fp8_cache: k/v are an e4m3 cache
+    with these scales. workspace: a caller-owned uint8 CUDA tensor for split-KV partials (then
+    nothing is allocated here: CUDA-graph replays reuse it); too small raises."""
     _C = lib()
     a = _C.FwdArgs()
     _fill_forward_args(a, q, k, v, out, lse, opts, varlen, kv, paged)
+    if fp8_cache is not None:
+        a.kv_cache_e4m3 = 1
+        Fp8CacheScales.fill(a.k_scale, fp8_cache.k)
+        Fp8CacheScales.fill(a.v_scale, fp8_cache.v)
     device = q.device
     with torch.cuda.device(device):
-        workspace = None
         nbytes, _ = _C.fwd_workspace(a)
         if nbytes:
-            workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            if workspace is None:
+                workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            elif workspace.numel() * workspace.element_size() < nbytes:
+                raise ValueError(f"workspace holds {workspace.numel() * workspace.element_size()} bytes; this call "
+                                 f"needs {nbytes}")
             a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
         _C.fwd(a, torch.cuda.current_stream(device).cuda_stream)
 

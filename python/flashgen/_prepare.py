@@ -49,11 +49,15 @@ def options(nheads, batch, head_dim, softmax_scale, causal, window_size, softcap
     return opts
 
 
-def check_qkv_shapes(q, k, v, rank, kv_rank=None):
-    """Types, ranks, dtypes, heads and head dims: (dtype, nheads, head_dim, head_dim_v)."""
+def check_qkv_shapes(q, k, v, rank, kv_rank=None, cache=False):
+    """Types, ranks, dtypes, heads and head dims: (dtype, nheads, head_dim, head_dim_v).
+    cache: k and v are a KV cache, which may be FP8 (e4m3) under fp16/bf16 queries."""
     for name, t, r in (("q", q, rank), ("k", k, kv_rank or rank), ("v", v, kv_rank or rank)):
         _checks.check_tensor(name, t, rank=r)
-    dtype = _checks.check_dtypes(q=q, k=k, v=v)
+    if cache and _checks.check_cache_dtypes(q, k, v):
+        dtype = q.dtype
+    else:
+        dtype = _checks.check_dtypes(q=q, k=k, v=v)
     nheads, head_dim = q.shape[-2], q.shape[-1]
     nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
     if k.shape[-1] != head_dim:
@@ -67,9 +71,9 @@ def check_qkv_shapes(q, k, v, rank, kv_rank=None):
     return dtype, nheads, head_dim, head_dim_v
 
 
-def check_qkv_common(q, k, v, rank, kv_rank=None):
+def check_qkv_common(q, k, v, rank, kv_rank=None, cache=False):
     """check_qkv_shapes plus the strides and alignment the kernels load with."""
-    result = check_qkv_shapes(q, k, v, rank, kv_rank)
+    result = check_qkv_shapes(q, k, v, rank, kv_rank, cache)
     for name, t in (("q", q), ("k", k), ("v", v)):
         _checks.check_layout(name, t)
     return result

@@ -24,31 +24,74 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-FWD_BACKENDS = ("auto", "sm80", "sm90")
+FWD_BACKENDS = ("auto", "sm80", "sm90", "decode")
+BWD_BACKENDS = ("auto", "sm80", "sm90")
+# Packed rows (query tokens x GQA group) up to which auto mode sends a call to a decode kernel
+# (the C library's kDecodeMaxRows).
+DECODE_MAX_ROWS = 32
 
 
-def _backend_setting(variable: str) -> str:
+def _backend_setting(variable: str, allowed: tuple[str, ...]) -> str:
     value = os.environ.get(variable, "") or "auto"
-    if value not in FWD_BACKENDS:
-        raise ValueError(f"{variable}={value!r}: expected one of {', '.join(FWD_BACKENDS)}")
+    if value not in allowed:
+        raise ValueError(f"{variable}={value!r}: expected one of {', '.join(allowed)}")
     return value
 
 
 def forward_backend() -> str:
-    """FLASHGEN_FWD_BACKEND: 'sm80' or 'sm90' forces a forward kernel family (the C library
-    reads the same variable); unset or 'auto' prefers sm90 on Hopper."""
-    return _backend_setting("FLASHGEN_FWD_BACKEND")
+    """FLASHGEN_FWD_BACKEND: 'sm80' or 'sm90' forces a forward kernel family, 'decode' the
+    decode kernels (the C library reads the same variable); unset or 'auto' prefers sm90 on
+    Hopper, and the decode kernels for short queries."""
+    return _backend_setting("FLASHGEN_FWD_BACKEND", FWD_BACKENDS)
 
 
 def backward_backend() -> str:
     """FLASHGEN_BWD_BACKEND: the same for the backward pass (the C library reads it too)."""
-    return _backend_setting("FLASHGEN_BWD_BACKEND")
+    return _backend_setting("FLASHGEN_BWD_BACKEND", BWD_BACKENDS)
+
+
+def decode_spec(cache_dtype: torch.dtype, head_dim: int) -> KernelSpec:
+    """The decode kernel for a cache of this dtype (float8_e4m3fn: an FP8 cache)."""
+    return KernelSpec("sm80", "decode", DTYPE_NAMES[cache_dtype], head_dim, head_dim, False)
+
+
+def decode_kernel_for(q_dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int, head_dim_v: int,
+                      packed_rows: int, dropout: bool = False) -> Optional[KernelSpec]:
+    """The decode kernel the C library will use for a non-varlen call, or None (then a forward
+    kernel serves it). Raises when a decode kernel is required (FP8 cache, or
+    FLASHGEN_FWD_BACKEND=decode) but cannot serve the call or was not built."""
+    backend = forward_backend()
+    fp8_cache = cache_dtype == torch.float8_e4m3fn
+    required = fp8_cache or backend == "decode"
+    if backend in ("sm80", "sm90") and not fp8_cache:
+        return None
+    if dropout or head_dim != head_dim_v:
+        if required:
+            raise ValueError("the decode kernels (an FP8 KV cache, or FLASHGEN_FWD_BACKEND=decode) take no dropout "
+                             "and need head_dim_qk = head_dim_v")
+        return None
+    spec = decode_spec(cache_dtype, head_dim)
+    if not required and packed_rows > DECODE_MAX_ROWS:
+        return None
+    if spec.name in _built_names():
+        return spec
+    if not required:
+        return None
+    reason = rejection(spec)
+    if reason is not None:
+        raise ValueError(f"flashgen has no decode kernel for head_dim={head_dim} over a {spec.dtype} cache: {reason}")
+    raise KernelNotBuiltError(
+        f"flashgen kernel '{spec.name}' was not built. Rebuild with FLASHGEN_DIRECTIONS including decode, "
+        f"FLASHGEN_DTYPES including {spec.dtype} and FLASHGEN_HEAD_DIMS including {head_dim}, or "
+        f"FLASHGEN_KERNELS='{spec.name}'.",
+        kernel_name=spec.name,
+    )
 
 
 def _families_for(device: Optional[torch.device], direction: str = "fwd") -> list[str]:
     """Kernel families to try, best first. sm90 kernels need exactly compute capability 9.0."""
     backend = forward_backend() if direction == "fwd" else backward_backend()
-    if backend != "auto":
+    if backend not in ("auto", "decode"):
         return [backend]
     if device is not None and device.type == "cuda" and _capability(_device_index(device)) == (9, 0):
         return ["sm90", "sm80"]

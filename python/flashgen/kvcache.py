@@ -7,10 +7,10 @@ from typing import Optional, Union
 import torch
 
 from . import _checks, config
-from ._launch import KVCache, Paged, run_forward
+from ._launch import Fp8CacheScales, KVCache, Paged, run_forward
 from ._library import lib
 from ._prepare import check_qkv_common, finish, options, page_check, prepare_out
-from .dispatch import select_kernel
+from .dispatch import decode_kernel_for, select_kernel
 
 
 def flash_attn_with_kvcache(
@@ -36,6 +36,9 @@ def flash_attn_with_kvcache(
     *,
     sinks: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
+    k_descale: Optional[torch.Tensor] = None,
+    v_descale: Optional[torch.Tensor] = None,
+    workspace: Optional[torch.Tensor] = None,
 ):
     """Decode/prefill attention over a KV cache, as flash_attn.flash_attn_with_kvcache.
 
@@ -51,11 +54,24 @@ def flash_attn_with_kvcache(
     or an int; it is not updated. num_splits: 0 = automatic split-KV (flash-decoding).
     Returns out (batch, seqlen_q, nheads, head_dim_v), and the float32 LSE (batch, nheads,
     seqlen_q) when return_softmax_lse.
+
+    FP8 cache: k_cache and v_cache torch.float8_e4m3fn (q, k, v, out stay fp16/bf16), read by the
+    decode kernels; the real value is descale * x, with k_descale / v_descale float32 of shape
+    () or (1,) (per tensor), (nheads_kv,) (per head), or (num_pages, nheads_kv) for a paged cache /
+    (cache entries, nheads_kv) for a dense one (per page or entry and head); None means 1. New
+    k/v are quantised into the cache with those scales (saturating at +-448).
+    workspace: a caller-owned uint8 CUDA tensor for the split-KV partials, so that the call
+    allocates nothing (CUDA graphs); it must hold num_splits * nheads * batch * seqlen_q *
+    (head_dim_v + 1) * 4 bytes when the call splits. During CUDA-graph capture the device-side
+    input checks are skipped (they synchronise).
     """
     if cache_leftpad is not None:
         raise NotImplementedError("cache_leftpad is not supported by flashgen")
     paged = block_table is not None
-    dtype, nheads, head_dim, head_dim_v = check_qkv_common(q, k_cache, v_cache, rank=4)
+    fp8_cache = _checks.check_cache_dtypes(q, k_cache, v_cache)
+    if not fp8_cache and (k_descale is not None or v_descale is not None):
+        raise ValueError("k_descale / v_descale apply to an FP8 (float8_e4m3fn) cache only")
+    dtype, nheads, head_dim, head_dim_v = check_qkv_common(q, k_cache, v_cache, rank=4, cache=True)
     batch, seqlen_q = q.shape[:2]
     if k_cache.shape[:-1] != v_cache.shape[:-1]:
         raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must agree except in "
@@ -109,13 +125,26 @@ def flash_attn_with_kvcache(
         rotary_dim = 2 * rotary_cos.shape[1]
         if rotary_dim > head_dim:
             raise ValueError(f"rotary_dim ({rotary_dim}) exceeds head_dim ({head_dim})")
-    select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
-                  **opts.features())
+    scales = None
+    if fp8_cache:
+        entries = k_cache.shape[0]
+        scales = Fp8CacheScales(
+            k=_checks.check_float_vector("k_descale", k_descale, [(), (1,), (k_cache.shape[2],),
+                                                                  (entries, k_cache.shape[2])], allow_none=True),
+            v=_checks.check_float_vector("v_descale", v_descale, [(), (1,), (k_cache.shape[2],),
+                                                                  (entries, k_cache.shape[2])], allow_none=True))
+    packed_rows = seqlen_q * (nheads // k_cache.shape[2])
+    if decode_kernel_for(dtype, k_cache.dtype, head_dim, head_dim_v, packed_rows) is None:
+        select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
+                      **opts.features())
     device = finish(opts, dict(q=q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
                                           cache_batch_idx=cache_batch_idx, block_table=block_table,
                                           rotary_cos=rotary_cos, rotary_sin=rotary_sin,
-                                          alibi_slopes=opts.alibi_slopes, sinks=opts.sinks))
-    if config.check_device_inputs and batch > 0:
+                                          alibi_slopes=opts.alibi_slopes, sinks=opts.sinks,
+                                          k_descale=k_descale, v_descale=v_descale, workspace=workspace))
+    if workspace is not None and (workspace.dtype != torch.uint8 or not workspace.is_contiguous()):
+        raise ValueError("workspace must be a contiguous torch.uint8 tensor")
+    if config.check_device_inputs and batch > 0 and not torch.cuda.is_current_stream_capturing():
         used = cache_seqlens + seqlen_new
         checks = [((cache_seqlens < 0).any() | (used > capacity).any(),
                    f"cache_seqlens + seqlen_new must be in 0..{capacity} (the cache capacity)")]
@@ -134,22 +163,28 @@ def flash_attn_with_kvcache(
         q_attn = _append(q, k, v, k_cache, v_cache, cache_seqlens, cache_batch_idx, block_table, capacity,
                          rotary_cos, rotary_sin, rotary_dim, rotary_interleaved,
                          rotate_q=rotary_dim > 0 and k is not None,
-                         q_per_row=opts.causal or opts.window != (-1, -1))
+                         q_per_row=opts.causal or opts.window != (-1, -1), scales=scales)
     out = prepare_out(out, (batch, seqlen_q, nheads, head_dim_v), dtype, device)
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=device) if return_softmax_lse else None
     if out.numel() > 0:
         kv = KVCache(seqused_k=cache_seqlens, seqused_k_add=seqlen_new, batch_idx=cache_batch_idx,
                      kv_batch_count=k_cache.shape[0])
         paged_info = Paged(block_table, k_cache.shape[1], k_cache.shape[0]) if paged else None
-        run_forward(q_attn, k_cache, v_cache, out, lse, opts, kv=kv, paged=paged_info)
+        run_forward(q_attn, k_cache, v_cache, out, lse, opts, kv=kv, paged=paged_info, fp8_cache=scales,
+                    workspace=workspace)
     return (out, lse) if return_softmax_lse else out
 
 
 def _append(q, k, v, k_cache, v_cache, cache_seqlens, cache_batch_idx, block_table, capacity, rotary_cos,
-            rotary_sin, rotary_dim, interleaved, rotate_q, q_per_row):
-    """Writes k/v into the cache (rotating k) and returns q, rotated when rotary applies."""
+            rotary_sin, rotary_dim, interleaved, rotate_q, q_per_row, scales: Optional[Fp8CacheScales] = None):
+    """Writes k/v into the cache (rotating k; quantising into an FP8 cache) and returns q,
+    rotated when rotary applies."""
     _C = lib()
     a = _C.KvAppendArgs()
+    if scales is not None:
+        a.cache_e4m3 = 1
+        Fp8CacheScales.fill(a.k_scale, scales.k)
+        Fp8CacheScales.fill(a.v_scale, scales.v)
     a.dtype = _C.DTYPE_FP16 if q.dtype == torch.float16 else _C.DTYPE_BF16
     a.batch, a.num_heads_kv = q.shape[0], k_cache.shape[2]
     a.head_dim_qk, a.head_dim_v = k_cache.shape[3], v_cache.shape[3]

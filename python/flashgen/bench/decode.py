@@ -1,9 +1,12 @@
-"""Decode benchmark: one query token per sequence over a KV cache (GQA 32/8, head dim 128),
-paged with several page sizes and dense, beside torch SDPA on the dense cache. Decode is
-memory-bound: the figure of merit is bytes moved (K and V read once, Q and O) per second."""
+"""Decode benchmark: one query token per sequence over a KV cache (GQA 32/8, head dim 128):
+the decode kernels over a dense cache, paged caches and an FP8 paged cache, the sm80 forward
+path for comparison, and torch SDPA on the dense cache. Decode is memory-bound: the figure of
+merit is bytes moved (K and V read once, Q and O) per second."""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,9 +18,24 @@ import flashgen
 
 from .timing import median_ms
 
+
+def _graph_ms(fn) -> float:
+    """Median time of fn replayed from a CUDA graph: GPU time without Python's per-call cost
+    (serving engines replay decode from graphs)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return median_ms(graph.replay)
+
 HEADS_Q, HEADS_KV, HEAD_DIM = 32, 8, 128
-CASES = ((1, 2048), (1, 32768), (8, 8192), (8, 32768), (32, 8192), (64, 8192), (128, 2048), (128, 4096))
+CASES = ((1, 4096), (1, 32768), (8, 8192), (8, 32768), (32, 8192), (64, 8192), (128, 4096), (256, 4096))
 PAGE_SIZES = (16, 256)
+NAMES = ("dense", "paged16", "paged256", "fp8_paged16", "fwd-path", "sdpa_fa2", "sdpa_cudnn")
 
 
 @dataclass
@@ -25,61 +43,126 @@ class DecodeResult:
     batch: int
     seqlen_k: int
     tbps: dict[str, Optional[float]]
-    max_err: Optional[float]
+    fp8_speedup: Optional[float]
+    err: Optional[float]
+    fp8_err: Optional[float]
 
 
-def _bytes(batch, seqlen_k) -> int:
-    kv = 2 * batch * seqlen_k * HEADS_KV * HEAD_DIM * 2
+def _bytes(batch, seqlen_k, kv_bytes=2) -> int:
+    kv = 2 * batch * seqlen_k * HEADS_KV * HEAD_DIM * kv_bytes
     return kv + 2 * batch * HEADS_Q * HEAD_DIM * 2
 
 
+def _reference(q, k, v) -> torch.Tensor:
+    """fp32 decode reference, (b, 1, h, d)."""
+    group = HEADS_Q // HEADS_KV
+    qf = q.float().view(q.shape[0], HEADS_KV, group, HEAD_DIM)
+    scores = torch.einsum("bhgd,bshd->bhgs", qf, k.float()) / math.sqrt(HEAD_DIM)
+    out = torch.einsum("bhgs,bshd->bhgd", scores.softmax(-1), v.float())
+    return out.reshape(q.shape[0], 1, HEADS_Q, HEAD_DIM)
+
+
+def _paged(k, v, page):
+    batch, seqlen_k = k.shape[:2]
+    pages_per_seq = seqlen_k // page
+    perm = torch.randperm(batch * pages_per_seq, device="cuda")
+    table = perm.view(batch, pages_per_seq).int()
+    k_pages = torch.empty(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM, device="cuda", dtype=k.dtype)
+    v_pages = torch.empty_like(k_pages)
+    k_pages[perm] = k.reshape(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM)
+    v_pages[perm] = v.reshape(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM)
+    return k_pages, v_pages, table
+
+
 def run_case(batch: int, seqlen_k: int) -> DecodeResult:
+    """Every call is timed from a CUDA graph (flashgen's device-side input checks, which
+    synchronise, are off while capturing)."""
     dtype = torch.bfloat16
     q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=dtype)
     k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=dtype)
     v = torch.randn_like(k)
     lengths = torch.full((batch,), seqlen_k, dtype=torch.int32, device="cuda")
-    nbytes = _bytes(batch, seqlen_k)
-    tbps: dict[str, Optional[float]] = {}
+    times: dict[str, Optional[float]] = {}
 
     def record(name, fn):
         try:
             fn()
-            tbps[name] = nbytes / (median_ms(fn) * 1e-3) / 1e12
+            times[name] = _graph_ms(fn)
         except (RuntimeError, ValueError, LookupError):
-            tbps[name] = None
+            times[name] = None
 
-    dense = flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths)
+    err = fp8_err = None
+    try:
+        err = (flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths).float() - _reference(q, k, v)).abs().max().item()
+    except (RuntimeError, ValueError, LookupError):
+        pass
     record("dense", lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths))
-    max_err = 0.0
+    previous = os.environ.get("FLASHGEN_FWD_BACKEND")
+    os.environ["FLASHGEN_FWD_BACKEND"] = "sm80"
+    try:
+        record("fwd-path", lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths))
+    finally:
+        if previous is None:
+            del os.environ["FLASHGEN_FWD_BACKEND"]
+        else:
+            os.environ["FLASHGEN_FWD_BACKEND"] = previous
     for page in PAGE_SIZES:
-        pages_per_seq = seqlen_k // page
-        perm = torch.randperm(batch * pages_per_seq, device="cuda")
-        table = perm.view(batch, pages_per_seq).int()
-        k_pages = torch.empty(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM, device="cuda", dtype=dtype)
-        v_pages = torch.empty_like(k_pages)
-        k_pages[perm] = k.reshape(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM)
-        v_pages[perm] = v.reshape(batch * pages_per_seq, page, HEADS_KV, HEAD_DIM)
-        run = lambda: flashgen.flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=lengths, block_table=table)
-        max_err = max(max_err, (run().float() - dense.float()).abs().max().item())
-        record(f"paged{page}", run)
-        del k_pages, v_pages
+        k_pages, v_pages, table = _paged(k, v, page)
+        record(f"paged{page}", lambda: flashgen.flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=lengths,
+                                                                         block_table=table))
+        if page == 16:
+            # Per-(page, kv head) scales, as a serving engine quantising page by page would keep.
+            amax = torch.stack([k_pages.abs().amax(dim=(1, 3)), v_pages.abs().amax(dim=(1, 3))]).float()
+            scales = (amax / 448.0).clamp_min(1e-12)
+            k8 = (k_pages.float() / scales[0][:, None, :, None]).to(torch.float8_e4m3fn)
+            v8 = (v_pages.float() / scales[1][:, None, :, None]).to(torch.float8_e4m3fn)
+            del k_pages, v_pages
+
+            def fp8_call():
+                return flashgen.flash_attn_with_kvcache(q, k8, v8, cache_seqlens=lengths, block_table=table,
+                                                        k_descale=scales[0], v_descale=scales[1])
+            try:
+                out8 = fp8_call()
+                rows = torch.arange(seqlen_k, device="cuda")
+                pages = table[:, rows // page].long()
+                kd = (k8[pages, rows % page].float() * scales[0][pages][..., None])
+                vd = (v8[pages, rows % page].float() * scales[1][pages][..., None])
+                fp8_err = (out8.float() - _reference(q, kd, vd)).abs().max().item()
+                del kd, vd
+            except (RuntimeError, ValueError, LookupError):
+                pass
+            record("fp8_paged16", fp8_call)
+            del k8, v8
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     for name, backend in (("sdpa_fa2", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
         def sdpa(backend=backend):
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
         record(name, sdpa)
-    return DecodeResult(batch, seqlen_k, tbps, max_err)
+    tbps = {}
+    for name in NAMES:
+        nbytes = _bytes(batch, seqlen_k, kv_bytes=1 if name.startswith("fp8") else 2)
+        tbps[name] = None if times.get(name) is None else nbytes / (times[name] * 1e-3) / 1e12
+    speedup = (times["paged16"] / times["fp8_paged16"]
+               if times.get("paged16") and times.get("fp8_paged16") else None)
+    return DecodeResult(batch, seqlen_k, tbps, speedup, err, fp8_err)
 
 
-def table(results: list[DecodeResult], copy_tbps: float) -> list[str]:
-    names = ["dense"] + [f"paged{p}" for p in PAGE_SIZES] + ["sdpa_fa2", "sdpa_cudnn"]
-    rows = ["| batch | seqlen_k | " + " | ".join(names) + " | best flashgen / copy | paged max err vs dense |",
-            "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |"]
+def _cell(x, spec):
+    return "n/a" if x is None else format(x, spec)
+
+
+def table(results: list[DecodeResult], read_tbps: float) -> list[str]:
+    rows = ["| batch | seqlen_k | " + " | ".join(NAMES) + " | best bf16 / read | dense / cuDNN | fp8 x bf16 | err | "
+            "fp8 err |",
+            "| --- | --- | " + " | ".join("---" for _ in NAMES) + " | --- | --- | --- | --- | --- |"]
     for r in results:
-        cells = ["n/a" if r.tbps.get(n) is None else f"{r.tbps[n]:.2f}" for n in names]
-        ours = [r.tbps[n] for n in names[:3] if r.tbps.get(n) is not None]
-        frac = f"{max(ours) / copy_tbps:.2f}" if ours else "n/a"
-        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) + f" | {frac} | {r.max_err:.1e} |")
+        cells = [_cell(r.tbps.get(n), ".2f") for n in NAMES]
+        ours = [r.tbps[n] for n in ("dense", "paged16", "paged256") if r.tbps.get(n) is not None]
+        frac = f"{max(ours) / read_tbps:.2f}" if ours else "n/a"
+        vs_cudnn = (f"{r.tbps['dense'] / r.tbps['sdpa_cudnn']:.2f}"
+                    if r.tbps.get("dense") and r.tbps.get("sdpa_cudnn") else "n/a")
+        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
+                    f" | {frac} | {vs_cudnn} | {_cell(r.fp8_speedup, '.2f')} | {_cell(r.err, '.1e')} | "
+                    f"{_cell(r.fp8_err, '.1e')} |")
     return rows

@@ -51,3 +51,10 @@ def copy_tbps(nbytes: int = 4 << 30) -> float:
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src))
     return 2 * nbytes / (ms * 1e-3) / 1e12
+
+
+def read_tbps(nbytes: int = 2 << 30) -> float:
+    """Streaming-read rate: a float32 sum over nbytes (the reduction's output is negligible)."""
+    src = torch.randn(nbytes // 4, device="cuda")
+    ms = median_ms(lambda: src.sum())
+    return nbytes / (ms * 1e-3) / 1e12

@@ -1,0 +1,238 @@
+"""GPU tests of the decode kernels (decode_sm80_*): few query rows over dense, paged (page sizes
+1, 16, 64, 256) and FP8 caches, ragged lengths, GQA 1/4/8/16, 1-8 query tokens, the runtime
+features (causal, window, softcap, ALiBi, sinks, LSE), split-KV, FP8 append, CUDA graphs."""
+
+import pytest
+import torch
+
+import flashgen
+from flashgen._library import manifest
+from flashgen.codegen.spec import KernelSpec
+
+from conftest import requires_gpu
+from reference import TORCH_DTYPES, assert_close_to_reference, attention_ref
+
+pytestmark = [requires_gpu, pytest.mark.gpu]
+
+DECODE_KERNELS = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"] if k["direction"] == "decode"]
+BF16_CACHE = [s for s in DECODE_KERNELS if s.dtype != "e4m3"]
+FP8_CACHE = [s for s in DECODE_KERNELS if s.dtype == "e4m3"]
+LENGTHS = [0, 1, 17, 113, 239, 1023, 700]
+
+
+class Cache:
+    """A dense or paged cache holding random keys; FP8 caches keep their dequantised copy."""
+
+    def __init__(self, spec, batch, hkv, capacity, page_size=None, q_dtype=torch.bfloat16, per_page_scales=True):
+        d = spec.head_dim_qk
+        self.fp8 = spec.dtype == "e4m3"
+        dtype = q_dtype if self.fp8 else TORCH_DTYPES[spec.dtype]
+        self.page_size = page_size
+        if page_size is None:
+            entries, rows = batch + 1, capacity
+            self.block_table = None
+            self.batch_idx = torch.randperm(entries, device="cuda")[:batch].int()
+        else:
+            max_pages = (capacity + page_size - 1) // page_size
+            entries, rows = batch * max_pages + 2, page_size
+            self.block_table = torch.randperm(entries, device="cuda")[: batch * max_pages].view(batch, max_pages).int()
+            self.batch_idx = None
+        k = torch.randn(entries, rows, hkv, d, device="cuda", dtype=dtype)
+        v = torch.randn(entries, rows, hkv, d, device="cuda", dtype=dtype)
+        # Outlier channels, as real keys have.
+        k[..., 3] *= 8
+        self.k_descale = self.v_descale = None
+        if self.fp8:
+            if per_page_scales:
+                ks = k.float().abs().amax(dim=(1, 3)) / 448.0 + 1e-6  # (entries, hkv)
+                vs = v.float().abs().amax(dim=(1, 3)) / 448.0 + 1e-6
+                k8 = (k.float() / ks[:, None, :, None]).to(torch.float8_e4m3fn)
+                v8 = (v.float() / vs[:, None, :, None]).to(torch.float8_e4m3fn)
+                self.k_deq = k8.float() * ks[:, None, :, None]
+                self.v_deq = v8.float() * vs[:, None, :, None]
+            else:
+                ks = k.float().abs().amax(dim=(0, 1, 3)) / 448.0 + 1e-6  # (hkv,)
+                vs = v.float().abs().amax(dim=(0, 1, 3)) / 448.0 + 1e-6
+                k8 = (k.float() / ks[:, None]).to(torch.float8_e4m3fn)
+                v8 = (v.float() / vs[:, None]).to(torch.float8_e4m3fn)
+                self.k_deq, self.v_deq = k8.float() * ks[:, None], v8.float() * vs[:, None]
+            self.k, self.v, self.k_descale, self.v_descale = k8, v8, ks.contiguous(), vs.contiguous()
+        else:
+            self.k, self.v = k, v
+            self.k_deq, self.v_deq = k, v
+
+    def rows(self, b, n):
+        """Keys and values 0..n-1 of batch entry b (dequantised for FP8)."""
+        if self.block_table is None:
+            e = int(self.batch_idx[b])
+            return self.k_deq[e, :n], self.v_deq[e, :n]
+        r = torch.arange(n, device="cuda")
+        pages = self.block_table[b, r // self.page_size].long()
+        return self.k_deq[pages, r % self.page_size], self.v_deq[pages, r % self.page_size]
+
+    def call(self, q, lengths, **kw):
+        extra = dict(k_descale=self.k_descale, v_descale=self.v_descale) if self.fp8 else {}
+        return flashgen.flash_attn_with_kvcache(q, self.k, self.v, cache_seqlens=lengths, cache_batch_idx=self.batch_idx,
+                                                block_table=self.block_table, **extra, **kw)
+
+
+def check_against_reference(cache, q, out, lse, lengths, **kw):
+    ref_kw = {("window" if key == "window_size" else key): val for key, val in kw.items()
+              if key not in ("num_splits", "return_softmax_lse")}
+    slopes = ref_kw.pop("alibi_slopes", None)
+    for b in range(q.shape[0]):
+        if slopes is not None:
+            ref_kw["alibi_slopes"] = slopes[b:b + 1] if slopes.dim() == 2 else slopes
+        ks, vs = cache.rows(b, int(lengths[b]))
+        qb, kb, vb = q[b:b + 1], ks.unsqueeze(0), vs.unsqueeze(0)
+        if cache.fp8:
+            # The kernel multiplies the exact dequantised cache; the yardstick is PyTorch on the same
+            # values rounded to the query dtype.
+            ref, ref_lse = attention_ref(qb.float(), kb, vb, compute_dtype=torch.float32, **ref_kw)
+            low, _ = attention_ref(qb, kb.to(q.dtype), vb.to(q.dtype), compute_dtype=q.dtype, **ref_kw)
+            err = (out[b:b + 1].float() - ref).abs().max().item()
+            low_err = (low.float() - ref).abs().max().item()
+            assert not torch.isnan(out[b]).any()
+            assert err <= 2 * low_err + 1e-3, f"batch {b}: max error {err:.3e}, pytorch {q.dtype} {low_err:.3e}"
+        else:
+            assert_close_to_reference(out[b:b + 1], qb, kb, vb, **ref_kw)
+            _, ref_lse = attention_ref(qb, kb, vb, compute_dtype=torch.float32, **ref_kw)
+        if lse is not None:
+            finite = torch.isfinite(ref_lse)
+            assert torch.equal(torch.isfinite(lse[b:b + 1]), finite)
+            torch.testing.assert_close(lse[b:b + 1][finite], ref_lse[finite], atol=2e-3, rtol=1e-3)
+
+
+def _q(spec, batch, sq, h, q_dtype=torch.bfloat16):
+    dtype = q_dtype if spec.dtype == "e4m3" else TORCH_DTYPES[spec.dtype]
+    return torch.randn(batch, sq, h, spec.head_dim_qk, device="cuda", dtype=dtype)
+
+
+@pytest.mark.parametrize("page_size", [None, 1, 16, 64, 256])
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_ragged_batch_any_page_size(spec, page_size):
+    """GQA 8, one token, ragged lengths including 0 and 1; auto split count."""
+    batch, hkv, h = len(LENGTHS), 2, 16
+    cache = Cache(spec, batch, hkv, 1100, page_size)
+    lengths = torch.tensor(LENGTHS, dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, 1, h)
+    out, lse = cache.call(q, lengths, return_softmax_lse=True)
+    check_against_reference(cache, q, out, lse, lengths)
+
+
+@pytest.mark.parametrize("sq,group", [(1, 1), (1, 4), (1, 16), (2, 8), (4, 8), (8, 4), (8, 16)])
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_query_tokens_and_groups(spec, sq, group):
+    """1-8 query tokens x GQA 1-16: 1 to 128 packed rows (several row blocks), causal or not."""
+    batch, hkv = 3, 2
+    cache = Cache(spec, batch, hkv, 900, page_size=16)
+    lengths = torch.tensor([sq, 517, 900], dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, sq, hkv * group)
+    for causal in (False, True):
+        out = cache.call(q, lengths, causal=causal)
+        check_against_reference(cache, q, out, None, lengths, causal=causal)
+
+
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_runtime_features(spec):
+    """Window, softcap, ALiBi (per head and per batch entry), sinks, LSE, forced split counts."""
+    batch, hkv, h, sq = 3, 2, 8, 3
+    cache = Cache(spec, batch, hkv, 1500, page_size=64)
+    lengths = torch.tensor([1500, 301, 64], dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, sq, h)
+    slopes = torch.rand(h, device="cuda") * 0.1
+    slopes_b = torch.rand(batch, h, device="cuda") * 0.1
+    sinks = torch.randn(h, device="cuda")
+    cases = [dict(window_size=(200, 0)), dict(window_size=(100, 50), causal=False), dict(softcap=5.0, causal=True),
+             dict(alibi_slopes=slopes), dict(alibi_slopes=slopes_b, causal=True), dict(sinks=sinks),
+             dict(sinks=sinks, causal=True, window_size=(70, 0))]
+    for kw in cases:
+        for splits in (1, 3, 0):
+            out, lse = cache.call(q, lengths, return_softmax_lse=True, num_splits=splits, **kw)
+            check_against_reference(cache, q, out, lse, lengths, **kw)
+
+
+@pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
+def test_fp8_cache_per_head_scales_and_fp16_queries(spec):
+    batch, hkv, h = 2, 4, 16
+    lengths = torch.tensor([333, 1000], dtype=torch.int32, device="cuda")
+    for q_dtype in (torch.float16, torch.bfloat16):
+        cache = Cache(spec, batch, hkv, 1000, page_size=None, q_dtype=q_dtype, per_page_scales=False)
+        q = _q(spec, batch, 1, h, q_dtype)
+        out = cache.call(q, lengths)
+        assert out.dtype == q_dtype
+        check_against_reference(cache, q, out, None, lengths)
+
+
+@pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
+def test_fp8_append_quantizes_into_the_cache(spec):
+    """New bf16 keys/values are stored as saturate(x / scale) in e4m3 at each sequence's end."""
+    batch, hkv, h, new = 2, 2, 8, 3
+    cache = Cache(spec, batch, hkv, 256, page_size=16)
+    lengths = torch.tensor([5, 200], dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, new, h)
+    k_new = torch.randn(batch, new, hkv, spec.head_dim_qk, device="cuda", dtype=q.dtype) * 3
+    v_new = torch.randn_like(k_new)
+    k_new[0, 0, 0, 0] = 1e6  # saturates
+    out = flashgen.flash_attn_with_kvcache(q, cache.k, cache.v, k_new, v_new, cache_seqlens=lengths,
+                                           block_table=cache.block_table, causal=True, k_descale=cache.k_descale,
+                                           v_descale=cache.v_descale)
+    for b in range(batch):
+        for t in range(new):
+            pos = int(lengths[b]) + t
+            page = int(cache.block_table[b, pos // 16])
+            for src, dst, scale in ((k_new, cache.k, cache.k_descale), (v_new, cache.v, cache.v_descale)):
+                expect = (src[b, t].float() / scale[page][:, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+                assert torch.equal(dst[page, pos % 16].view(torch.uint8), expect.view(torch.uint8))
+    cache.k_deq = cache.k.float() * cache.k_descale[:, None, :, None]
+    cache.v_deq = cache.v.float() * cache.v_descale[:, None, :, None]
+    check_against_reference(cache, q, out, None, lengths + new, causal=True)
+
+
+@pytest.mark.parametrize("spec", DECODE_KERNELS[:1] + FP8_CACHE[:1], ids=lambda s: s.name)
+def test_decode_graph_replay_with_new_lengths(spec):
+    """Captured once with a caller-owned workspace and an automatic split count; replayed with
+    other cache_seqlens it matches an eager call bitwise."""
+    batch, hkv, h = 2, 2, 8
+    cache = Cache(spec, batch, hkv, 4096, page_size=16)
+    q = _q(spec, batch, 1, h)
+    lengths = torch.tensor([100, 4000], dtype=torch.int32, device="cuda")
+    out = torch.empty_like(q)
+    workspace = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+
+    def step():
+        cache.call(q, lengths, out=out, workspace=workspace)
+    step()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for new_lengths in ([7, 4095], [4096, 0], [1, 1]):
+        lengths.copy_(torch.tensor(new_lengths, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = cache.call(q, lengths, workspace=workspace)
+        assert torch.equal(out, expected)
+        check_against_reference(cache, q, out, None, lengths)
+
+
+@pytest.mark.parametrize("spec", BF16_CACHE[:1], ids=lambda s: s.name)
+def test_decode_agrees_with_the_forward_path(spec, monkeypatch):
+    """The decode kernel and the forward kernel (FLASHGEN_FWD_BACKEND=sm80) on the same call."""
+    from gpu_common import kernels
+    fwd = [s for s in kernels(paged=True) if s.arch == "sm80" and s.dtype == spec.dtype
+           and s.head_dim_qk == spec.head_dim_qk and s.head_dim_v == spec.head_dim_v and not s.causal]
+    if not fwd:
+        pytest.skip(f"no fwd_sm80_{spec.dtype}_hdim{spec.head_dim_qk}_paged kernel in this build")
+    batch, hkv, h = 4, 2, 8
+    cache = Cache(spec, batch, hkv, 2000, page_size=32)
+    lengths = torch.tensor([1, 999, 2000, 64], dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, 1, h)
+    decode = cache.call(q, lengths)
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm80")
+    forward = cache.call(q, lengths)
+    torch.testing.assert_close(decode, forward, atol=2e-2, rtol=1e-2)
