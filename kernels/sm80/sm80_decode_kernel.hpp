@@ -133,7 +133,8 @@ struct RowInfo {
 };
 
 template <class Traits>
-__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p) {
+__global__ void __launch_bounds__(kThreads) decode_kernel(
+    const __grid_constant__ FwdParams p) {
   using Element = typename Traits::Element;
   using Mma = MmaElement<Traits>;
   constexpr int D = Traits::kHeadDim;
@@ -213,50 +214,90 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     return i;
   };
 
+  // Where thread tid copies chunk tid % kChunks of rows tid / kChunks + i * kRowStep. When
+  // kRowStep is a multiple of 8 the swizzle repeats along i, so destinations step linearly and
+  // dense sources by a fixed stride: the per-row work is two adds.
+  constexpr int kRowStep = kThreads % kChunks == 0 ? kThreads / kChunks : 0;
+  constexpr bool kLinear = kRowStep != 0 && kRowStep % 8 == 0;
+  const int64_t k_row_bytes = p.k_row_stride * Traits::kKvBytes, v_row_bytes = p.v_row_stride * Traits::kKvBytes;
+  const int64_t k_entry_bytes = p.k_batch_stride * Traits::kKvBytes, v_entry_bytes = p.v_batch_stride * Traits::kKvBytes;
+
+  // One row's K and V copies (zero-filled past key_hi).
+  auto load_row = [&](int stage, int dst, const char* k_src, const char* v_src, bool in) {
+    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+        *reinterpret_cast<const cute::uint128_t*>(in ? k_src : k_base),
+        *reinterpret_cast<cute::uint128_t*>(stage_k(stage) + dst), in);
+    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+        *reinterpret_cast<const cute::uint128_t*>(in ? v_src : v_base),
+        *reinterpret_cast<cute::uint128_t*>(stage_v(stage) + dst), in);
+  };
+  // The cache entry (page, or dense entry) and row within it of a key.
+  auto locate = [&](int key, int& entry, int& offset) {
+    entry = kv_entry_dense;
+    offset = key;
+    if (paged) {
+      const int page_idx = pow2_pages ? key >> page_shift : key / p.page_size;
+      offset = pow2_pages ? key & (p.page_size - 1) : key - page_idx * p.page_size;
+      entry = max(0, min(block_row[page_idx], p.num_pages - 1));
+    }
+  };
+
+  const int my_chunk = tid % kChunks, my_row0 = tid / kChunks;
+  const char* k_chunk_base = k_base + my_chunk * 16;
+  const char* v_chunk_base = v_base + my_chunk * 16;
+  const int my_dst0 = swizzled<kChunks>(my_row0, my_chunk);
+
   auto load_tile = [&](int tile, int stage) {
     const int n0 = tile * kBlockN;
-    char* sk = stage_k(stage);
-    char* sv = stage_v(stage);
-    // Not unrolled: hoisting every row's addresses out of the stage loop costs ~90 registers.
+    if constexpr (kLinear) {
+      const char* k_dense = k_chunk_base + int64_t(kv_entry_dense) * k_entry_bytes + int64_t(n0 + my_row0) * k_row_bytes;
+      const char* v_dense = v_chunk_base + int64_t(kv_entry_dense) * v_entry_bytes + int64_t(n0 + my_row0) * v_row_bytes;
 #pragma unroll 1
-    for (int i = 0; i < Traits::kLoadsPerThread; ++i) {
-      const int idx = tid + i * kThreads;
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      const int key = n0 + row;
-      const bool in = key < key_hi;
-      int entry = kv_entry_dense, offset = key;
-      if (paged && in) {
-        const int page_idx = pow2_pages ? key >> page_shift : key / p.page_size;
-        offset = pow2_pages ? key & (p.page_size - 1) : key - page_idx * p.page_size;
-        entry = max(0, min(block_row[page_idx], p.num_pages - 1));
-      }
-      const char* k_src = k_base;
-      const char* v_src = v_base;
-      if (in) {
-        k_src += (int64_t(entry) * p.k_batch_stride + int64_t(offset) * p.k_row_stride) * Traits::kKvBytes + chunk * 16;
-        v_src += (int64_t(entry) * p.v_batch_stride + int64_t(offset) * p.v_row_stride) * Traits::kKvBytes + chunk * 16;
-      }
-      const int dst = swizzled<kChunks>(row, chunk);
-      cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-          *reinterpret_cast<const cute::uint128_t*>(k_src), *reinterpret_cast<cute::uint128_t*>(sk + dst), in);
-      cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-          *reinterpret_cast<const cute::uint128_t*>(v_src), *reinterpret_cast<cute::uint128_t*>(sv + dst), in);
-      if constexpr (Traits::kKvE4m3) {
-        // Per-key scales travel with the rows (asynchronously: a dependent load here would stall
-        // the stage's issue); a missing scale reads as 1 below.
-        if (chunk == 0) {
-          float* scales = stage_scales(stage);
-          if (p.k_scale.scale != nullptr) {
-            cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
-                *reinterpret_cast<const uint32_t*>(p.k_scale.scale + scale_index(p.k_scale, entry, offset)),
-                *reinterpret_cast<uint32_t*>(scales + row), in);
-          }
-          if (p.v_scale.scale != nullptr) {
-            cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
-                *reinterpret_cast<const uint32_t*>(p.v_scale.scale + scale_index(p.v_scale, entry, offset)),
-                *reinterpret_cast<uint32_t*>(scales + kBlockN + row), in);
-          }
+      for (int i = 0; i < Traits::kLoadsPerThread; ++i) {
+        const int row = my_row0 + i * kRowStep;
+        const int key = n0 + row;
+        const bool in = key < key_hi;
+        const char* k_src = k_dense;
+        const char* v_src = v_dense;
+        if (paged && in) {
+          int entry, offset;
+          locate(key, entry, offset);
+          k_src = k_chunk_base + int64_t(entry) * k_entry_bytes + int64_t(offset) * k_row_bytes;
+          v_src = v_chunk_base + int64_t(entry) * v_entry_bytes + int64_t(offset) * v_row_bytes;
         }
+        load_row(stage, my_dst0 + i * kRowStep * Traits::kRowBytes, k_src, v_src, in);
+        k_dense += kRowStep * k_row_bytes;
+        v_dense += kRowStep * v_row_bytes;
+      }
+    } else {
+      // Not unrolled: hoisting every row's addresses out of the stage loop costs ~90 registers.
+#pragma unroll 1
+      for (int i = 0; i < Traits::kLoadsPerThread; ++i) {
+        const int idx = tid + i * kThreads;
+        const int row = idx / kChunks, chunk = idx % kChunks;
+        const int key = n0 + row;
+        const bool in = key < key_hi;
+        int entry, offset;
+        locate(in ? key : 0, entry, offset);
+        const int64_t k_off = int64_t(entry) * k_entry_bytes + int64_t(offset) * k_row_bytes + chunk * 16;
+        const int64_t v_off = int64_t(entry) * v_entry_bytes + int64_t(offset) * v_row_bytes + chunk * 16;
+        load_row(stage, swizzled<kChunks>(row, chunk), k_base + k_off, v_base + v_off, in);
+      }
+    }
+    if constexpr (Traits::kKvE4m3) {
+      // Per-key scales travel with the rows, asynchronously (a dependent load would stall the
+      // stage's issue): threads 0-63 fetch K's, 64-127 V's. A missing scale reads as 1 below.
+      static_assert(kThreads == 2 * kBlockN, "one scale per thread and stage");
+      const bool is_v = tid >= kBlockN;
+      const Fp8Scale& sc = is_v ? p.v_scale : p.k_scale;
+      if (sc.scale != nullptr) {
+        const int row = tid % kBlockN, key = n0 + row;
+        const bool in = key < key_hi;
+        int entry, offset;
+        locate(in ? key : 0, entry, offset);
+        cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
+            *reinterpret_cast<const uint32_t*>(sc.scale + (in ? scale_index(sc, entry, offset) : 0)),
+            *reinterpret_cast<uint32_t*>(stage_scales(stage) + (is_v ? kBlockN : 0) + row), in);
       }
     }
   };
@@ -317,10 +358,16 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     const int n0 = (my_first + it) * kBlockN;
     const int key0 = slice * kKeysPerWarp;  // first key of this warp within the tile
 
-    // S = Q K^T for this warp's keys: (16 rows, kKeysPerWarp keys)
-    float s[kNB][4];
+    // S = Q K^T for this warp's keys: (16 rows, kKeysPerWarp keys). kTwoChains: odd k-blocks
+    // accumulate apart so that two MMA chains run side by side (measured: no gain, +27 registers).
+    constexpr bool kTwoChains = false;
+    float s[kNB][4], sodd[kNB][4];
     CUTE_UNROLL
-    for (int nb = 0; nb < kNB; ++nb) { s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f; }
+    for (int nb = 0; nb < kNB; ++nb) {
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) { s[nb][i] = sodd[nb][i] = 0.f; }
+    }
+    auto acc = [&](int nb, int kb) -> float(&)[4] { return (kTwoChains && kb % 2 == 1) ? sodd[nb] : s[nb]; };
     if constexpr (!Traits::kKvE4m3) {
       CUTE_UNROLL
       for (int kb = 0; kb < kKB; ++kb) {
@@ -333,8 +380,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
           uint32_t b[4];
           cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sk + swizzled<kChunks>(row, chunk)),
                                         b[0], b[1], b[2], b[3]);
-          mma16816<Mma>(s[2 * np], qf[kb], b[0], b[1]);
-          mma16816<Mma>(s[2 * np + 1], qf[kb], b[2], b[3]);
+          mma16816<Mma>(acc(2 * np, kb), qf[kb], b[0], b[1]);
+          mma16816<Mma>(acc(2 * np + 1, kb), qf[kb], b[2], b[3]);
         }
       }
     } else {
@@ -345,10 +392,19 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
         for (int kb2 = 0; kb2 < kKB / 2; ++kb2) {
           const int byte = kb2 * 32 + 8 * t;
           const uint2 raw = *reinterpret_cast<const uint2*>(sk + swizzled<kChunks>(row, byte / 16) + byte % 16);
-          mma16816<Mma>(s[nb], qf[2 * kb2], e4m3x2_to_f16x2<0>(raw.x), e4m3x2_to_f16x2<1>(raw.x));
-          mma16816<Mma>(s[nb], qf[2 * kb2 + 1], e4m3x2_to_f16x2<0>(raw.y), e4m3x2_to_f16x2<1>(raw.y));
+          mma16816<Mma>(acc(nb, 2 * kb2), qf[2 * kb2], e4m3x2_to_f16x2<0>(raw.x), e4m3x2_to_f16x2<1>(raw.x));
+          mma16816<Mma>(acc(nb, 2 * kb2 + 1), qf[2 * kb2 + 1], e4m3x2_to_f16x2<0>(raw.y), e4m3x2_to_f16x2<1>(raw.y));
         }
       }
+    }
+    if constexpr (kTwoChains) {
+      CUTE_UNROLL
+      for (int nb = 0; nb < kNB; ++nb) {
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) { s[nb][i] += sodd[nb][i]; }
+      }
+    }
+    if constexpr (Traits::kKvE4m3) {
       const float* k_scales = stage_scales(stage);
       CUTE_UNROLL
       for (int nb = 0; nb < kNB; ++nb) {
@@ -407,12 +463,15 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       }
       row_sum[r] = row_sum[r] * correction[r] + sum;
     }
-    CUTE_UNROLL
-    for (int vb = 0; vb < kVB; ++vb) {
-      acc_o[vb][0] *= correction[0];
-      acc_o[vb][1] *= correction[0];
-      acc_o[vb][2] *= correction[1];
-      acc_o[vb][3] *= correction[1];
+    // Once the running maxima settle the factors are 1: skip the rescale (warp-uniform).
+    if (__any_sync(0xffffffffu, correction[0] != 1.f || correction[1] != 1.f)) {
+      CUTE_UNROLL
+      for (int vb = 0; vb < kVB; ++vb) {
+        acc_o[vb][0] *= correction[0];
+        acc_o[vb][1] *= correction[0];
+        acc_o[vb][2] *= correction[1];
+        acc_o[vb][3] *= correction[1];
+      }
     }
 
     if constexpr (Traits::kKvE4m3) {
@@ -456,22 +515,33 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       } else {
         // Thread g owns output channels [g * kVB, (g + 1) * kVB): logical n-block vb, column g is
         // channel g * kVB + vb. Its B operand needs keys 2t, 2t+1 (b0) and 2t+8, 2t+9 (b1).
+        // Widest aligned vector of those kVB bytes per row: one LDS.128 per row at head dim 128.
+        constexpr int kVec = kVB % 16 == 0 ? 16 : kVB % 8 == 0 ? 8 : 4;
         CUTE_UNROLL
-        for (int wi = 0; wi < kVB / 4; ++wi) {  // 4 channels (bytes) of each of the 4 key rows
-          uint32_t w[4];
+        for (int vg = 0; vg < kVB / kVec; ++vg) {
+          uint32_t w[4][kVec / 4];
           CUTE_UNROLL
-          for (int k4 = 0; k4 < 4; ++k4) {
+          for (int k4 = 0; k4 < 4; ++k4) {  // keys 2t, 2t+1, 2t+8, 2t+9
             const int row = kbase + 2 * t + (k4 % 2) + 8 * (k4 / 2);
-            const int byte = g * kVB + 4 * wi;
-            w[k4] = *reinterpret_cast<const uint32_t*>(sv + swizzled<kChunks>(row, byte / 16) + byte % 16);
+            const int byte = g * kVB + vg * kVec;
+            const char* src = sv + swizzled<kChunks>(row, byte / 16) + byte % 16;
+            if constexpr (kVec == 16) {
+              const uint4 x = *reinterpret_cast<const uint4*>(src);
+              w[k4][0] = x.x, w[k4][1] = x.y, w[k4][2] = x.z, w[k4][3] = x.w;
+            } else if constexpr (kVec == 8) {
+              const uint2 x = *reinterpret_cast<const uint2*>(src);
+              w[k4][0] = x.x, w[k4][1] = x.y;
+            } else {
+              w[k4][0] = *reinterpret_cast<const uint32_t*>(src);
+            }
           }
           CUTE_UNROLL
-          for (int sel = 0; sel < 4; ++sel) {
-            const int vb = 4 * wi + sel;
-            // Bytes `sel` of the words: keys (2t, 2t+1) in the low half, (2t+8, 2t+9) in the high.
-            const uint32_t pairs = __byte_perm(w[0], w[1], sel | ((sel + 4) << 4)) & 0xFFFFu;
-            const uint32_t both = pairs | (__byte_perm(w[2], w[3], sel | ((sel + 4) << 4)) << 16);
-            mma16816<Mma>(acc_o[vb], a, e4m3x2_to_f16x2<0>(both), e4m3x2_to_f16x2<1>(both));
+          for (int b = 0; b < kVec; ++b) {
+            const int vb = vg * kVec + b, wi = b / 4, sel = b % 4;
+            // Bytes `sel` of the words: keys (2t, 2t+1) for b0, (2t+8, 2t+9) for b1.
+            const uint32_t lo = __byte_perm(w[0][wi], w[1][wi], sel | ((sel + 4) << 4));
+            const uint32_t hi = __byte_perm(w[2][wi], w[3][wi], sel | ((sel + 4) << 4));
+            mma16816<Mma>(acc_o[vb], a, e4m3x2_to_f16x2<0>(lo), e4m3x2_to_f16x2<0>(hi));
           }
         }
       }
