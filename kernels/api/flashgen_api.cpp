@@ -299,7 +299,7 @@ KernelKey decode_key(const flashgen_fwd_args_t& a) {
 }
 
 // One CTA per (split, KV head, block of packed rows, batch entry). Splits fill the GPU when
-// those are fewer than its CTA slots; each split keeps at least two 64-key stages.
+// those are fewer than its CTA slots; each split keeps at least two stages.
 flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEntry* entry, const DeviceInfo& device,
                                    bool workspace_available, Plan* plan) {
   plan->entry = entry;
@@ -318,8 +318,10 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
                      "decode: batch and num_heads_kv x blocks of %d packed rows must be <= 65535",
                      sm80::decode::rows_per_cta(rows, d));
   }
-  const int tiles = (p.seqlen_k + sm80::decode::kBlockN - 1) / sm80::decode::kBlockN;
-  const int smem = sm80::decode::smem_bytes(a.kv_cache_e4m3 != 0, d);
+  const int row_tiles = sm80::decode::rows_per_cta(rows, d) / 16;
+  const int block_n = sm80::decode::block_n(a.kv_cache_e4m3 != 0, d, row_tiles);
+  const int tiles = (p.seqlen_k + block_n - 1) / block_n;
+  const int smem = sm80::decode::smem_bytes(a.kv_cache_e4m3 != 0, d, row_tiles);
   const int per_sm = device.smem_per_sm > smem ? device.smem_per_sm / (smem + 1024) : 1;
   int splits = int(a.num_splits);
   if (splits == 0) {

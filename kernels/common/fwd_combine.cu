@@ -58,15 +58,38 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
     lse_offset = int64_t(batch) * p.lse_batch_stride + int64_t(head) * p.lse_head_stride + r;
   }
   Element* out = static_cast<Element*>(p.out) + out_offset + int64_t(head) * p.out_head_stride;
-  for (int c = lane; c < p.head_dim_v; c += 32) {
-    float acc = 0.f;
+  // Each lane owns 4 consecutive columns (float4 loads of the partials) and walks the splits with
+  // several loads in flight: the weights of 32 splits at a time sit one per lane and are
+  // broadcast by shuffles.
+  const int64_t split_out_stride = split_stride * p.head_dim_v;
+  for (int base = 0; base < p.head_dim_v; base += 128) {  // warp-uniform: the shuffles need every lane
+    const int c0 = base + 4 * lane;
+    const bool active = c0 < p.head_dim_v;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (!empty) {
-      for (int s = 0; s < p.num_splits; ++s) {
-        const float w = __expf(lse_parts[s * split_stride] - lse);
-        if (w > 0.f) { acc += w * out_parts[s * split_stride * p.head_dim_v + c]; }
+      for (int s0 = 0; s0 < p.num_splits; s0 += 32) {
+        const int s = s0 + lane;
+        const float my_w = s < p.num_splits ? __expf(lse_parts[s * split_stride] - lse) : 0.f;
+        const int count = min(32, p.num_splits - s0);
+#pragma unroll 4
+        for (int j = 0; j < count; ++j) {
+          const float w = __shfl_sync(0xffffffffu, my_w, j);
+          if (active && w > 0.f) {
+            const float4 x = *reinterpret_cast<const float4*>(out_parts + (s0 + j) * split_out_stride + c0);
+            acc.x += w * x.x;
+            acc.y += w * x.y;
+            acc.z += w * x.z;
+            acc.w += w * x.w;
+          }
+        }
       }
     }
-    out[c] = Element(acc);
+    if (active) {
+      out[c0] = Element(acc.x);
+      out[c0 + 1] = Element(acc.y);
+      out[c0 + 2] = Element(acc.z);
+      out[c0 + 3] = Element(acc.w);
+    }
   }
   if (p.lse != nullptr && lane == 0) { p.lse[lse_offset] = lse; }
 }

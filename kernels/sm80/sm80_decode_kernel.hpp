@@ -40,15 +40,16 @@ struct DecodeTraits {
   static_assert(kRowTiles == 1 || kRowTiles == 2, "1 or 2 row tiles");
 
   static constexpr int kRows = 16 * kRowTiles;
+  static constexpr int kBlockN = block_n(kKvE4m3, kHeadDim, kRowTiles);  // keys per pipeline stage
   static constexpr int kKeySlices = kWarps / kRowTiles;       // warps sharing a row tile
-  static constexpr int kKeysPerWarp = kBlockN / kKeySlices;   // 16 or 32
+  static constexpr int kKeysPerWarp = kBlockN / kKeySlices;   // 16 or 32 (FP8 at one row tile: 32)
   static constexpr int kKvBytes = kKvE4m3 ? 1 : 2;
   static constexpr int kRowBytes = kHeadDim * kKvBytes;       // one key's K (or V) row
   static constexpr int kChunks = kRowBytes / 16;              // 16-byte chunks per row
   static constexpr int kTileBytes = kBlockN * kRowBytes;
-  static constexpr int kStageBytes = stage_bytes(kKvE4m3, kHeadDim);
-  static constexpr int kStages = num_stages(kKvE4m3, kHeadDim);
-  static constexpr int kSmemBytes = smem_bytes(kKvE4m3, kHeadDim);
+  static constexpr int kStageBytes = stage_bytes(kKvE4m3, kHeadDim, kRowTiles);
+  static constexpr int kStages = num_stages(kKvE4m3, kHeadDim, kRowTiles);
+  static constexpr int kSmemBytes = smem_bytes(kKvE4m3, kHeadDim, kRowTiles);
   static constexpr int kLoadsPerThread = kBlockN * kChunks / kThreads;
   static_assert(kBlockN * kChunks % kThreads == 0, "whole chunks per thread");
 };
@@ -144,6 +145,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
   constexpr int kNB = kKeysPerWarp / 8;  // key n-blocks of S per warp and stage
   constexpr int kKB = D / 16;            // k-blocks of the head dim
   constexpr int kVB = D / 8;             // n-blocks of the output
+  constexpr int kBlockN = Traits::kBlockN;
 
   extern __shared__ __align__(128) char smem[];
 
@@ -286,18 +288,21 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
     }
     if constexpr (Traits::kKvE4m3) {
       // Per-key scales travel with the rows, asynchronously (a dependent load would stall the
-      // stage's issue): threads 0-63 fetch K's, 64-127 V's. A missing scale reads as 1 below.
-      static_assert(kThreads == 2 * kBlockN, "one scale per thread and stage");
-      const bool is_v = tid >= kBlockN;
-      const Fp8Scale& sc = is_v ? p.v_scale : p.k_scale;
-      if (sc.scale != nullptr) {
-        const int row = tid % kBlockN, key = n0 + row;
-        const bool in = key < key_hi;
-        int entry, offset;
-        locate(in ? key : 0, entry, offset);
-        cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
-            *reinterpret_cast<const uint32_t*>(sc.scale + (in ? scale_index(sc, entry, offset) : 0)),
-            *reinterpret_cast<uint32_t*>(stage_scales(stage) + (is_v ? kBlockN : 0) + row), in);
+      // stage's issue): K's first, then V's, one per thread at a time. A missing scale reads as 1.
+      static_assert(2 * kBlockN % kThreads == 0, "whole scale rounds per stage");
+      CUTE_UNROLL
+      for (int j = tid; j < 2 * kBlockN; j += kThreads) {
+        const bool is_v = j >= kBlockN;
+        const Fp8Scale& sc = is_v ? p.v_scale : p.k_scale;
+        if (sc.scale != nullptr) {
+          const int row = j % kBlockN, key = n0 + row;
+          const bool in = key < key_hi;
+          int entry, offset;
+          locate(in ? key : 0, entry, offset);
+          cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
+              *reinterpret_cast<const uint32_t*>(sc.scale + (in ? scale_index(sc, entry, offset) : 0)),
+              *reinterpret_cast<uint32_t*>(stage_scales(stage) + j), in);
+        }
       }
     }
   };
