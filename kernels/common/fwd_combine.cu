@@ -71,15 +71,27 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
         const int s = s0 + lane;
         const float my_w = s < p.num_splits ? __expf(lse_parts[s * split_stride] - lse) : 0.f;
         const int count = min(32, p.num_splits - s0);
-#pragma unroll 4
-        for (int j = 0; j < count; ++j) {
-          const float w = __shfl_sync(0xffffffffu, my_w, j);
-          if (active && w > 0.f) {
-            const float4 x = *reinterpret_cast<const float4*>(out_parts + (s0 + j) * split_out_stride + c0);
-            acc.x += w * x.x;
-            acc.y += w * x.y;
-            acc.z += w * x.z;
-            acc.w += w * x.w;
+        // Eight partial rows loaded before any is used, so that they are in flight together; a
+        // split with weight 0 is skipped by a select, never by multiplying what it left there.
+        for (int j0 = 0; j0 < count; j0 += 8) {
+          float4 x[8];
+          float w[8];
+          CUTE_UNROLL
+          for (int u = 0; u < 8; ++u) {
+            const int j = j0 + u;
+            w[u] = __shfl_sync(0xffffffffu, my_w, j & 31);
+            x[u] = active && j < count
+                       ? *reinterpret_cast<const float4*>(out_parts + (s0 + j) * split_out_stride + c0)
+                       : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+          CUTE_UNROLL
+          for (int u = 0; u < 8; ++u) {
+            if (j0 + u < count && w[u] > 0.f) {
+              acc.x += w[u] * x[u].x;
+              acc.y += w[u] * x[u].y;
+              acc.z += w[u] * x[u].z;
+              acc.w += w[u] * x[u].w;
+            }
           }
         }
       }
