@@ -187,6 +187,51 @@ def test_arch_compatibility_rule():
     assert not arch_is_built((8, 0), ("86",))
 
 
+def test_fp8_cache_argument_checks():
+    """An FP8 KV cache is read with fp16/bf16 queries, both halves FP8, scales of the right shape."""
+    spec = built_spec()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
+    d = spec.head_dim_qk
+    q = torch.randn(2, 1, 4, d, dtype=dtype)
+    cache = torch.randn(2, 64, 2, d, dtype=dtype)
+    cache8 = cache.to(torch.float8_e4m3fn)
+    lens = torch.full((2,), 64, dtype=torch.int32)
+    with pytest.raises(TypeError, match="must both be float8_e4m3fn"):
+        flashgen.flash_attn_with_kvcache(q, cache8, cache, cache_seqlens=lens)
+    with pytest.raises(TypeError, match="float16 or bfloat16 queries"):
+        flashgen.flash_attn_with_kvcache(q.float(), cache8, cache8, cache_seqlens=lens)
+    with pytest.raises(ValueError, match="apply to an FP8"):
+        flashgen.flash_attn_with_kvcache(q, cache, cache, cache_seqlens=lens, k_descale=torch.ones(2))
+    with pytest.raises(ValueError, match="k_descale must have shape"):
+        flashgen.flash_attn_with_kvcache(q, cache8, cache8, cache_seqlens=lens, k_descale=torch.ones(3))
+    with pytest.raises(TypeError, match="v_descale must be float32"):
+        flashgen.flash_attn_with_kvcache(q, cache8, cache8, cache_seqlens=lens,
+                                         v_descale=torch.ones(2, dtype=torch.float16))
+
+
+def test_decode_kernel_choice(monkeypatch):
+    """Auto sends short rows to a built decode kernel; an FP8 cache needs one, and says which."""
+    from flashgen import dispatch
+    from flashgen.errors import KernelNotBuiltError
+
+    monkeypatch.delenv("FLASHGEN_FWD_BACKEND", raising=False)
+    built = dispatch._built_names()
+    spec = dispatch.decode_spec(torch.bfloat16, 128)
+    chosen = dispatch.decode_kernel_for(torch.bfloat16, torch.bfloat16, 128, 128, packed_rows=8)
+    assert chosen == (spec if spec.name in built else None)
+    assert dispatch.decode_kernel_for(torch.bfloat16, torch.bfloat16, 128, 128, packed_rows=33) is None
+    assert dispatch.decode_kernel_for(torch.bfloat16, torch.bfloat16, 192, 128, packed_rows=8) is None
+    monkeypatch.setattr(dispatch, "_built_names", lambda: frozenset())
+    with pytest.raises(KernelNotBuiltError, match="decode_sm80_e4m3_hdim128.*FLASHGEN_DIRECTIONS including decode"):
+        dispatch.decode_kernel_for(torch.bfloat16, torch.float8_e4m3fn, 128, 128, packed_rows=128)
+    with pytest.raises(ValueError, match="no decode kernel.*multiples of 32"):
+        dispatch.decode_kernel_for(torch.bfloat16, torch.float8_e4m3fn, 48, 48, packed_rows=1)
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm80")
+    assert dispatch.decode_kernel_for(torch.bfloat16, torch.bfloat16, 128, 128, packed_rows=8) is None
+    with pytest.raises(ValueError, match="take no dropout"):
+        dispatch.decode_kernel_for(torch.bfloat16, torch.float8_e4m3fn, 128, 128, packed_rows=8, dropout=True)
+
+
 def test_forward_backend_override(monkeypatch):
     from flashgen import dispatch
 
@@ -197,7 +242,7 @@ def test_forward_backend_override(monkeypatch):
     assert dispatch._families_for(None) == ["sm90"]
     assert dispatch._families_for(None, "bwd") == ["sm80"]  # the override is for the forward only
     monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "hopper")
-    with pytest.raises(ValueError, match="expected one of auto, sm80, sm90"):
+    with pytest.raises(ValueError, match="expected one of auto, sm80, sm90, decode"):
         dispatch.forward_backend()
 
 
