@@ -351,6 +351,20 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
   const bool softcap = p.softcap > 0.f;
   const bool alibi = p.alibi_slopes != nullptr;
 
+  // FP8: multiplies each key's column of an accumulator by its dequantisation scale (from the
+  // stage's scale array; 1 without scales) times the conversion's factor.
+  auto scale_keys = [&](float (&acc)[kNB][4], const float* scales, bool present, int key0) {
+    CUTE_UNROLL
+    for (int nb = 0; nb < kNB; ++nb) {
+      float2 sc = make_float2(1.f, 1.f);
+      if (present) { sc = *reinterpret_cast<const float2*>(scales + key0 + nb * 8 + 2 * t); }
+      acc[nb][0] *= sc.x * kFp8Unscale;
+      acc[nb][1] *= sc.y * kFp8Unscale;
+      acc[nb][2] *= sc.x * kFp8Unscale;
+      acc[nb][3] *= sc.y * kFp8Unscale;
+    }
+  };
+
   for (int it = 0; it < my_tiles; ++it) {
     cute::cp_async_wait<kStages - 2>();
     __syncthreads();
@@ -363,16 +377,10 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
     const int n0 = (my_first + it) * kBlockN;
     const int key0 = slice * kKeysPerWarp;  // first key of this warp within the tile
 
-    // S = Q K^T for this warp's keys: (16 rows, kKeysPerWarp keys). kTwoChains: odd k-blocks
-    // accumulate apart so that two MMA chains run side by side (measured: no gain, +27 registers).
-    constexpr bool kTwoChains = false;
-    float s[kNB][4], sodd[kNB][4];
+    // S = Q K^T for this warp's keys: (16 rows, kKeysPerWarp keys)
+    float s[kNB][4];
     CUTE_UNROLL
-    for (int nb = 0; nb < kNB; ++nb) {
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) { s[nb][i] = sodd[nb][i] = 0.f; }
-    }
-    auto acc = [&](int nb, int kb) -> float(&)[4] { return (kTwoChains && kb % 2 == 1) ? sodd[nb] : s[nb]; };
+    for (int nb = 0; nb < kNB; ++nb) { s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f; }
     if constexpr (!Traits::kKvE4m3) {
       CUTE_UNROLL
       for (int kb = 0; kb < kKB; ++kb) {
@@ -385,8 +393,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
           uint32_t b[4];
           cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sk + swizzled<kChunks>(row, chunk)),
                                         b[0], b[1], b[2], b[3]);
-          mma16816<Mma>(acc(2 * np, kb), qf[kb], b[0], b[1]);
-          mma16816<Mma>(acc(2 * np + 1, kb), qf[kb], b[2], b[3]);
+          mma16816<Mma>(s[2 * np], qf[kb], b[0], b[1]);
+          mma16816<Mma>(s[2 * np + 1], qf[kb], b[2], b[3]);
         }
       }
     } else {
@@ -397,34 +405,12 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
         for (int kb2 = 0; kb2 < kKB / 2; ++kb2) {
           const int byte = kb2 * 32 + 8 * t;
           const uint2 raw = *reinterpret_cast<const uint2*>(sk + swizzled<kChunks>(row, byte / 16) + byte % 16);
-          mma16816<Mma>(acc(nb, 2 * kb2), qf[2 * kb2], e4m3x2_to_f16x2<0>(raw.x), e4m3x2_to_f16x2<1>(raw.x));
-          mma16816<Mma>(acc(nb, 2 * kb2 + 1), qf[2 * kb2 + 1], e4m3x2_to_f16x2<0>(raw.y), e4m3x2_to_f16x2<1>(raw.y));
+          mma16816<Mma>(s[nb], qf[2 * kb2], e4m3x2_to_f16x2<0>(raw.x), e4m3x2_to_f16x2<1>(raw.x));
+          mma16816<Mma>(s[nb], qf[2 * kb2 + 1], e4m3x2_to_f16x2<0>(raw.y), e4m3x2_to_f16x2<1>(raw.y));
         }
       }
     }
-    if constexpr (kTwoChains) {
-      CUTE_UNROLL
-      for (int nb = 0; nb < kNB; ++nb) {
-        CUTE_UNROLL
-        for (int i = 0; i < 4; ++i) { s[nb][i] += sodd[nb][i]; }
-      }
-    }
-    if constexpr (Traits::kKvE4m3) {
-      const float* k_scales = stage_scales(stage);
-      CUTE_UNROLL
-      for (int nb = 0; nb < kNB; ++nb) {
-        float2 sc = make_float2(kFp8Unscale, kFp8Unscale);
-        if (p.k_scale.scale != nullptr) {
-          sc = *reinterpret_cast<const float2*>(k_scales + key0 + nb * 8 + 2 * t);
-          sc.x *= kFp8Unscale;
-          sc.y *= kFp8Unscale;
-        }
-        s[nb][0] *= sc.x;
-        s[nb][1] *= sc.y;
-        s[nb][2] *= sc.x;
-        s[nb][3] *= sc.y;
-      }
-    }
+    if constexpr (Traits::kKvE4m3) { scale_keys(s, stage_scales(stage), p.k_scale.scale != nullptr, key0); }
 
     // Logit transforms and the mask, in raw score units; then to log2 units.
     const bool need_mask = n0 < unmasked_lo || n0 + kBlockN > unmasked_hi;
@@ -480,20 +466,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(
     }
 
     if constexpr (Traits::kKvE4m3) {
-      const float* v_scales = stage_scales(stage) + kBlockN;
-      CUTE_UNROLL
-      for (int nb = 0; nb < kNB; ++nb) {
-        float2 sc = make_float2(kFp8Unscale, kFp8Unscale);
-        if (p.v_scale.scale != nullptr) {
-          sc = *reinterpret_cast<const float2*>(v_scales + key0 + nb * 8 + 2 * t);
-          sc.x *= kFp8Unscale;
-          sc.y *= kFp8Unscale;
-        }
-        s[nb][0] *= sc.x;
-        s[nb][1] *= sc.y;
-        s[nb][2] *= sc.x;
-        s[nb][3] *= sc.y;
-      }
+      scale_keys(s, stage_scales(stage) + kBlockN, p.v_scale.scale != nullptr, key0);
     }
 
     // O += P V, 16 keys at a time.
