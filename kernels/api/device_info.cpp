@@ -21,15 +21,12 @@ flashgen_status_t current_device_info(DeviceInfo* info) {
       *info = it->second;
       return FLASHGEN_STATUS_OK;
     }
-    int major = 0, minor = 0, sms = 0, smem = 0;
+    int major = 0, minor = 0, sms = 0;
     err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device); }
     if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); }
     if (err == cudaSuccess) {
-      err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-    }
-    if (err == cudaSuccess) {
-      *info = DeviceInfo{device, major * 10 + minor, sms, smem};
+      *info = DeviceInfo{device, major * 10 + minor, sms};
       cache[device] = *info;
       return FLASHGEN_STATUS_OK;
     }

@@ -9,7 +9,6 @@ struct DeviceInfo {
   int device;
   int compute_capability;  // major * 10 + minor
   int num_sms;
-  int smem_per_sm;  // bytes of shared memory per SM (occupancy estimates)
 };
 
 flashgen_status_t current_device_info(DeviceInfo* info);

@@ -321,12 +321,16 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   const int row_tiles = sm80::decode::rows_per_cta(rows, d) / 16;
   const int block_n = sm80::decode::block_n(a.kv_cache_e4m3 != 0, d, row_tiles);
   const int tiles = (p.seqlen_k + block_n - 1) / block_n;
-  const int smem = sm80::decode::smem_bytes(a.kv_cache_e4m3 != 0, d, row_tiles);
-  const int per_sm = device.smem_per_sm > smem ? device.smem_per_sm / (smem + 1024) : 1;
+  // The wave to fill: one CTA per SM for a dense cache, two (what fits) for a paged one. Measured
+  // on an H100 (bench/NOTES.md): dense caches ran 3-11% faster at batch 1-8 with the fewer
+  // splits of a one-CTA wave (the partials' round trip and the CTAs' fixed latencies outweigh
+  // the deeper overlap), while paged caches, whose scattered pages need more requests in
+  // flight, lost up to 27% with them.
+  const int64_t wave = int64_t(device.num_sms) * (p.block_table != nullptr ? 2 : 1);
   int splits = int(a.num_splits);
   if (splits == 0) {
     splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,
-                                                     tiles / 2 > 1 ? tiles / 2 : 1, device.num_sms * per_sm)
+                                                     tiles / 2 > 1 ? tiles / 2 : 1, int(wave))
                                  : 1;
   }
   splits = splits > tiles ? (tiles > 0 ? tiles : 1) : splits;
