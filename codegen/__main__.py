@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             by_family = Counter(s.arch for s in specs)
             families = ", ".join(f"{n} {fam}" for fam, n in sorted(by_family.items()))
             jobs = args.jobs if args.jobs else default_jobs()
-            backward = sum(1 for s in specs if s.direction == "bwd")
-            est = estimate(len(specs), len(selection.cuda_archs), jobs, backward, by_family.get("sm90", 0))
+            backward = sum(1 for s in specs if s.direction == "bwd" and s.arch == "sm80")
+            sm90_backward = sum(1 for s in specs if s.direction == "bwd" and s.arch == "sm90")
+            decode = sum(1 for s in specs if s.direction == "decode")
+            est = estimate(len(specs), len(selection.cuda_archs), jobs, backward, by_family.get("sm90", 0), decode,
+                           sm90_backward)
             print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
                   f"{';'.join(selection.cuda_archs)}: {est.images} compiled images (sm90 kernels: sm_90a only)")
             print(est.describe())

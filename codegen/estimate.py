@@ -18,6 +18,10 @@ SECONDS_PER_IMAGE = 30.0
 # Backward instantiations (five MMAs per step instead of two): bwd_sm80_bf16_hdim128_causal for
 # sm_80 took 49 s of CPU on the same machine.
 SECONDS_PER_BWD_IMAGE = 50.0
+# Decode instantiations (plain CUDA around mma.sync, two or four small kernels each):
+# decode_sm80_bf16_hdim128 15 s and decode_sm80_e4m3_hdim128 17 s for sm_80 on the same machine
+# (0.6 GB resident).
+SECONDS_PER_DECODE_IMAGE = 16.0
 # Peak resident memory of one such nvcc job (cicc + ptxas; 2.9 GB for head dim 256), measured
 # with /usr/bin/time -v. The build's job pool budgets more (cmake/FlashgenJobPool.cmake).
 PEAK_GB_PER_JOB = 3.0
@@ -30,6 +34,8 @@ class CompileEstimate:
     jobs: int
     backward: int = 0  # how many of the kernels are backward ones
     single_arch: int = 0  # forward kernels compiled for one arch only (the sm90 family: sm_90a)
+    decode: int = 0  # decode kernels (sm80 family: every arch)
+    single_arch_backward: int = 0  # of the single-arch kernels, the backward ones
 
     @property
     def images(self) -> int:
@@ -37,9 +43,11 @@ class CompileEstimate:
 
     @property
     def core_seconds(self) -> float:
-        forward = self.kernels - self.backward - self.single_arch
-        return ((forward * SECONDS_PER_IMAGE + self.backward * SECONDS_PER_BWD_IMAGE) * self.archs
-                + self.single_arch * SECONDS_PER_IMAGE)
+        forward = self.kernels - self.backward - self.single_arch - self.decode
+        return ((forward * SECONDS_PER_IMAGE + self.backward * SECONDS_PER_BWD_IMAGE
+                 + self.decode * SECONDS_PER_DECODE_IMAGE) * self.archs
+                + (self.single_arch - self.single_arch_backward) * SECONDS_PER_IMAGE
+                + self.single_arch_backward * SECONDS_PER_BWD_IMAGE)
 
     @property
     def wall_seconds(self) -> float:
@@ -52,7 +60,8 @@ class CompileEstimate:
     def describe(self) -> str:
         return (f"# estimated compile time: {self.core_seconds / 60:.3g} core-minute(s), about "
                 f"{self.wall_seconds / 60:.2g} min with {self.jobs} parallel job(s) "
-                f"(~{SECONDS_PER_IMAGE:.0f} s per forward and ~{SECONDS_PER_BWD_IMAGE:.0f} s per backward image, "
+                f"(~{SECONDS_PER_IMAGE:.0f} s per forward, ~{SECONDS_PER_BWD_IMAGE:.0f} s per backward and "
+                f"~{SECONDS_PER_DECODE_IMAGE:.0f} s per decode image, "
                 f"up to ~{PEAK_GB_PER_JOB:g} GB each; "
                 "CMAKE_BUILD_PARALLEL_LEVEL sets the jobs)")
 
@@ -64,6 +73,9 @@ def default_jobs(environ=os.environ) -> int:
 
 
 def estimate(num_kernels: int, num_archs: int, jobs: int, num_backward: int = 0,
-             num_single_arch: int = 0) -> CompileEstimate:
+             num_single_arch: int = 0, num_decode: int = 0, num_single_arch_backward: int = 0) -> CompileEstimate:
+    """num_backward: backward kernels compiled for every arch (sm80 family); num_single_arch:
+    kernels compiled for one arch (sm90 family), num_single_arch_backward of them backward."""
     return CompileEstimate(kernels=num_kernels, archs=num_archs, jobs=max(1, jobs), backward=num_backward,
-                           single_arch=num_single_arch)
+                           single_arch=num_single_arch, decode=num_decode,
+                           single_arch_backward=num_single_arch_backward)

@@ -333,3 +333,13 @@ def test_compile_estimate_counts_sm90_kernels_once():
     est = estimate(num_kernels=10, num_archs=2, jobs=4, num_backward=2, num_single_arch=3)
     assert est.images == 5 * 2 + 2 * 2 + 3
     assert est.core_seconds == (5 * 2 + 3) * 30.0 + 2 * 2 * 50.0
+
+
+def test_compile_estimate_prices_decode_and_sm90_backward_kernels():
+    from codegen.estimate import SECONDS_PER_BWD_IMAGE, SECONDS_PER_DECODE_IMAGE, SECONDS_PER_IMAGE, estimate
+
+    # 4 sm80 forward, 2 decode (both archs); 3 sm90 kernels (sm_90a only), 1 of them backward.
+    est = estimate(num_kernels=9, num_archs=2, jobs=4, num_single_arch=3, num_decode=2, num_single_arch_backward=1)
+    assert est.images == 6 * 2 + 3
+    assert est.core_seconds == (4 * SECONDS_PER_IMAGE + 2 * SECONDS_PER_DECODE_IMAGE) * 2 + \
+        2 * SECONDS_PER_IMAGE + SECONDS_PER_BWD_IMAGE
