@@ -32,6 +32,10 @@ cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>
       #field, [](const Struct& s) { return reinterpret_cast<uintptr_t>(s.field); },                         \
       [](Struct& s, uintptr_t value) { s.field = reinterpret_cast<Type>(value); })
 #define FG_FIELD(cls, Struct, field) cls.def_readwrite(#field, &Struct::field)
+// A nested flashgen_fp8_scale_t, by reference like BwdArgs.fwd: `args.k_scale.scale = ptr` fills it.
+#define FG_SCALE(cls, Struct, field)                                                                     \
+  cls.def_property_readonly(                                                                             \
+      #field, [](Struct& s) -> flashgen_fp8_scale_t& { return s.field; }, py::return_value_policy::reference_internal)
 // The (batch, row, head) element strides of one tensor: prefix_batch_stride, ...
 #define FG_STRIDES(cls, Struct, prefix)   \
   FG_FIELD(cls, Struct, prefix##_batch_stride); \
@@ -94,13 +98,9 @@ void bind_fwd_args(py::module_& m) {
   c.def_property(
       "out_dtype", [](const S& s) { return int(s.out_dtype); },
       [](S& s, int v) { s.out_dtype = flashgen_dtype_t(v); });
-  // By reference, like BwdArgs.fwd: `args.q_scale.scale = ptr` fills the nested struct.
-  c.def_property_readonly(
-      "q_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.q_scale; }, py::return_value_policy::reference_internal);
-  c.def_property_readonly(
-      "k_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.k_scale; }, py::return_value_policy::reference_internal);
-  c.def_property_readonly(
-      "v_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.v_scale; }, py::return_value_policy::reference_internal);
+  FG_SCALE(c, S, q_scale);
+  FG_SCALE(c, S, k_scale);
+  FG_SCALE(c, S, v_scale);
 }
 
 void bind_fp8_scale(py::module_& m) {
@@ -184,10 +184,8 @@ void bind_kv_append_args(py::module_& m) {
   FG_STRIDES(c, S, q_out);
   FG_FIELD(c, S, q_positions_per_row);
   FG_FIELD(c, S, cache_e4m3);
-  c.def_property_readonly(
-      "k_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.k_scale; }, py::return_value_policy::reference_internal);
-  c.def_property_readonly(
-      "v_scale", [](S& s) -> flashgen_fp8_scale_t& { return s.v_scale; }, py::return_value_policy::reference_internal);
+  FG_SCALE(c, S, k_scale);
+  FG_SCALE(c, S, v_scale);
 }
 
 void bind_fp8_quantize_args(py::module_& m) {

@@ -7,6 +7,7 @@ import torch
 
 import flashgen
 from flashgen._library import manifest
+from flashgen.bench.timing import capture_graph
 from flashgen.codegen.spec import KernelSpec
 
 from conftest import requires_gpu
@@ -203,14 +204,7 @@ def test_decode_graph_replay_with_new_lengths(spec):
     def step():
         cache.call(q, lengths, out=out, workspace=workspace)
     step()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    graph = capture_graph(step)
     for new_lengths in ([7, 4095], [4096, 0], [1, 1]):
         lengths.copy_(torch.tensor(new_lengths, dtype=torch.int32))
         graph.replay()

@@ -53,6 +53,23 @@ namespace {
 
 bool fits_int(int64_t x) { return x >= 0 && x <= INT_MAX; }
 
+// One dequantisation scale argument: a float-aligned pointer (or none), strides >= 0, and
+// block_rows > 0 when blocks have their own scales.
+flashgen_status_t validate_scale(const char* name, const flashgen_fp8_scale_t& s) {
+  const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
+  if (s.scale == nullptr) { return FLASHGEN_STATUS_OK; }
+  if (reinterpret_cast<uintptr_t>(s.scale) % alignof(float) != 0) {
+    return set_error(invalid, "%s.scale must be float-aligned", name);
+  }
+  if (s.batch_stride < 0 || s.head_stride < 0 || s.block_stride < 0) {
+    return set_error(invalid, "%s strides must be >= 0", name);
+  }
+  if (s.block_stride != 0 && (s.block_rows <= 0 || s.block_rows > INT_MAX)) {
+    return set_error(invalid, "%s.block_rows must be > 0 when block_stride is set", name);
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
 // The FP8 arguments: output type, the parts FP8 kernels lack, the dequantisation scales.
 flashgen_status_t validate_fp8_args(const flashgen_fwd_args_t& a) {
   const auto invalid = FLASHGEN_STATUS_INVALID_ARGUMENT;
@@ -82,17 +99,9 @@ flashgen_status_t validate_fp8_args(const flashgen_fwd_args_t& a) {
     bool keys;
   } scales[] = {{"q_scale", a.q_scale, false}, {"k_scale", a.k_scale, true}, {"v_scale", a.v_scale, true}};
   for (const auto& sc : scales) {
-    if (sc.s.scale == nullptr) { continue; }
-    if (reinterpret_cast<uintptr_t>(sc.s.scale) % alignof(float) != 0) {
-      return set_error(invalid, "%s.scale must be float-aligned", sc.name);
-    }
-    if (sc.s.batch_stride < 0 || sc.s.head_stride < 0 || sc.s.block_stride < 0) {
-      return set_error(invalid, "%s strides must be >= 0", sc.name);
-    }
-    if (sc.s.block_stride != 0 && (sc.s.block_rows <= 0 || sc.s.block_rows > INT_MAX)) {
-      return set_error(invalid, "%s.block_rows must be > 0 when block_stride is set", sc.name);
-    }
-    if (sc.keys && sc.s.block_stride != 0 && sc.s.block_rows % 128 != 0) {
+    const flashgen_status_t status = validate_scale(sc.name, sc.s);
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+    if (sc.s.scale != nullptr && sc.keys && sc.s.block_stride != 0 && sc.s.block_rows % 128 != 0) {
       return set_error(invalid, "%s.block_rows (%lld) must be a multiple of 128: a key block shares one scale",
                        sc.name, (long long)sc.s.block_rows);
     }
@@ -116,16 +125,8 @@ flashgen_status_t validate_fp8_cache_args(const flashgen_fwd_args_t& a) {
     const flashgen_fp8_scale_t& s;
   } scales[] = {{"k_scale", a.k_scale}, {"v_scale", a.v_scale}};
   for (const auto& sc : scales) {
-    if (sc.s.scale == nullptr) { continue; }
-    if (reinterpret_cast<uintptr_t>(sc.s.scale) % alignof(float) != 0) {
-      return set_error(invalid, "%s.scale must be float-aligned", sc.name);
-    }
-    if (sc.s.batch_stride < 0 || sc.s.head_stride < 0 || sc.s.block_stride < 0) {
-      return set_error(invalid, "%s strides must be >= 0", sc.name);
-    }
-    if (sc.s.block_stride != 0 && (sc.s.block_rows <= 0 || sc.s.block_rows > INT_MAX)) {
-      return set_error(invalid, "%s.block_rows must be > 0 when block_stride is set", sc.name);
-    }
+    const flashgen_status_t status = validate_scale(sc.name, sc.s);
+    if (status != FLASHGEN_STATUS_OK) { return status; }
   }
   return FLASHGEN_STATUS_OK;
 }

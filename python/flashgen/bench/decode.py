@@ -16,21 +16,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flashgen
 
-from .timing import median_ms
+from .timing import capture_graph, median_ms
 
 
 def _graph_ms(fn) -> float:
     """Median time of fn replayed from a CUDA graph: GPU time without Python's per-call cost
     (serving engines replay decode from graphs)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return median_ms(graph.replay)
+    return median_ms(capture_graph(fn).replay)
 
 HEADS_Q, HEADS_KV, HEAD_DIM = 32, 8, 128
 CASES = ((1, 4096), (1, 32768), (8, 8192), (8, 32768), (32, 8192), (64, 8192), (128, 4096), (256, 4096))

@@ -58,3 +58,17 @@ def read_tbps(nbytes: int = 2 << 30) -> float:
     src = torch.randn(nbytes // 4, device="cuda")
     ms = median_ms(lambda: src.sum())
     return nbytes / (ms * 1e-3) / 1e12
+
+
+def capture_graph(fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
+    """fn run once on a side stream (allocations and lazy setup happen outside the capture), then
+    captured into a CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
