@@ -2,14 +2,14 @@
 // query heads of a GQA group, packed) against a long, possibly paged, possibly FP8 cache.
 //
 // Bound by reading K and V, so the kernel is built around the loads: one CTA per (key split,
-// KV head, block of packed rows, batch entry), a deep cp.async pipeline of 64-key stages, and
-// the four warps splitting each stage's keys between them (each warp keeps its own running max,
+// KV head, block of packed rows, batch entry), a deep cp.async pipeline of 64-key stages (128
+// for FP8 caches at one row tile), and the four warps splitting each stage's keys between them (each warp keeps its own running max,
 // sum and output for all the CTA's rows of its row tile; they are merged once at the end).
 // Any page size works: every key row is addressed on its own through the block table.
 //
 // FP8 (e4m3) caches are converted in registers to fp16 (exactly) and multiplied on fp16 tensor
-// cores; per-key scales ride along with the rows into shared memory. Two index permutations keep those
-// reads wide without a transposed copy: head-dim channels of Q and K are read in the order that
+// cores; per-key scales ride along with the rows into shared memory. Two index permutations keep
+// those reads wide without a transposed copy: head-dim channels of Q and K are read in the order that
 // gives each thread 8 contiguous bytes per 32 channels (the dot product does not care), and each
 // thread accumulates a contiguous run of output channels (un-permuted when the output is written).
 #pragma once
@@ -134,8 +134,7 @@ struct RowInfo {
 };
 
 template <class Traits>
-__global__ void __launch_bounds__(kThreads) decode_kernel(
-    const __grid_constant__ FwdParams p) {
+__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p) {
   using Element = typename Traits::Element;
   using Mma = MmaElement<Traits>;
   constexpr int D = Traits::kHeadDim;
