@@ -79,3 +79,36 @@ def test_fp8_has_no_backward():
     a.fwd.dtype = _C.DTYPE_E4M3
     with pytest.raises(ValueError, match="no backward"):
         _C.bwd(a, 0)
+
+
+def _fp8_cache_args(**changes):
+    """A bf16-query decode call over an e4m3 cache, at fake aligned addresses."""
+    _C = lib()
+    a = _e4m3_args()
+    a.dtype = _C.DTYPE_BF16
+    a.kv_cache_e4m3 = 1
+    a.seqlen_q, a.total_q = 1, 1
+    a.q_batch_stride, a.q_row_stride, a.q_head_stride = 128, 128, 64
+    a.v_batch_stride, a.v_row_stride, a.v_head_stride = 16 * 128, 128, 64
+    a.out_batch_stride, a.out_row_stride, a.out_head_stride = 128, 128, 64
+    for name, value in changes.items():
+        if "." in name:
+            scale, field = name.split(".")
+            setattr(getattr(a, scale), field, value)
+        else:
+            setattr(a, name, value)
+    return a
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dtype": 2}, "fp16 or bf16 queries"),
+    ({"dropout_p": 0.1}, "no cu_seqlens, no dropout"),
+    ({"head_dim_v": 32}, "head_dim_qk = head_dim_v"),
+    ({"k_row_stride": 136}, "multiples of 16 bytes"),
+    ({"v_scale.scale": (1 << 12) + 2}, "v_scale.scale must be float-aligned"),
+    ({"k_scale.scale": 1 << 12, "k_scale.head_stride": -1}, "k_scale strides must be >= 0"),
+    ({"k_scale.scale": 1 << 12, "k_scale.block_stride": 1}, "block_rows must be > 0"),
+])
+def test_c_api_checks_fp8_cache_arguments(changes, message):
+    with pytest.raises(ValueError, match=message):
+        lib().fwd(_fp8_cache_args(**changes), 0)
