@@ -51,11 +51,17 @@ def _e4m3_args(**changes):
     a.k_batch_stride, a.k_row_stride, a.k_head_stride = 16 * 128, 128, 64
     a.v_batch_stride, a.v_head_stride, a.v_row_stride = 2 * 64 * 16, 64 * 16, 16  # PV layout
     a.out_batch_stride, a.out_row_stride, a.out_head_stride = 16 * 128, 128, 64
+    return _apply(a, changes)
+
+
+def _apply(a, changes):
+    """Sets FwdArgs fields; "k_scale.block_rows"-style names reach into the nested scales."""
     for name, value in changes.items():
-        if name.startswith("k_scale."):
-            setattr(a.k_scale, name.split(".")[1], value)
-        else:
-            setattr(a, name, value)
+        target = a
+        *scale, field = name.split(".")
+        if scale:
+            target = getattr(a, scale[0])
+        setattr(target, field, value)
     return a
 
 
@@ -91,13 +97,7 @@ def _fp8_cache_args(**changes):
     a.q_batch_stride, a.q_row_stride, a.q_head_stride = 128, 128, 64
     a.v_batch_stride, a.v_row_stride, a.v_head_stride = 16 * 128, 128, 64
     a.out_batch_stride, a.out_row_stride, a.out_head_stride = 128, 128, 64
-    for name, value in changes.items():
-        if "." in name:
-            scale, field = name.split(".")
-            setattr(getattr(a, scale), field, value)
-        else:
-            setattr(a, name, value)
-    return a
+    return _apply(a, changes)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -313,13 +313,13 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   if (a.causal != 0) { p.window_right = 0; }
   const int d = p.head_dim_qk;
   const int rows = p.seqlen_q * p.group_size;
-  const int row_blocks = (rows + sm80::decode::rows_per_cta(rows, d) - 1) / sm80::decode::rows_per_cta(rows, d);
+  const int cta_rows = sm80::decode::rows_per_cta(rows, d);
+  const int row_blocks = (rows + cta_rows - 1) / cta_rows;
   if (int64_t(p.num_heads_kv) * row_blocks > 65535 || p.batch > 65535) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "decode: batch and num_heads_kv x blocks of %d packed rows must be <= 65535",
-                     sm80::decode::rows_per_cta(rows, d));
+                     "decode: batch and num_heads_kv x blocks of %d packed rows must be <= 65535", cta_rows);
   }
-  const int row_tiles = sm80::decode::rows_per_cta(rows, d) / 16;
+  const int row_tiles = cta_rows / 16;
   const int block_n = sm80::decode::block_n(a.kv_cache_e4m3 != 0, d, row_tiles);
   const int tiles = (p.seqlen_k + block_n - 1) / block_n;
   // The wave to fill: one CTA per SM for a dense cache, two (what fits) for a paged one. Measured
@@ -378,21 +378,23 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                      "FLASHGEN_FWD_BACKEND=sm90 needs a compute capability 9.0 GPU (this one is sm_%d)",
                      device.compute_capability);
   }
-  if (args->kv_cache_e4m3 != 0 || backend == kDecodeBackend ||
-      (backend == 0 && decode_fits(*args) && packed_rows(*args) <= kDecodeMaxRows)) {
-    const KernelEntry* decode_entry = decode_fits(*args) ? find_kernel(decode_key(*args)) : nullptr;
+  // Decode kernels: required for an FP8 cache or when forced, else taken for short calls.
+  const bool decode_required = args->kv_cache_e4m3 != 0 || backend == kDecodeBackend;
+  const bool fits = decode_fits(*args);
+  if (decode_required || (backend == 0 && fits && packed_rows(*args) <= kDecodeMaxRows)) {
+    const KernelKey dkey = decode_key(*args);
+    const KernelEntry* decode_entry = fits ? find_kernel(dkey) : nullptr;
     if (decode_entry != nullptr) { return make_decode_plan(*args, decode_entry, device, workspace_available, plan); }
-    if (args->kv_cache_e4m3 != 0 || backend == kDecodeBackend) {
-      if (!decode_fits(*args)) {
-        return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                         "the decode kernels (FLASHGEN_FWD_BACKEND=decode, or an FP8 KV cache) take no dropout, no "
-                         "cu_seqlens and head_dim_qk = head_dim_v");
-      }
+    if (decode_required && !fits) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                       "the decode kernels (FLASHGEN_FWD_BACKEND=decode, or an FP8 KV cache) take no dropout, no "
+                       "cu_seqlens and head_dim_qk = head_dim_v");
+    }
+    if (decode_required) {
       return set_error(FLASHGEN_STATUS_NOT_BUILT,
                        "the decode kernel decode_sm80_%s_hdim%d was not built; rebuild with FLASHGEN_DIRECTIONS "
                        "including decode, FLASHGEN_DTYPES including %s and FLASHGEN_HEAD_DIMS including %d",
-                       dtype_name(decode_key(*args).dtype), int(args->head_dim_qk),
-                       dtype_name(decode_key(*args).dtype), int(args->head_dim_qk));
+                       dtype_name(dkey.dtype), dkey.head_dim_qk, dtype_name(dkey.dtype), dkey.head_dim_qk);
     }
   }
   const KernelEntry* entry = nullptr;

@@ -45,12 +45,16 @@ class Fp8CacheScales:
 
     @staticmethod
     def fill(arg, t: Optional[torch.Tensor]) -> None:
+        """Points a flashgen_fp8_scale_t at t: (entries, heads) strides, 0 along what t lacks."""
         if t is None:
             return
         arg.scale = t.data_ptr()
-        arg.batch_stride, arg.head_stride = (t.stride(0), t.stride(1)) if t.dim() == 2 else \
-            (0, t.stride(0) if t.dim() == 1 and t.numel() > 1 else 0)
-        arg.block_stride, arg.block_rows = 0, 0
+        if t.dim() == 2:
+            arg.batch_stride, arg.head_stride = t.stride(0), t.stride(1)
+        elif t.numel() > 1:  # (nheads_kv,)
+            arg.batch_stride, arg.head_stride = 0, t.stride(0)
+        else:  # () or (1,): one scale
+            arg.batch_stride, arg.head_stride = 0, 0
 
 
 @dataclass

@@ -127,12 +127,10 @@ def flash_attn_with_kvcache(
             raise ValueError(f"rotary_dim ({rotary_dim}) exceeds head_dim ({head_dim})")
     scales = None
     if fp8_cache:
-        entries = k_cache.shape[0]
-        scales = Fp8CacheScales(
-            k=_checks.check_float_vector("k_descale", k_descale, [(), (1,), (k_cache.shape[2],),
-                                                                  (entries, k_cache.shape[2])], allow_none=True),
-            v=_checks.check_float_vector("v_descale", v_descale, [(), (1,), (k_cache.shape[2],),
-                                                                  (entries, k_cache.shape[2])], allow_none=True))
+        hkv = k_cache.shape[2]
+        shapes = [(), (1,), (hkv,), (k_cache.shape[0], hkv)]  # per tensor, per head, per (entry | page, head)
+        scales = Fp8CacheScales(k=_checks.check_float_vector("k_descale", k_descale, shapes, allow_none=True),
+                                v=_checks.check_float_vector("v_descale", v_descale, shapes, allow_none=True))
     packed_rows = seqlen_q * (nheads // k_cache.shape[2])
     if decode_kernel_for(dtype, k_cache.dtype, head_dim, head_dim_v, packed_rows) is None:
         select_kernel("fwd", dtype, head_dim, head_dim_v, opts.causal, q.device if q.is_cuda else None, paged=paged,
