@@ -111,8 +111,6 @@ RULES: tuple[Rule, ...] = (
          "FP8 (e4m3) kernels have no softcap, ALiBi or dropout variant"),
     Rule(lambda s: s.arch == "sm90" and (s.head_dim_qk % 16 or s.head_dim_v % 16),
          "sm90 (wgmma) kernels need head dims that are multiples of 16; the sm80 family serves the others"),
-    Rule(lambda s: s.direction == "bwd" and s.arch == "sm90" and (s.head_dim_qk != s.head_dim_v or s.head_dim_qk > 128),
-         "the sm90 backward covers head dims up to 128 (qk = v); the sm80 backward serves the rest"),
     Rule(lambda s: s.direction == "bwd" and s.paged, "the backward pass does not read a paged KV cache"),
     Rule(lambda s: s.dropout and s.paged, "dropout is a training feature; paged-KV kernels are for inference"),
 )

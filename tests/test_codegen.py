@@ -77,12 +77,19 @@ def test_parse_rejects_garbage():
         (KernelSpec("sm80", "decode", "e4m3", 48, 48, False), "multiples of 32"),
         (KernelSpec("sm90", "fwd", "e4m3", 80, 80, False), "multiples of 32"),
         (KernelSpec("sm90", "fwd", "e4m3", 128, 128, True, softcap=True), "no softcap"),
-        (KernelSpec("sm90", "bwd", "bf16", 256, 256, False), "head dims up to 128"),
+        (KernelSpec("sm90", "bwd", "bf16", 88, 88, False), "multiples of 16"),
     ],
 )
 def test_rules_reject_with_a_reason(spec, fragment):
     reason = rejection(spec)
     assert reason is not None and fragment in reason
+
+
+def test_rules_accept_the_sm90_backward_at_every_default_head_dim():
+    # Head dims above 128 and qk != v take the roles-split consumers (kernels/sm90/sm90_bwd_traits.hpp).
+    for (qk, v), causal in itertools.product(((32, 32), (64, 64), (96, 96), (128, 128), (192, 128), (192, 192),
+                                              (256, 256)), (False, True)):
+        assert rejection(KernelSpec("sm90", "bwd", "bf16", qk, v, causal)) is None, (qk, v)
 
 
 def test_rules_accept_the_fp8_forward():

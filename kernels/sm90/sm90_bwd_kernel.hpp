@@ -33,7 +33,7 @@ namespace flashgen::sm90 {
 using namespace cute;
 
 // Named barriers of the backward kernel (0 is __syncthreads).
-enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3 };
+enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4 };
 
 // One bulk asynchronous reduce-add of `bytes` (a multiple of 16) contiguous floats from shared to
 // global memory, in the issuing thread's bulk group (commit with tma_store_arrive, wait with
@@ -89,17 +89,197 @@ template <class Traits>
 struct BwdKernelParams {
   BwdParams bwd;
   typename Traits::TmaQ tma_q;
-  typename Traits::TmaQ tma_do;
+  typename Traits::TmadO tma_do;
   typename Traits::TmaK tma_k;
-  typename Traits::TmaK tma_v;
+  typename Traits::TmaV tma_v;
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
 };
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
-__global__ void __launch_bounds__(Traits::kNumThreads, 1)
-    bwd_kernel(const __grid_constant__ BwdKernelParams<Traits> kp) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// The steps of one CTA: the (query head of the GQA group, query block) pairs that see its keys.
+struct BwdSteps {
+  int m_lo;
+  int m_count;
+  int count;
+  int head0;
+  CUTE_DEVICE int head(int step) const { return head0 + step / m_count; }
+  CUTE_DEVICE int block(int step) const { return m_lo + step % m_count; }
+};
+
+// Stage of a step and the parity of its k-th use of that stage.
+template <int kStages>
+CUTE_DEVICE int stage_of(int step) {
+  return step % kStages;
+}
+template <int kStages>
+CUTE_DEVICE int phase_of(int step) {
+  return (step / kStages) & 1;
+}
+
+// The producer warpgroup: warp 0 issues the TMA loads, warp 1 loads LSE and D, warp 2 sends dQ.
+template <class Traits, class Mask>
+CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
+                              SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block, int head_kv,
+                              int batch) {
+  using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using NamedBarrier = cutlass::arch::NamedBarrier;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kDim = Traits::kHeadDim;
+  constexpr int kDimV = Traits::kHeadDimV;
+  constexpr int kStages = Traits::kStages;
+  BwdParams const& params = kp.bwd;
+  const bool varlen = params.cu_seqlens_q != nullptr;
+  const int warp_idx = cutlass::canonical_warp_idx_sync();
+  const int lane = threadIdx.x % 32;
+  if (warp_idx == 0) {
+    if (!cute::elect_one_sync()) { return; }
+    Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});
+    Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});
+    Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
+    Tensor mdO = kp.tma_do.get_tma_tensor(make_shape(kp.q_rows, kDimV, params.num_heads_q, kp.q_batches));
+    Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
+    Tensor mV = kp.tma_v.get_tma_tensor(make_shape(kp.k_rows, kDimV, params.num_heads_kv, kp.k_batches));
+    const int q_row0 = varlen ? seq.row_base : 0;
+    const int q_batch = varlen ? 0 : batch;
+    Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
+                           Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+    Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
+                           Shape<Int<kBlockN>, Int<kDimV>>{}, make_coord(n_block, _0{}));
+    auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+    FullBarrier::arrive_and_expect_tx(&storage.kv_full, Traits::kKBytes + Traits::kVBytes);
+    copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
+    copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
+    for (int step = 0; step < steps.count; ++step) {
+      const int stage = stage_of<kStages>(step);
+      if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(step) ^ 1); }
+      const int h = steps.head(step);
+      Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
+                             Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(steps.block(step), _0{}));
+      Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
+                              Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(steps.block(step), _0{}));
+      auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+      FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], Traits::kQBytes + Traits::kdOBytes);
+      copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, stage));
+      copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, stage));
+    }
+  } else if (warp_idx == 1) {
+    // LSE (log2 units; +inf past the end, so P is 0 there) and D of each step's rows.
+    for (int step = 0; step < steps.count; ++step) {
+      const int stage = stage_of<kStages>(step);
+      if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(step) ^ 1); }
+      const int h = steps.head(step);
+      const float* lse = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
+      const float* dsum = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
+      CUTE_UNROLL
+      for (int row = lane; row < kBlockM; row += 32) {
+        const int q = steps.block(step) * kBlockM + row;
+        const bool in = q < seq.seqlen_q;
+        storage.lse_log2[stage][row] = in ? lse[q] * float(M_LOG2E) : INFINITY;
+        storage.dsum[stage][row] = in ? dsum[q] : 0.f;
+      }
+      FullBarrier::arrive(&storage.qdo_full[stage]);
+    }
+  } else if (warp_idx == 2) {
+    // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
+    const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
+    float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
+    for (int step = 0; step < steps.count; ++step) {
+      NamedBarrier::arrive(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
+      NamedBarrier::sync(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+      const int m = steps.block(step);
+      const int query0 = m * kBlockM;
+      const int h = steps.head(step);
+      // Deterministic mode: the key blocks that see query block m add their dQ parts in
+      // increasing order behind a counter; lower key blocks have lower block indices, so the
+      // CTAs waited for were launched first and always make progress.
+      int* semaphore = nullptr;
+      if (params.deterministic) {
+        semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
+        const int turn = n_block - mask.blocks(m).n_min;
+        if (lane == 0) {
+          while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
+        }
+        __syncwarp();
+        __threadfence();
+        fence_proxy_async_global();
+      }
+      float* dq_head = dq_rows + int64_t(h) * params.dq_accum_dim;
+      CUTE_UNROLL
+      for (int row = lane; row < kBlockM; row += 32) {
+        if (query0 + row < seq.seqlen_q) {
+          bulk_reduce_add_f32(dq_head + (query0 + row) * dq_row_stride, &storage.dq[row * Traits::kDQRowFloats],
+                              kDim * int(sizeof(float)));
+        }
+      }
+      tma_store_arrive();
+      if (params.deterministic) {
+        bulk_wait_all();  // the adds are done in global memory, not just read from shared
+        fence_proxy_async_global();
+        __threadfence();
+        __syncwarp();
+        if (lane == 0) { atomicAdd(semaphore, 1); }
+      } else {
+        tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
+      }
+    }
+  }
+}
+
+// The consumers' dQ of one step to the writer warp's shared tile, two columns per store.
+template <class Traits, class Acc, class Coords>
+CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc const& acc_dq, Coords const& coords) {
+  using NamedBarrier = cutlass::arch::NamedBarrier;
+  NamedBarrier::sync(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
+  CUTE_UNROLL
+  for (int i = 0; i < size(acc_dq); i += 2) {
+    const auto coord = coords(i);
+    *reinterpret_cast<float2*>(&storage.dq[get<0>(coord) * Traits::kDQRowFloats + get<1>(coord)]) =
+        make_float2(acc_dq(i), acc_dq(i + 1));
+  }
+  cutlass::arch::fence_view_async_shared();
+  NamedBarrier::arrive(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+}
+
+// A (keys, head_dim) accumulator (dK or dV) times `scale` to rows key0.. of `dst`, two columns per
+// store, keys past seqlen_k skipped.
+template <class Element, class Acc, class Coords>
+CUTE_DEVICE void store_key_rows(Acc const& acc, Coords const& coords, Element* dst, int64_t row_stride, int key0,
+                                int seqlen_k, float scale) {
+  Tensor acc_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));
+  Tensor c_rc = make_tensor(coords.data(), acc_layout_rowcol(coords.layout()));
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(acc_rc); ++r) {
+    const int key = key0 + get<0>(c_rc(r, 0));
+    if (key >= seqlen_k) { continue; }
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(acc_rc); c += 2) {
+      const int col = get<1>(c_rc(r, c));
+      dst[key * row_stride + col] = Element(acc_rc(r, c) * scale);
+      dst[key * row_stride + col + 1] = Element(acc_rc(r, c + 1) * scale);
+    }
+  }
+}
+
+// dK's and dV's first element of this CTA's (batch entry, KV head).
+template <class Element>
+CUTE_DEVICE Element* key_rows_base(void* base, SeqInfo const& seq, bool varlen, int batch, int head_kv,
+                                   int64_t row_stride, int64_t head_stride, int64_t batch_stride) {
+  return static_cast<Element*>(base) +
+         (varlen ? int64_t(seq.key_row_base) * row_stride : int64_t(batch) * batch_stride) +
+         int64_t(head_kv) * head_stride;
+}
+
+// Keys split: each consumer warpgroup owns 64 keys and computes all five products for them.
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
+CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
+                                    SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block,
+                                    int head_kv, int batch) {
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
@@ -109,157 +289,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kDim = Traits::kHeadDim;
   constexpr int kStages = Traits::kStages;
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
-  using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
-  const int n_block = blockIdx.x;
-  const int head_kv = blockIdx.y;
-  const int batch = blockIdx.z;
-  const bool varlen = params.cu_seqlens_q != nullptr;
-  const SeqInfo seq(params, batch);
-  if (n_block * kBlockN >= seq.seqlen_k) { return; }  // this entry has fewer key blocks
-
-  extern __shared__ __align__(1024) char smem_raw[];
-  auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-  const int warp_idx = cutlass::canonical_warp_idx_sync();
-  const int lane = threadIdx.x % 32;
-  if (threadIdx.x == 0) {
-    FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
-    for (int s = 0; s < kStages; ++s) {
-      FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
-      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/kNumMmaThreads);
-    }
-    cutlass::arch::fence_barrier_init();
-  }
-  __syncthreads();
-
-  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
-  int m_lo = 0, m_hi = 0;
-  sm80::query_blocks_of_key_block<kBlockM, kBlockN>(mask, n_block, m_lo, m_hi);
-  const int m_count = max(0, m_hi - m_lo);
-  const int steps = m_count * params.group_size;  // (query head of the group, query block)
-  auto step_head = [&](int step) { return head_kv * params.group_size + step / m_count; };
-  auto step_block = [&](int step) { return m_lo + step % m_count; };
-  // Stage of a step and the parity of its k-th use of that stage.
-  auto stage_of = [](int step) { return step % kStages; };
-  auto phase_of = [](int step) { return (step / kStages) & 1; };
-
-  if (warp_idx < 4) {
-    // ---- Producer warpgroup ----
-    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (warp_idx == 0) {
-      if (!cute::elect_one_sync()) { return; }
-      Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
-      Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});
-      Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
-      Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});
-      Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
-      Tensor mdO = kp.tma_do.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
-      Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
-      Tensor mV = kp.tma_v.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
-      const int q_row0 = varlen ? seq.row_base : 0;
-      const int q_batch = varlen ? 0 : batch;
-      Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
-                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-      Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
-                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-      auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-      auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-      FullBarrier::arrive_and_expect_tx(&storage.kv_full, 2 * Traits::kKBytes);
-      copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
-      copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
-      for (int step = 0; step < steps; ++step) {
-        const int stage = stage_of(step);
-        if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of(step) ^ 1); }
-        const int h = step_head(step);
-        Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
-                               Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
-        Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
-                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(step_block(step), _0{}));
-        auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-        auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-        FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], 2 * Traits::kQBytes);
-        copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, stage));
-        copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, stage));
-      }
-    } else if (warp_idx == 1) {
-      // LSE (log2 units; +inf past the end, so P is 0 there) and D of each step's rows.
-      for (int step = 0; step < steps; ++step) {
-        const int stage = stage_of(step);
-        if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of(step) ^ 1); }
-        const int h = step_head(step);
-        const float* lse = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
-        const float* dsum = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
-        CUTE_UNROLL
-        for (int row = lane; row < kBlockM; row += 32) {
-          const int q = step_block(step) * kBlockM + row;
-          const bool in = q < seq.seqlen_q;
-          storage.lse_log2[stage][row] = in ? lse[q] * float(M_LOG2E) : INFINITY;
-          storage.dsum[stage][row] = in ? dsum[q] : 0.f;
-        }
-        FullBarrier::arrive(&storage.qdo_full[stage]);
-      }
-    } else if (warp_idx == 2) {
-      // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
-      const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
-      float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
-      for (int step = 0; step < steps; ++step) {
-        NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
-        NamedBarrier::sync(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
-        const int m = step_block(step);
-        const int query0 = m * kBlockM;
-        const int h = step_head(step);
-        // Deterministic mode: the key blocks that see query block m add their dQ parts in
-        // increasing order behind a counter; lower key blocks have lower block indices, so the
-        // CTAs waited for were launched first and always make progress.
-        int* semaphore = nullptr;
-        if (params.deterministic) {
-          semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-          const int turn = n_block - mask.blocks(m).n_min;
-          if (lane == 0) {
-            while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
-          }
-          __syncwarp();
-          __threadfence();
-          fence_proxy_async_global();
-        }
-        float* dq_head = dq_rows + int64_t(h) * params.dq_accum_dim;
-        CUTE_UNROLL
-        for (int row = lane; row < kBlockM; row += 32) {
-          if (query0 + row < seq.seqlen_q) {
-            bulk_reduce_add_f32(dq_head + (query0 + row) * dq_row_stride, &storage.dq[row * Traits::kDQRowFloats],
-                                kDim * int(sizeof(float)));
-          }
-        }
-        tma_store_arrive();
-        if (params.deterministic) {
-          bulk_wait_all();  // the adds are done in global memory, not just read from shared
-          fence_proxy_async_global();
-          __threadfence();
-          __syncwarp();
-          if (lane == 0) { atomicAdd(semaphore, 1); }
-        } else {
-          tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
-        }
-      }
-    }
-    return;
-  }
-
-  // ---- Consumer warpgroups ----
-  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
   const int tid = threadIdx.x - 128;
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
-  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});  // (M, d, stages)
+  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});  // (M, d, stages)
   Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
-  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdOt{});
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
-  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});      // (N, d)
+  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});      // (N, d)
   Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
   Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});   // (M, N, 2)
   Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{}); // (N, M, 2)
 
-  typename Traits::TiledMmaSdP mma_sdp;
-  typename Traits::TiledMmadKV mma_dkv;
+  typename Traits::TiledMmaS mma_sdp;
+  typename Traits::TiledMmadV mma_dkv;
   typename Traits::TiledMmadQ mma_dq;
   auto thr_sdp = mma_sdp.get_thread_slice(tid);
   auto thr_dkv = mma_dkv.get_thread_slice(tid);
@@ -296,21 +339,21 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const int diag_shift = seq.seqlen_k - seq.seqlen_q;
   FullBarrier::wait(&storage.kv_full, 0);
 
-  for (int step = 0; step < steps; ++step) {
-    const int stage = stage_of(step);
+  for (int step = 0; step < steps.count; ++step) {
+    const int stage = stage_of<kStages>(step);
     const int buf = step & 1;
-    const int query0 = step_block(step) * kBlockM;
+    const int query0 = steps.block(step) * kBlockM;
 
     // Dropout's keep bits (bit r * kCols + c: element (r, c) kept) before the S and dP
     // accumulators come alive, so the Philox rounds have the registers to themselves.
     [[maybe_unused]] uint64_t keep_bits = ~uint64_t(0);
     if constexpr (kHasDropout) {
       keep_bits = dropout_keep_bits<kCols>(
-          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, step_head(step),
+          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, steps.head(step),
                      params.dropout_threshold),
           tScS_rc, key0, query0);
     }
-    FullBarrier::wait(&storage.qdo_full[stage], phase_of(step));
+    FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
@@ -325,7 +368,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       warpgroup_fence_operand(acc_dp);
       [[maybe_unused]] float raw_slope = 0.f;
       if constexpr (kHasAlibi) {
-        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + step_head(step)] / params.logit_scale;
+        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
       }
 
       CUTE_UNROLL
@@ -433,46 +476,308 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     warpgroup_wait<0>();  // dQ, and the dV / dK products that read tP, tdS, Q and dO
     warpgroup_fence_operand(acc_dq);
     EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-
-    // dQ to the writer warp's shared tile, two columns per store.
-    NamedBarrier::sync(kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dq); i += 2) {
-      const auto coord = tdQcdQ(i);
-      *reinterpret_cast<float2*>(&storage.dq[get<0>(coord) * Traits::kDQRowFloats + get<1>(coord)]) =
-          make_float2(acc_dq(i), acc_dq(i + 1));
-    }
-    cutlass::arch::fence_view_async_shared();
-    NamedBarrier::arrive(kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+    hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
   }
 
   if constexpr (kHasDropout) {
     CUTE_UNROLL
     for (int i = 0; i < size(acc_dv); ++i) { acc_dv(i) *= params.dropout_scale; }
   }
-  // dK (times the softmax scale) and dV, straight from registers, two columns per store.
-  Tensor dk_rc = make_tensor(acc_dk.data(), acc_layout_rowcol(acc_dk.layout()));
-  Tensor dv_rc = make_tensor(acc_dv.data(), acc_layout_rowcol(acc_dv.layout()));
+  // dK (times the softmax scale) and dV, straight from registers.
+  const bool varlen = params.cu_seqlens_q != nullptr;
   Tensor tKVc = thr_dkv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
-  Tensor tKVc_rc = make_tensor(tKVc.data(), acc_layout_rowcol(tKVc.layout()));
-  auto* dk = static_cast<Element*>(params.dk) + (varlen ? int64_t(seq.key_row_base) * params.dk_row_stride
-                                                        : int64_t(batch) * params.dk_batch_stride) +
-             int64_t(head_kv) * params.dk_head_stride;
-  auto* dv = static_cast<Element*>(params.dv) + (varlen ? int64_t(seq.key_row_base) * params.dv_row_stride
-                                                        : int64_t(batch) * params.dv_batch_stride) +
-             int64_t(head_kv) * params.dv_head_stride;
-  CUTE_UNROLL
-  for (int r = 0; r < size<0>(dk_rc); ++r) {
-    const int key = key0 + get<0>(tKVc_rc(r, 0));
-    if (key >= seq.seqlen_k) { continue; }
-    CUTE_UNROLL
-    for (int c = 0; c < size<1>(dk_rc); c += 2) {
-      const int col = get<1>(tKVc_rc(r, c));
-      dk[key * params.dk_row_stride + col] = Element(dk_rc(r, c) * params.softmax_scale);
-      dk[key * params.dk_row_stride + col + 1] = Element(dk_rc(r, c + 1) * params.softmax_scale);
-      dv[key * params.dv_row_stride + col] = Element(dv_rc(r, c));
-      dv[key * params.dv_row_stride + col + 1] = Element(dv_rc(r, c + 1));
+  store_key_rows(acc_dk, tKVc,
+                 key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
+                                        params.dk_head_stride, params.dk_batch_stride),
+                 params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+  store_key_rows(acc_dv, tKVc,
+                 key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
+                                        params.dv_head_stride, params.dv_batch_stride),
+                 params.dv_row_stride, key0, seq.seqlen_k, 1.f);
+}
+
+// Roles split (head dims above 128, or qk != v): warpgroup 0 (kRole 0) computes S^T, P^T and
+// dV, warpgroup 1 (kRole 1) dP^T, dS^T and dK, for the same 64 keys; P^T (times the softcap's
+// derivative) goes from 0 to 1 through shared memory, dS^T from 1 to both for dQ, whose head
+// dim they split. Per step: 1 waits for 0's P^T (kPReady), 0 waits for 1's dS (kDsReady).
+template <int kRole, class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
+CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
+                                     SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block,
+                                     int head_kv, int batch) {
+  using Element = typename Traits::Element;
+  using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using NamedBarrier = cutlass::arch::NamedBarrier;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kDim = Traits::kHeadDim;
+  constexpr int kStages = Traits::kStages;
+  constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
+  constexpr bool kIsP = kRole == 0;
+  // Role 0 accumulates dV (k = dO's columns), role 1 dK (Q's).
+  constexpr int kAccDim = kIsP ? Traits::kHeadDimV : Traits::kHeadDim;
+  BwdParams const& params = kp.bwd;
+  const int tid = threadIdx.x - 128;  // 0..255: dQ's split
+  const int wg_tid = tid % 128;       // within the warpgroup: S^T, dP^T, dV, dK
+  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});
+  Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdOt{});
+  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});
+  Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});
+  Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});
+  Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{});
+
+  // The score product of this role (S^T = K Q^T or dP^T = V dO^T) and its gradient product
+  // (dV += P^T dO or dK += dS^T Q).
+  using MmaScore = std::conditional_t<kIsP, typename Traits::TiledMmaS, typename Traits::TiledMmadP>;
+  using MmaGrad = std::conditional_t<kIsP, typename Traits::TiledMmadV, typename Traits::TiledMmadK>;
+  MmaScore mma_score;
+  MmaGrad mma_grad;
+  typename Traits::TiledMmadQ mma_dq;
+  auto thr_score = mma_score.get_thread_slice(wg_tid);
+  auto thr_grad = mma_grad.get_thread_slice(wg_tid);
+  auto thr_dq = mma_dq.get_thread_slice(tid);
+  Tensor tAs = [&] {  // K or V: one tile
+    if constexpr (kIsP) {
+      return thr_score.partition_fragment_A(sK);
+    } else {
+      return thr_score.partition_fragment_A(sV);
     }
+  }();
+  Tensor tBs = [&] {  // Q or dO, per stage
+    if constexpr (kIsP) {
+      return thr_score.partition_fragment_B(sQ);
+    } else {
+      return thr_score.partition_fragment_B(sdO);
+    }
+  }();
+  Tensor tBg = [&] {
+    if constexpr (kIsP) {
+      return thr_grad.partition_fragment_B(sdOt);  // dV's B: dO^T
+    } else {
+      return thr_grad.partition_fragment_B(sQt);   // dK's B: Q^T
+    }
+  }();
+  Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
+  Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
+  Tensor acc_grad = partition_fragment_C(mma_grad, Shape<Int<kBlockN>, Int<kAccDim>>{});
+  clear(acc_grad);
+
+  Tensor tScS = thr_score.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
+  using SFragment = decltype(partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{}));
+  constexpr int kCols = decltype(size<1>(acc_layout_rowcol(SFragment{}.layout())))::value;
+  static_assert(kCols % 2 == 0);
+  Tensor tA = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));  // P^T or dS^T
+  // The P^T hand-off in the accumulator's order, 16 bytes a thread per row of the buffer.
+  Tensor hand = make_tensor<Element>(SFragment{}.layout());
+  Tensor hand_rc = make_tensor(hand.data(), acc_layout_rowcol(hand.layout()));
+  Tensor hand_vec = recast<uint128_t>(hand);
+  auto* hand_smem = reinterpret_cast<uint128_t*>(storage.p_handoff.data());
+  auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_score);
+  auto smem_thr_copy_ds = smem_copy_ds.get_thread_slice(wg_tid);
+  Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);
+  Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+
+  const float scale_log2 = params.logit_scale_log2;
+  const int key0 = n_block * kBlockN;
+  const int diag_shift = seq.seqlen_k - seq.seqlen_q;
+  FullBarrier::wait(&storage.kv_full, 0);
+
+  for (int step = 0; step < steps.count; ++step) {
+    const int stage = stage_of<kStages>(step);
+    const int buf = step & 1;
+    const int query0 = steps.block(step) * kBlockM;
+    [[maybe_unused]] uint64_t keep_bits = ~uint64_t(0);
+    if constexpr (kHasDropout) {
+      keep_bits = dropout_keep_bits<kCols>(
+          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, steps.head(step),
+                     params.dropout_threshold),
+          tScS_rc, key0, query0);
+    }
+    FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
+    Tensor acc = partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{});
+    wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, stage), acc);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc);
+    Tensor x_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));  // (keys, queries)
+
+    if constexpr (kIsP) {
+      [[maybe_unused]] float raw_slope = 0.f;
+      if constexpr (kHasAlibi) {
+        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
+      }
+      const bool interior =
+          key0 + kBlockN <= seq.seqlen_k &&
+          (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
+          (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+      // P^T = exp2(x * scale - LSE) with x the (capped, ALiBi-shifted) score, 0 where masked;
+      // the hand-off carries P^T (1 - tanh^2) for the softcap's chain rule, dV's operand the
+      // kept P^T (dropout's scale applied once at the end).
+      auto softmax = [&](auto full_block) {
+        CUTE_UNROLL
+        for (int c = 0; c < kCols; c += 2) {
+          const int col = get<1>(tScS_rc(0, c));
+          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+          CUTE_UNROLL
+          for (int j = 0; j < 2; ++j) {
+            const float lse_log2 = j == 0 ? lse2.x : lse2.y;
+            const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+            CUTE_UNROLL
+            for (int r = 0; r < size<0>(x_rc); ++r) {
+              const int key = key0 + get<0>(tScS_rc(r, c + j));
+              float x = x_rc(r, c + j);
+              [[maybe_unused]] float dcap = 1.f;
+              if constexpr (kHasSoftcap) {
+                x = fast_tanh(x * params.softcap_prescale);
+                dcap = 1.f - x * x;
+              }
+              if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
+              bool visible = true;
+              if constexpr (!decltype(full_block)::value) {
+                visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
+                          (mask.window_left < 0 || key >= diag - mask.window_left);
+              }
+              const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
+              if constexpr (kHasSoftcap || kHasDropout) { hand_rc(r, c + j) = Element(p * dcap); }
+              if constexpr (kHasDropout) {
+                x_rc(r, c + j) = (keep_bits >> (r * kCols + c + j)) & 1 ? p : 0.f;
+              } else {
+                x_rc(r, c + j) = p;
+              }
+            }
+          }
+        }
+      };
+      if (interior) {
+        softmax(std::true_type{});
+      } else {
+        softmax(std::false_type{});
+      }
+      convert_fragment_into(acc, tA);
+      // The hand-off: P^T itself where no softcap or dropout changes it (the same registers as
+      // dV's operand), else the values computed above.
+      Tensor hand_src = [&] {
+        if constexpr (kHasSoftcap || kHasDropout) {
+          return hand_vec;
+        } else {
+          return recast<uint128_t>(make_tensor(tA.data(), SFragment{}.layout()));
+        }
+      }();
+      CUTE_UNROLL
+      for (int i = 0; i < size(hand_src); ++i) { hand_smem[i * 128 + wg_tid] = hand_src(i); }
+      NamedBarrier::arrive(kNumMmaThreads, int(BwdBarrier::kPReady));
+      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, stage), acc_grad);  // dV += P^T dO
+      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
+    } else {
+      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kPReady));
+      CUTE_UNROLL
+      for (int i = 0; i < size(hand_vec); ++i) { hand_vec(i) = hand_smem[i * 128 + wg_tid]; }
+      // dS^T = P^T (dP^T - D), dP^T with dropout's mask and scale, times the softcap's derivative
+      // (carried in the hand-off).
+      CUTE_UNROLL
+      for (int c = 0; c < kCols; c += 2) {
+        const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
+        CUTE_UNROLL
+        for (int j = 0; j < 2; ++j) {
+          CUTE_UNROLL
+          for (int r = 0; r < size<0>(x_rc); ++r) {
+            float dp = x_rc(r, c + j);
+            if constexpr (kHasDropout) {
+              dp = (keep_bits >> (r * kCols + c + j)) & 1 ? dp * params.dropout_scale : 0.f;
+            }
+            x_rc(r, c + j) = float(hand_rc(r, c + j)) * (dp - (j == 0 ? d2.x : d2.y));
+          }
+        }
+      }
+      convert_fragment_into(acc, tA);
+      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, stage), acc_grad);  // dK += dS^T Q
+      Tensor tdS_c = make_tensor(tA.data(), SFragment{}.layout());
+      copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
+      cutlass::arch::fence_view_async_shared();
+      NamedBarrier::arrive(kNumMmaThreads, int(BwdBarrier::kDsReady));
+    }
+
+    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+    Tensor tdQrdS_buf = tdQrdS(_, _, _, buf);
+    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
+    warpgroup_wait<0>();  // dQ, and the dV / dK product that read tA, Q and dO
+    warpgroup_fence_operand(acc_dq);
+    EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+    hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+  }
+
+  const bool varlen = params.cu_seqlens_q != nullptr;
+  Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
+  if constexpr (kIsP) {
+    store_key_rows(acc_grad, tKVc,
+                   key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
+                                          params.dv_head_stride, params.dv_batch_stride),
+                   params.dv_row_stride, key0, seq.seqlen_k, kHasDropout ? params.dropout_scale : 1.f);
+  } else {
+    store_key_rows(acc_grad, tKVc,
+                   key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
+                                          params.dk_head_stride, params.dk_batch_stride),
+                   params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+  }
+}
+
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    bwd_kernel(const __grid_constant__ BwdKernelParams<Traits> kp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
+  BwdParams const& params = kp.bwd;
+  const int n_block = blockIdx.x;
+  const int head_kv = blockIdx.y;
+  const int batch = blockIdx.z;
+  const SeqInfo seq(params, batch);
+  if (n_block * kBlockN >= seq.seqlen_k) { return; }  // this entry has fewer key blocks
+
+  extern __shared__ __align__(1024) char smem_raw[];
+  auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+  if (threadIdx.x == 0) {
+    FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
+    for (int s = 0; s < Traits::kStages; ++s) {
+      FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
+      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kNumMmaThreads);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
+  int m_lo = 0, m_hi = 0;
+  sm80::query_blocks_of_key_block<kBlockM, kBlockN>(mask, n_block, m_lo, m_hi);
+  BwdSteps steps;
+  steps.m_lo = m_lo;
+  steps.m_count = max(0, m_hi - m_lo);
+  steps.count = steps.m_count * params.group_size;
+  steps.head0 = head_kv * params.group_size;
+
+  if (threadIdx.x < 128) {
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    bwd_producer(kp, storage, seq, mask, steps, n_block, head_kv, batch);
+    return;
+  }
+  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+  if constexpr (Traits::kSplitRoles) {
+    if (threadIdx.x < 256) {
+      consume_roles_split<0, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
+                                                                                    n_block, head_kv, batch);
+    } else {
+      consume_roles_split<1, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
+                                                                                    n_block, head_kv, batch);
+    }
+  } else {
+    consume_keys_split<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
+                                                                               n_block, head_kv, batch);
   }
 #endif
 }

@@ -15,13 +15,13 @@
 
 namespace flashgen::sm90 {
 
-template <class Element, int kHeadDim, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
+template <class Element, int kHeadDim, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
-  using Traits = BwdTraits<Element, kHeadDim>;
+  using Traits = BwdTraits<Element, kHeadDim, kHeadDimV>;
   auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
   constexpr flashgen_dtype_t kDtype =
       std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
-  if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDim || (params.dropout_p > 0.f) != kHasDropout ||
+  if (params.head_dim_qk != kHeadDim || params.head_dim_v != kHeadDimV || (params.dropout_p > 0.f) != kHasDropout ||
       (params.softcap > 0.f) != kHasSoftcap || (params.alibi_slopes != nullptr) != kHasAlibi ||
       (params.deterministic && params.num_m_blocks * Traits::kBlockM < params.seqlen_q)) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
@@ -40,25 +40,29 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   kp.q_batches = varlen ? 1 : std::max(1, params.batch);
   kp.k_rows = std::max(1, params.seqlen_k);
   kp.k_batches = varlen ? 1 : std::max(1, params.batch);
-  auto rows_tensor = [&](const void* ptr, int rows, int heads, int batches, int64_t row_stride, int64_t head_stride,
-                         int64_t batch_stride) {
-    return tma_rows_view(static_cast<Element const*>(ptr), rows, kHeadDim, heads, batches, row_stride, head_stride,
+  auto rows_tensor = [&](const void* ptr, int rows, int dim, int heads, int batches, int64_t row_stride,
+                         int64_t head_stride, int64_t batch_stride) {
+    return tma_rows_view(static_cast<Element const*>(ptr), rows, dim, heads, batches, row_stride, head_stride,
                          tma_batch_stride(varlen, batch_stride, row_stride, rows));
   };
-  auto mQ = rows_tensor(params.q, kp.q_rows, params.num_heads_q, kp.q_batches, params.q_row_stride, params.q_head_stride,
-                        params.q_batch_stride);
-  auto mdO = rows_tensor(params.dout, kp.q_rows, params.num_heads_q, kp.q_batches, params.dout_row_stride,
-                         params.dout_head_stride, params.dout_batch_stride);
-  auto mK = rows_tensor(params.k, kp.k_rows, params.num_heads_kv, kp.k_batches, params.k_row_stride,
+  auto mQ = rows_tensor(params.q, kp.q_rows, kHeadDim, params.num_heads_q, kp.q_batches, params.q_row_stride,
+                        params.q_head_stride, params.q_batch_stride);
+  auto mdO = rows_tensor(params.dout, kp.q_rows, kHeadDimV, params.num_heads_q, kp.q_batches,
+                         params.dout_row_stride, params.dout_head_stride, params.dout_batch_stride);
+  auto mK = rows_tensor(params.k, kp.k_rows, kHeadDim, params.num_heads_kv, kp.k_batches, params.k_row_stride,
                         params.k_head_stride, params.k_batch_stride);
-  auto mV = rows_tensor(params.v, kp.k_rows, params.num_heads_kv, kp.k_batches, params.v_row_stride,
+  auto mV = rows_tensor(params.v, kp.k_rows, kHeadDimV, params.num_heads_kv, kp.k_batches, params.v_row_stride,
                         params.v_head_stride, params.v_batch_stride);
-  const auto q_tile = Shape<Int<Traits::kBlockM>, Int<kHeadDim>>{};
-  const auto k_tile = Shape<Int<Traits::kBlockN>, Int<kHeadDim>>{};
-  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQStage{}, q_tile, _1{});
-  kp.tma_do = make_tma_copy(SM90_TMA_LOAD{}, mdO, typename Traits::SmemLayoutQStage{}, q_tile, _1{});
-  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, mK, typename Traits::SmemLayoutK{}, k_tile, _1{});
-  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, typename Traits::SmemLayoutK{}, k_tile, _1{});
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQStage{},
+                           Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{});
+  kp.tma_do = make_tma_copy(SM90_TMA_LOAD{}, mdO, typename Traits::SmemLayoutdOStage{},
+                            Shape<Int<kBlockM>, Int<kHeadDimV>>{}, _1{});
+  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, mK, typename Traits::SmemLayoutK{}, Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                           _1{});
+  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, typename Traits::SmemLayoutV{}, Shape<Int<kBlockN>, Int<kHeadDimV>>{},
+                           _1{});
 
   const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
   if (grid.x > 0) {

@@ -1,7 +1,12 @@
-// CuTe types of the Hopper backward kernel: a producer warpgroup and two consumer warpgroups,
-// each owning 64 keys of a 128-key block; five wgmma per (query head, query block):
-// S^T = K Q^T and dP^T = V dO^T from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
-// dS^T in registers, and dQ = dS K from shared memory (the warpgroups split head_dim).
+// CuTe types of the Hopper backward kernel: a producer warpgroup and two consumer warpgroups.
+// Five wgmma per (query head, query block): S^T = K Q^T and dP^T = V dO^T from shared memory,
+// dV += P^T dO and dK += dS^T Q with P^T and dS^T in registers, and dQ = dS K from shared memory
+// (the warpgroups split head_dim). Two ways to divide the work between the consumers:
+// - keys split (head dims up to 128, qk = v): each warpgroup owns 64 keys of a 128-key block and
+//   computes all five products for them;
+// - roles split (a head dim above 128, or qk != v): dK and dV of a 64-key block would not fit
+//   one warpgroup's registers, so warpgroup 0 computes S^T, P^T and dV, warpgroup 1 dP^T, dS^T
+//   and dK, and P^T (times the softcap's derivative) passes from 0 to 1 through shared memory.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -13,15 +18,16 @@ namespace flashgen::sm90 {
 
 using namespace cute;
 
-template <class Element_, int kHeadDim_>
+template <class Element_, int kHeadDim_, int kHeadDimV_ = kHeadDim_>
 struct BwdTraits {
   using Element = Element_;
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
-  static constexpr int kHeadDim = kHeadDim_;
-  static_assert(kHeadDim % 16 == 0 && kHeadDim <= 128, "first version: head dims up to 128");
-  static constexpr int kBlockM = kHeadDim <= 64 ? 128 : 64;  // queries per step
-  static constexpr int kBlockN = 128;  // keys per CTA: 64 per warpgroup
-  static constexpr int kStages = 2;  // Q / dO / LSE / D buffers
+  static constexpr int kHeadDim = kHeadDim_;    // Q, K, dQ, dK
+  static constexpr int kHeadDimV = kHeadDimV_;  // V, dO, dV
+  static_assert(kHeadDim % 16 == 0 && kHeadDimV % 16 == 0 && kHeadDim <= 256 && kHeadDimV <= 256);
+  static constexpr bool kSplitRoles = kHeadDim != kHeadDimV || kHeadDim > 128;
+  static constexpr int kBlockM = !kSplitRoles && kHeadDim <= 64 ? 128 : 64;  // queries per step
+  static constexpr int kBlockN = kSplitRoles ? 64 : 128;                      // keys per CTA
   static constexpr int kNumMmaThreads = 256;                // two consumer warpgroups
   static constexpr int kNumThreads = 128 + kNumMmaThreads;  // and one producer warpgroup
   static constexpr int kProducerRegs = 24;
@@ -31,51 +37,83 @@ struct BwdTraits {
   static constexpr int kDQPad = 8;
   static constexpr int kDQRowFloats = kHeadDim + kDQPad;
 
+  // Shared memory with s stages of Q / dO / LSE / D (bytes, barriers excluded): two stages when
+  // they fit, one otherwise (head dim 256).
+  static constexpr int smem_bytes_with(int stages) {
+    return 2 * (stages * kBlockM * (kHeadDim + kHeadDimV) + kBlockN * (kHeadDim + kHeadDimV) +
+                2 * kBlockM * kBlockN + (kSplitRoles ? kBlockM * kBlockN : 0)) +
+           4 * (kBlockM * kDQRowFloats + 2 * stages * kBlockM);
+  }
+  static constexpr int kStages = smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
+
   using KeysSplit = Layout<Shape<_2, _1, _1>>;  // warpgroup w: keys [64 w, 64 w + 64)
+  using OneGroup = Layout<Shape<_1, _1, _1>>;   // roles split: one warpgroup per product
   using DimSplit = Layout<Shape<_1, _2, _1>>;   // warpgroup w: half of head_dim (dQ)
+  using ProductSplit = std::conditional_t<kSplitRoles, OneGroup, KeysSplit>;
 
   // S^T and dP^T: (kBlockN keys, kBlockM queries), k = head_dim, both operands K-major.
-  using TiledMmaSdP = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockM>, Int<kHeadDim>>>(), KeysSplit{}));
+  using TiledMmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockM>, Int<kHeadDim>>>(), ProductSplit{}));
+  using TiledMmadP = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockM>, Int<kHeadDimV>>>(), ProductSplit{}));
   // dV and dK: (kBlockN keys, head_dim), k = kBlockM queries; A = P^T / dS^T in registers,
   // B = dO^T / Q^T: transposed views of the K-major tiles, MN-major for wgmma.
-  using TiledMmadKV = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kHeadDim>, Int<kBlockM>>, GMMA::Major::K,
+  template <int kN>
+  using TiledMmaKV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<_64, Int<kN>, Int<kBlockM>>, GMMA::Major::K,
                            GMMA::Major::MN>(),
-      KeysSplit{}));
+      ProductSplit{}));
+  using TiledMmadK = TiledMmaKV<kHeadDim>;
+  using TiledMmadV = TiledMmaKV<kHeadDimV>;
   // dQ: (kBlockM queries, head_dim), k = kBlockN keys; A = dS (K-major, keys contiguous), B = K^T.
   using TiledMmadQ = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kHeadDim / 2>, Int<kBlockN>>, GMMA::Major::K,
                            GMMA::Major::MN>(),
       DimSplit{}));
 
-  using SmemLayoutQ = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDim>(),
-                                             Shape<Int<kBlockM>, Int<kHeadDim>, Int<kStages>>{}));
-  using SmemLayoutQStage = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDim>(),
-                                                  Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  using SmemLayoutK = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kHeadDim>(),
-                                             Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  template <int kRows, int kCols, int kCount>
+  using SmemLayoutStaged = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kRows, kCols>(),
+                                                  Shape<Int<kRows>, Int<kCols>, Int<kCount>>{}));
+  template <int kRows, int kCols>
+  using SmemLayoutTile = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kRows, kCols>(),
+                                                Shape<Int<kRows>, Int<kCols>>{}));
+  using SmemLayoutQ = SmemLayoutStaged<kBlockM, kHeadDim, kStages>;
+  using SmemLayoutdO = SmemLayoutStaged<kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutQStage = SmemLayoutTile<kBlockM, kHeadDim>;
+  using SmemLayoutdOStage = SmemLayoutTile<kBlockM, kHeadDimV>;
+  // K is also dQ's MN-major B operand, whose head dim the warpgroups split: in the roles split
+  // its swizzle atom must divide half the head dim (192: 96 columns a warpgroup, 64-byte atoms).
+  using SmemLayoutK = decltype(tile_to_shape(
+      gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kSplitRoles ? kHeadDim / 2 : kHeadDim>(),
+      Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  using SmemLayoutV = SmemLayoutTile<kBlockN, kHeadDimV>;
   // dS is double-buffered: a warpgroup may write the next step's dS while the other one still
   // reads this step's in its dQ product.
-  using SmemLayoutdS = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kBlockN>(),
-                                              Shape<Int<kBlockM>, Int<kBlockN>, _2>{}));
+  using SmemLayoutdS = SmemLayoutStaged<kBlockM, kBlockN, 2>;
   // Transposed views of the same bytes: (head_dim, queries, stage) of Q and dO, (head_dim, keys)
   // of K, (keys, queries) of dS.
-  using SmemLayoutQt = decltype(composition(
-      SmemLayoutQ{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockM>, Int<kStages>>{},
-                                 Stride<Int<kBlockM>, _1, Int<kBlockM * kHeadDim>>{})));
+  template <class Staged, int kRows, int kCols>
+  using Transposed = decltype(composition(
+      Staged{}, make_layout(Shape<Int<kCols>, Int<kRows>, Int<decltype(size<2>(Staged{}))::value>>{},
+                            Stride<Int<kRows>, _1, Int<kRows * kCols>>{})));
+  using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim>;
+  using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV>;
+  using SmemLayoutdSt = Transposed<SmemLayoutdS, kBlockM, kBlockN>;
   using SmemLayoutKt = decltype(composition(
       SmemLayoutK{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, Stride<Int<kBlockN>, _1>{})));
-  using SmemLayoutdSt = decltype(composition(
-      SmemLayoutdS{},
-      make_layout(Shape<Int<kBlockN>, Int<kBlockM>, _2>{}, Stride<Int<kBlockM>, _1, Int<kBlockM * kBlockN>>{})));
+
+  // Roles split: P^T (times the softcap's derivative) from warpgroup 0 to warpgroup 1, kept in
+  // the accumulator's register order (both warpgroups' fragments have the same layout, so thread
+  // t of one reads what thread t of the other wrote), 16 bytes per access.
+  static constexpr int kPHandoffElems = kSplitRoles ? kBlockN * kBlockM : 8;
 
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
-    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> dout;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdO>> dout;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
-    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> v;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
+    alignas(16) cute::array_aligned<Element, kPHandoffElems> p_handoff;
     // dQ of one step in fp32, row-major with kDQPad floats of padding per row (the float2 stores
     // of a warp take two wavefronts, the least possible); each row leaves by one bulk reduce-add.
     alignas(128) float dq[kBlockM * (kHeadDim + kDQPad)];
@@ -90,16 +128,21 @@ struct BwdTraits {
   static_assert(kSmemBytes <= 227 * 1024);
 
   static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kdOBytes = kBlockM * kHeadDimV * sizeof(Element);
   static constexpr uint32_t kKBytes = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kVBytes = kBlockN * kHeadDimV * sizeof(Element);
 
   using ShapeRows = Shape<int32_t, int32_t, int32_t, int32_t>;  // (rows, head_dim, heads, batches)
   using StrideRows = Stride<int64_t, _1, int64_t, int64_t>;
   using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeRows{},
                                           StrideRows{}));
-  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQStage{},
-                                      Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{}));
-  using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutK{},
-                                      Shape<Int<kBlockN>, Int<kHeadDim>>{}, _1{}));
+  template <class SmemLayout, int kRows, int kCols>
+  using Tma = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayout{}, Shape<Int<kRows>, Int<kCols>>{},
+                                     _1{}));
+  using TmaQ = Tma<SmemLayoutQStage, kBlockM, kHeadDim>;
+  using TmadO = Tma<SmemLayoutdOStage, kBlockM, kHeadDimV>;
+  using TmaK = Tma<SmemLayoutK, kBlockN, kHeadDim>;
+  using TmaV = Tma<SmemLayoutV, kBlockN, kHeadDimV>;
 };
 
 }  // namespace flashgen::sm90
