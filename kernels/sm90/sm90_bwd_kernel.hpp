@@ -33,7 +33,7 @@ namespace flashgen::sm90 {
 using namespace cute;
 
 // Named barriers of the backward kernel (0 is __syncthreads).
-enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4 };
+enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4, kStageRead = 5 };
 
 // One bulk asynchronous reduce-add of `bytes` (a multiple of 16) contiguous floats from shared to
 // global memory, in the issuing thread's bulk group (commit with tma_store_arrive, wait with
@@ -92,6 +92,7 @@ struct BwdKernelParams {
   typename Traits::TmadO tma_do;
   typename Traits::TmaK tma_k;
   typename Traits::TmaV tma_v;
+  typename Traits::TmadQ tma_dq;  // kDqInStage only
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
 };
@@ -136,7 +137,7 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
   if (warp_idx == 0) {
     if (!cute::elect_one_sync()) { return; }
     Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});
+    Tensor sdO = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdO{});
     Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});
     Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDim, params.num_heads_q, kp.q_batches));
@@ -165,8 +166,8 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
       FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], Traits::kQBytes + Traits::kdOBytes);
-      copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, stage));
-      copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, stage));
+      copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, Traits::q_slot(stage)));
+      copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, Traits::do_slot(stage)));
     }
   } else if (warp_idx == 1) {
     // LSE (log2 units; +inf past the end, so P is 0 there) and D of each step's rows.
@@ -184,6 +185,44 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
         storage.dsum[stage][row] = in ? dsum[q] : 0.f;
       }
       FullBarrier::arrive(&storage.qdo_full[stage]);
+    }
+  } else if (warp_idx == 2 && Traits::kDqInStage) {
+    // dQ writer, in-stage tiles: one TMA reduce-add of the step's fp32 tile (rows past the
+    // sequence carry exact zeros: their P and dS are 0), then the stage goes back to the loaders.
+    Tensor mdQ = kp.tma_dq.get_tma_tensor(make_shape(max(1, params.total_q), kDim, params.num_heads_q));
+    for (int step = 0; step < steps.count; ++step) {
+      const int stage = stage_of<kStages>(step);
+      EmptyBarrier::wait(&storage.dq_full[stage], phase_of<kStages>(step));
+      const int m = steps.block(step);
+      const int h = steps.head(step);
+      if (lane == 0) {
+        int* semaphore = nullptr;
+        if (params.deterministic) {
+          semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
+          const int turn = n_block - mask.blocks(m).n_min;
+          while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
+          __threadfence();
+          fence_proxy_async_global();
+        }
+        Tensor sdQ = make_tensor(
+            make_smem_ptr(reinterpret_cast<float*>(storage.q.data() + Traits::q_slot(stage) * kBlockM * kDim)),
+            typename Traits::SmemLayoutdQ{});
+        Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
+                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
+        auto dq_thr = kp.tma_dq.get_slice(_0{});
+        copy(kp.tma_dq, dq_thr.partition_S(sdQ), dq_thr.partition_D(gdQ));
+        tma_store_arrive();
+        if (params.deterministic) {
+          bulk_wait_all();  // the adds are done in global memory, not just read from shared
+          fence_proxy_async_global();
+          __threadfence();
+          atomicAdd(semaphore, 1);
+        } else {
+          tma_store_wait<0>();  // the tile has been read: the stage may be loaded again
+        }
+        EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+      }
+      __syncwarp();
     }
   } else if (warp_idx == 2) {
     // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
@@ -246,6 +285,32 @@ CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc 
   NamedBarrier::arrive(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
 }
 
+// The consumers' dQ of one step into Traits::SmemLayoutdQ (fp32 (64, head_dim) in 8 x 32 atoms
+// with the 128-byte swizzle: 16-byte chunk c of row r stored at chunk c ^ (r % 8); atoms down
+// the rows first). Thread `tid` of the head-dim split holds, per 8-column group n and row half
+// h, columns 8 n + 2 (lane % 4) + {0, 1} of row 16 warp + lane / 4 + 8 h (wgmma's accumulator
+// order), so its chunks' XOR with the row takes four values: four base pointers, every store
+// one of them plus a constant (CuTe's per-element swizzle is hoisted into 64 live addresses).
+template <class Traits, class Acc>
+CUTE_DEVICE void stage_dq_swizzled(Acc const& acc_dq, float* tile, int tid) {
+  constexpr int kHalf = Traits::kHeadDim / 2;  // columns of one warpgroup
+  static_assert(Traits::kBlockM == 64 && kHalf % 32 == 0 && decltype(size(acc_dq))::value == kHalf / 2);
+  const int lane = tid % 32, warp = (tid % 128) / 32, group = tid / 128;
+  const int g = lane / 4, t = lane % 4;
+  float* base = tile + (2 * warp) * 256 + (group * kHalf / 32) * 2048 + g * 32 + 2 * (t % 2) + 4 * ((t / 2) ^ (g & 1));
+  float* chunk_base[4];
+  CUTE_UNROLL
+  for (int k = 0; k < 4; ++k) { chunk_base[k] = base + 8 * (k ^ (g >> 1)); }
+  CUTE_UNROLL
+  for (int n = 0; n < kHalf / 8; ++n) {
+    CUTE_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const int v = 2 * h + 4 * n;
+      *reinterpret_cast<float2*>(chunk_base[n % 4] + h * 256 + (n / 4) * 2048) = make_float2(acc_dq(v), acc_dq(v + 1));
+    }
+  }
+}
+
 // A (keys, head_dim) accumulator (dK or dV) times `scale` to rows key0.. of `dst`, two columns per
 // store, keys past seqlen_k skipped.
 template <class Element, class Acc, class Coords>
@@ -292,9 +357,9 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
   BwdParams const& params = kp.bwd;
   const int tid = threadIdx.x - 128;
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
-  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});  // (M, d, stages)
+  Tensor sdO = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdO{});  // (M, d, stages)
   Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
-  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdOt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdOt{});
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
   Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});      // (N, d)
   Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
@@ -356,8 +421,8 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
-    wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
-    wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
+    wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, Traits::q_slot(stage)), acc_s);
+    wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, Traits::do_slot(stage)), acc_dp);
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
     if constexpr (kHasSoftcap || kHasAlibi || kHasDropout) {
@@ -403,7 +468,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
         }
       }
       convert_fragment_into(acc_s, tP);
-      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
+      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
     } else {
       warpgroup_wait<1>();  // S^T; dP^T may still run
       warpgroup_fence_operand(acc_s);
@@ -448,7 +513,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
         }
       }
       convert_fragment_into(acc_s, tP);
-      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, stage), acc_dv);
+      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
       warpgroup_wait<1>();  // dP^T; dV may still run
       warpgroup_fence_operand(acc_dp);
       CUTE_UNROLL
@@ -462,7 +527,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
       }
     }
     convert_fragment_into(acc_dp, tdS);
-    wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, stage), acc_dk);
+    wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, Traits::q_slot(stage)), acc_dk);
 
     // dS to shared memory (the same registers in the accumulator's order), visible to wgmma's
     // async proxy; both warpgroups' keys are needed for dQ.
@@ -520,9 +585,9 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
   const int tid = threadIdx.x - 128;  // 0..255: dQ's split
   const int wg_tid = tid % 128;       // within the warpgroup: S^T, dP^T, dV, dK
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
-  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdO{});
+  Tensor sdO = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdO{});
   Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});
-  Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutdOt{});
+  Tensor sdOt = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdOt{});
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
   Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});
   Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});
@@ -599,7 +664,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     }
     FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc = partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{});
-    wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, stage), acc);
+    wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, kIsP ? Traits::q_slot(stage) : Traits::do_slot(stage)), acc);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc);
     Tensor x_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));  // (keys, queries)
@@ -669,7 +734,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
       CUTE_UNROLL
       for (int i = 0; i < size(hand_src); ++i) { hand_smem[i * 128 + wg_tid] = hand_src(i); }
       NamedBarrier::arrive(kNumMmaThreads, int(BwdBarrier::kPReady));
-      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, stage), acc_grad);  // dV += P^T dO
+      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::do_slot(stage)), acc_grad);  // dV += P^T dO
       NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
     } else {
       NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kPReady));
@@ -693,7 +758,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
         }
       }
       convert_fragment_into(acc, tA);
-      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, stage), acc_grad);  // dK += dS^T Q
+      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::q_slot(stage)), acc_grad);  // dK += dS^T Q
       Tensor tdS_c = make_tensor(tA.data(), SFragment{}.layout());
       copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
       cutlass::arch::fence_view_async_shared();
@@ -705,8 +770,17 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
     warpgroup_wait<0>();  // dQ, and the dV / dK product that read tA, Q and dO
     warpgroup_fence_operand(acc_dq);
-    EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-    hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+    if constexpr (Traits::kDqInStage) {
+      // dQ over this stage's Q and dO, once neither warpgroup's products read them.
+      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kStageRead));
+      stage_dq_swizzled<Traits>(acc_dq, reinterpret_cast<float*>(storage.q.data() + Traits::q_slot(stage) * kBlockM * kDim),
+                                tid);
+      cutlass::arch::fence_view_async_shared();
+      EmptyBarrier::arrive(&storage.dq_full[stage]);
+    } else {
+      EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+    }
   }
 
   const bool varlen = params.cu_seqlens_q != nullptr;
@@ -746,7 +820,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
     for (int s = 0; s < Traits::kStages; ++s) {
       FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
-      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kNumMmaThreads);
+      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kDqInStage ? 1 : Traits::kNumMmaThreads);
+      EmptyBarrier::init(&storage.dq_full[s], /*arrive_count=*/Traits::kNumMmaThreads);
     }
     cutlass::arch::fence_barrier_init();
   }

@@ -64,6 +64,14 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, typename Traits::SmemLayoutV{}, Shape<Int<kBlockN>, Int<kHeadDimV>>{},
                            _1{});
 
+  if constexpr (Traits::kDqInStage) {
+    auto mdQ = make_tensor(make_gmem_ptr(params.dq_accum),
+                           make_shape(std::max(1, params.total_q), kHeadDim, params.num_heads_q),
+                           make_stride(int64_t(params.num_heads_q) * params.dq_accum_dim, _1{},
+                                       int64_t(params.dq_accum_dim)));
+    kp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, mdQ, typename Traits::SmemLayoutdQ{},
+                              Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{});
+  }
   const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
   if (grid.x > 0) {
     kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);

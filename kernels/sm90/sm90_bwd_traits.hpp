@@ -44,7 +44,16 @@ struct BwdTraits {
                 2 * kBlockM * kBlockN + (kSplitRoles ? kBlockM * kBlockN : 0)) +
            4 * (kBlockM * kDQRowFloats + 2 * stages * kBlockM);
   }
-  static constexpr int kStages = smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
+  // Head dim 256: two stages fit only without the separate dQ tile, so each step's fp32 dQ (64 x
+  // 256 x 4 bytes) is written over its own stage's Q and dO (64 x 256 x 2 bytes each, adjacent:
+  // slots 2s and 2s + 1 of one array), once both warpgroups are done reading them, and leaves by
+  // one TMA reduce-add; the writer warp then releases the stage.
+  static constexpr bool kDqInStage =
+      kSplitRoles && kHeadDim == kHeadDimV && smem_bytes_with(2) + 1024 > 227 * 1024;
+  static constexpr int kStages = kDqInStage || smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
+  static constexpr int kQSlots = kDqInStage ? 2 * kStages : kStages;
+  CUTE_HOST_DEVICE static constexpr int q_slot(int stage) { return kDqInStage ? 2 * stage : stage; }
+  CUTE_HOST_DEVICE static constexpr int do_slot(int stage) { return kDqInStage ? 2 * stage + 1 : stage; }
 
   using KeysSplit = Layout<Shape<_2, _1, _1>>;  // warpgroup w: keys [64 w, 64 w + 64)
   using OneGroup = Layout<Shape<_1, _1, _1>>;   // roles split: one warpgroup per product
@@ -77,8 +86,12 @@ struct BwdTraits {
   template <int kRows, int kCols>
   using SmemLayoutTile = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kRows, kCols>(),
                                                 Shape<Int<kRows>, Int<kCols>>{}));
-  using SmemLayoutQ = SmemLayoutStaged<kBlockM, kHeadDim, kStages>;
-  using SmemLayoutdO = SmemLayoutStaged<kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutQ = SmemLayoutStaged<kBlockM, kHeadDim, kQSlots>;
+  using SmemLayoutdO = SmemLayoutStaged<kBlockM, kHeadDimV, kQSlots>;
+  // The in-stage dQ tile: fp32, 128-byte swizzle (conflict-free float2 stores from the
+  // accumulator, and the TMA unswizzles).
+  using SmemLayoutdQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{},
+                                              Shape<Int<kBlockM>, Int<kHeadDim>>{}));
   using SmemLayoutQStage = SmemLayoutTile<kBlockM, kHeadDim>;
   using SmemLayoutdOStage = SmemLayoutTile<kBlockM, kHeadDimV>;
   // K is also dQ's MN-major B operand, whose head dim the warpgroups split: in the roles split
@@ -109,21 +122,25 @@ struct BwdTraits {
 
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
-    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdO>> dout;
+    alignas(1024) cute::array_aligned<Element, kDqInStage ? 8 : cosize_v<SmemLayoutdO>> dout;  // in q if kDqInStage
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
     alignas(16) cute::array_aligned<Element, kPHandoffElems> p_handoff;
     // dQ of one step in fp32, row-major with kDQPad floats of padding per row (the float2 stores
     // of a warp take two wavefronts, the least possible); each row leaves by one bulk reduce-add.
-    alignas(128) float dq[kBlockM * (kHeadDim + kDQPad)];
+    alignas(128) float dq[kDqInStage ? 4 : kBlockM * (kHeadDim + kDQPad)];
     // LSE (log2 units, +inf past the end) and D = rowsum(dO * O) of each stage's query rows.
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dsum[kStages][kBlockM];
     alignas(8) uint64_t kv_full;
     alignas(8) uint64_t qdo_full[kStages];   // Q, dO (TMA bytes) and LSE, D (the loader warp's arrivals)
-    alignas(8) uint64_t qdo_empty[kStages];  // every consumer thread is done with the stage
+    alignas(8) uint64_t qdo_empty[kStages];  // every consumer thread (kDqInStage: the writer) is done with it
+    alignas(8) uint64_t dq_full[kStages];    // kDqInStage: every consumer thread wrote its dQ part
   };
+  CUTE_DEVICE static Element* dout_smem(SharedStorage& storage) {
+    return kDqInStage ? storage.q.data() : storage.dout.data();
+  }
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024);
 
@@ -143,6 +160,11 @@ struct BwdTraits {
   using TmadO = Tma<SmemLayoutdOStage, kBlockM, kHeadDimV>;
   using TmaK = Tma<SmemLayoutK, kBlockN, kHeadDim>;
   using TmaV = Tma<SmemLayoutV, kBlockN, kHeadDimV>;
+  // dQ's fp32 accumulator as (rows of all sequences, head_dim, heads), for the in-stage reduce-add.
+  using GmemTensordQ = decltype(make_tensor(make_gmem_ptr(static_cast<float*>(nullptr)),
+                                            Shape<int32_t, int32_t, int32_t>{}, Stride<int64_t, _1, int64_t>{}));
+  using TmadQ = decltype(make_tma_copy(SM90_TMA_REDUCE_ADD{}, GmemTensordQ{}, SmemLayoutdQ{},
+                                       Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{}));
 };
 
 }  // namespace flashgen::sm90
