@@ -2,6 +2,7 @@
 backends where they accept the shape: python tools/bwd_dims.py [seqlen ...]."""
 
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -44,5 +45,6 @@ def main():
 
 
 if __name__ == "__main__":
+    warnings.filterwarnings("ignore")
     print("| hdim | seqlen | causal | flashgen | FA2 | cuDNN |")
     main()
