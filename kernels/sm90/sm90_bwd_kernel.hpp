@@ -1,6 +1,6 @@
 // Hopper backward attention.
 //
-// One CTA per (key block of 128, KV head, batch entry) and three warpgroups. The producer
+// One CTA per (key block, KV head, batch entry) and three warpgroups. The producer
 // warpgroup runs on 24 registers: warp 0 loads K and V once and Q, dO of each step by TMA
 // (kStages buffers), warp 1 loads the step's LSE and D = rowsum(dO * O) into shared memory, warp
 // 2 sends each step's dQ to the fp32 accumulator in global memory by bulk reduce-adds. The two
@@ -13,6 +13,8 @@
 // warpgroup computes half of dQ's columns into a shared fp32 tile for the writer warp (in
 // deterministic mode the writer adds in key-block order behind a per-query-block counter). D
 // and the dQ conversion come from the SM80 path's pre- and post-processing kernels.
+// That is the keys split (head dims up to 128, 128-key blocks); above 128 or with qk != v the
+// consumers split the roles over 64-key blocks (consume_roles_split; sm90_bwd_traits.hpp).
 #pragma once
 
 #include <cute/tensor.hpp>
