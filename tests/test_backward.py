@@ -173,14 +173,17 @@ DETERMINISTIC = list(dict.fromkeys(SAMPLE[:2] + [s for s in PLAIN if s.arch == "
 @pytest.mark.parametrize("spec", DETERMINISTIC, ids=lambda s: s.name)
 def test_deterministic_is_bitwise_reproducible(spec, window):
     # GQA (4 query heads per KV head) and a window: the key blocks that see a query block start
-    # past block 0, so the counter's turns are counted from the first one that does.
-    q, k, v = make_qkv(spec, b=2, sq=1023, sk=1023, h=4, hkv=1)
-    dout = torch.randn(*q.shape[:3], spec.head_dim_v, device="cuda", dtype=q.dtype)
-    runs = [flashgen_grads(q, k, v, dout, causal=spec.causal, window_size=window, deterministic=True)[1:4]
-            for _ in range(3)]
-    for run in runs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
-    assert_grads_close((*runs[0], None), q, k, v, dout, causal=spec.causal, window=window)
+    # past block 0, so the counter's turns are counted from the first one that does (causal and
+    # right-bounded windows count them from the last one down); seqlen_q != seqlen_k shifts the
+    # diagonal across blocks.
+    for sq, sk in ((1023, 1023), (300, 777)):
+        q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=4, hkv=1)
+        dout = torch.randn(*q.shape[:3], spec.head_dim_v, device="cuda", dtype=q.dtype)
+        runs = [flashgen_grads(q, k, v, dout, causal=spec.causal, window_size=window, deterministic=True)[1:4]
+                for _ in range(3)]
+        for run in runs[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
+        assert_grads_close((*runs[0], None), q, k, v, dout, causal=spec.causal, window=window)
 
 
 def _small_fwd_args(spec, requires_grad):

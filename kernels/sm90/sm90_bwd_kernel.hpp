@@ -201,7 +201,7 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
         int* semaphore = nullptr;
         if (params.deterministic) {
           semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-          const int turn = n_block - mask.blocks(m).n_min;
+          const int turn = sm80::DqOrder(true, mask.window_right >= 0).turn(mask.blocks(m), n_block);
           while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
           __threadfence();
           fence_proxy_async_global();
@@ -237,12 +237,11 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       const int query0 = m * kBlockM;
       const int h = steps.head(step);
       // Deterministic mode: the key blocks that see query block m add their dQ parts in
-      // increasing order behind a counter; lower key blocks have lower block indices, so the
-      // CTAs waited for were launched first and always make progress.
+      // sm80::DqOrder's order behind a counter.
       int* semaphore = nullptr;
       if (params.deterministic) {
         semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-        const int turn = n_block - mask.blocks(m).n_min;
+        const int turn = sm80::DqOrder(true, mask.window_right >= 0).turn(mask.blocks(m), n_block);
         if (lane == 0) {
           while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
         }
@@ -810,7 +809,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kBlockN = Traits::kBlockN;
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
-  const int n_block = blockIdx.x;
+  const int n_block = sm80::DqOrder(params.deterministic, kIsCausal || params.window_right >= 0).key_block();
   const int head_kv = blockIdx.y;
   const int batch = blockIdx.z;
   const SeqInfo seq(params, batch);
