@@ -341,6 +341,37 @@ CUTE_DEVICE Element* key_rows_base(void* base, SeqInfo const& seq, bool varlen, 
          int64_t(head_kv) * head_stride;
 }
 
+// Dropout's keep bits of a step (bit r * kCols + c: element (r, c) of the rowcol view kept; all
+// ones without dropout), drawn before the step's accumulators come alive so that the Philox
+// rounds have the registers to themselves.
+template <bool kHasDropout, int kCols, class Coords>
+CUTE_DEVICE uint64_t step_keep_bits(BwdParams const& params, BwdSteps const& steps, int step, int batch,
+                                    Coords const& coords, int key0, int query0) {
+  if constexpr (kHasDropout) {
+    return dropout_keep_bits<kCols>(DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q,
+                                               steps.head(step), params.dropout_threshold),
+                                    coords, key0, query0);
+  } else {
+    return ~uint64_t(0);
+  }
+}
+
+// Whether key `key` is visible to the query whose aligned key is `diag` (past seqlen_k: no).
+template <class Mask>
+CUTE_DEVICE bool key_visible(Mask const& mask, int seqlen_k, int key, int diag) {
+  return key < seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
+         (mask.window_left < 0 || key >= diag - mask.window_left);
+}
+
+// Whether every (key, query) pair of the block (keys key0.., queries query0..) is visible, so the
+// mask can be skipped (rows past seqlen_q need none: their LSE is +inf).
+template <int kBlockM, int kBlockN, class Mask>
+CUTE_DEVICE bool block_is_interior(Mask const& mask, int seqlen_k, int key0, int query0, int diag_shift) {
+  return key0 + kBlockN <= seqlen_k &&
+         (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
+         (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+}
+
 // Keys split: each consumer warpgroup owns 64 keys and computes all five products for them.
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
 CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
@@ -409,16 +440,8 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     const int stage = stage_of<kStages>(step);
     const int buf = step & 1;
     const int query0 = steps.block(step) * kBlockM;
-
-    // Dropout's keep bits (bit r * kCols + c: element (r, c) kept) before the S and dP
-    // accumulators come alive, so the Philox rounds have the registers to themselves.
-    [[maybe_unused]] uint64_t keep_bits = ~uint64_t(0);
-    if constexpr (kHasDropout) {
-      keep_bits = dropout_keep_bits<kCols>(
-          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, steps.head(step),
-                     params.dropout_threshold),
-          tScS_rc, key0, query0);
-    }
+    [[maybe_unused]] const uint64_t keep_bits =
+        step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
     FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
@@ -453,9 +476,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
             dcap = 1.f - x * x;
           }
           if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
-          const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
-                               (mask.window_left < 0 || key >= diag - mask.window_left);
-          const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
+          const float p = key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
           float dp_eff = dp(r, c);
           if constexpr (kHasDropout) {
             // Kept elements: P unscaled into dV (scaled once at the end), dP scaled; dropped: 0.
@@ -480,10 +501,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
       // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
       // need none: their LSE is +inf).
       static_assert(kCols % 2 == 0);
-      const bool interior =
-          key0 + kBlockN <= seq.seqlen_k &&
-          (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
-          (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+      const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
       if (interior) {
         CUTE_UNROLL
         for (int c = 0; c < kCols; c += 2) {
@@ -506,9 +524,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
             CUTE_UNROLL
             for (int r = 0; r < size<0>(s); ++r) {
               const int key = key0 + get<0>(tScS_rc(r, c + j));
-              const bool visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
-                                   (mask.window_left < 0 || key >= diag - mask.window_left);
-              s(r, c + j) = visible ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+              s(r, c + j) = key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
             }
           }
         }
@@ -656,13 +672,8 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     const int stage = stage_of<kStages>(step);
     const int buf = step & 1;
     const int query0 = steps.block(step) * kBlockM;
-    [[maybe_unused]] uint64_t keep_bits = ~uint64_t(0);
-    if constexpr (kHasDropout) {
-      keep_bits = dropout_keep_bits<kCols>(
-          DropoutKey(params.philox_seed, params.philox_offset, batch, params.num_heads_q, steps.head(step),
-                     params.dropout_threshold),
-          tScS_rc, key0, query0);
-    }
+    [[maybe_unused]] const uint64_t keep_bits =
+        step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
     FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc = partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{});
     wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, kIsP ? Traits::q_slot(stage) : Traits::do_slot(stage)), acc);
@@ -675,10 +686,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
       if constexpr (kHasAlibi) {
         raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
       }
-      const bool interior =
-          key0 + kBlockN <= seq.seqlen_k &&
-          (mask.window_right < 0 || key0 + kBlockN - 1 <= query0 + diag_shift + mask.window_right) &&
-          (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
+      const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
       // P^T = exp2(x * scale - LSE) with x the (capped, ALiBi-shifted) score, 0 where masked;
       // the hand-off carries P^T (1 - tanh^2) for the softcap's chain rule, dV's operand the
       // kept P^T (dropout's scale applied once at the end).
@@ -703,8 +711,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
               if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
               bool visible = true;
               if constexpr (!decltype(full_block)::value) {
-                visible = key < seq.seqlen_k && (mask.window_right < 0 || key <= diag + mask.window_right) &&
-                          (mask.window_left < 0 || key >= diag - mask.window_left);
+                visible = key_visible(mask, seq.seqlen_k, key, diag);
               }
               const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
               if constexpr (kHasSoftcap || kHasDropout) { hand_rc(r, c + j) = Element(p * dcap); }
