@@ -75,10 +75,14 @@ struct BwdTraits {
   using TiledMmadK = TiledMmaKV<kHeadDim>;
   using TiledMmadV = TiledMmaKV<kHeadDimV>;
   // dQ: (kBlockM queries, head_dim), k = kBlockN keys; A = dS (K-major, keys contiguous), B = K^T.
+  // The warpgroups split the head dim, or with 128-query blocks the queries (at head dim 64 a
+  // 32-column half would read more shared memory per MAC than the tensor cores consume).
+  static constexpr bool kDqSplitQueries = kBlockM == 128;
   using TiledMmadQ = decltype(make_tiled_mma(
-      GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kHeadDim / 2>, Int<kBlockN>>, GMMA::Major::K,
+      GMMA::ss_op_selector<Element, Element, float,
+                           Shape<_64, Int<kDqSplitQueries ? kHeadDim : kHeadDim / 2>, Int<kBlockN>>, GMMA::Major::K,
                            GMMA::Major::MN>(),
-      DimSplit{}));
+      std::conditional_t<kDqSplitQueries, KeysSplit, DimSplit>{}));
 
   template <int kRows, int kCols, int kCount>
   using SmemLayoutStaged = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kRows, kCols>(),
