@@ -37,6 +37,17 @@ using namespace cute;
 // Named barriers of the backward kernel (0 is __syncthreads).
 enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4, kStageRead = 5 };
 
+// Named barriers that threads reach from different code (the roles split's two warpgroups, or a
+// consumer and the writer warp): the forms without .aligned, which PTX requires of a barrier
+// whose participants do not all execute the same instruction (NamedBarrier's bar.sync/arrive are
+// .aligned; compute-sanitizer's synccheck reports them as divergent).
+CUTE_DEVICE void barrier_sync_any(int threads, BwdBarrier id) {
+  asm volatile("barrier.sync %0, %1;" : : "r"(int(id)), "r"(threads) : "memory");
+}
+CUTE_DEVICE void barrier_arrive_any(int threads, BwdBarrier id) {
+  asm volatile("barrier.arrive %0, %1;" : : "r"(int(id)), "r"(threads) : "memory");
+}
+
 // One bulk asynchronous reduce-add of `bytes` (a multiple of 16) contiguous floats from shared to
 // global memory, in the issuing thread's bulk group (commit with tma_store_arrive, wait with
 // tma_store_wait before the shared memory is written again).
@@ -126,7 +137,6 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
                               int batch) {
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
-  using NamedBarrier = cutlass::arch::NamedBarrier;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kHeadDim;
@@ -231,8 +241,8 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
     const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
     float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
     for (int step = 0; step < steps.count; ++step) {
-      NamedBarrier::arrive(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
-      NamedBarrier::sync(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+      barrier_arrive_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqEmpty);
+      barrier_sync_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqFull);
       const int m = steps.block(step);
       const int query0 = m * kBlockM;
       const int h = steps.head(step);
@@ -274,8 +284,7 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
 // The consumers' dQ of one step to the writer warp's shared tile, two columns per store.
 template <class Traits, class Acc, class Coords>
 CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc const& acc_dq, Coords const& coords) {
-  using NamedBarrier = cutlass::arch::NamedBarrier;
-  NamedBarrier::sync(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqEmpty));
+  barrier_sync_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqEmpty);
   CUTE_UNROLL
   for (int i = 0; i < size(acc_dq); i += 2) {
     const auto coord = coords(i);
@@ -283,7 +292,7 @@ CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc 
         make_float2(acc_dq(i), acc_dq(i + 1));
   }
   cutlass::arch::fence_view_async_shared();
-  NamedBarrier::arrive(Traits::kNumMmaThreads + 32, int(BwdBarrier::kDqFull));
+  barrier_arrive_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqFull);
 }
 
 // The consumers' dQ of one step into Traits::SmemLayoutdQ (fp32 (64, head_dim) in 8 x 32 atoms
@@ -589,7 +598,6 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
-  using NamedBarrier = cutlass::arch::NamedBarrier;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kHeadDim;
@@ -741,11 +749,11 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
       }();
       CUTE_UNROLL
       for (int i = 0; i < size(hand_src); ++i) { hand_smem[i * 128 + wg_tid] = hand_src(i); }
-      NamedBarrier::arrive(kNumMmaThreads, int(BwdBarrier::kPReady));
+      barrier_arrive_any(kNumMmaThreads, BwdBarrier::kPReady);
       wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::do_slot(stage)), acc_grad);  // dV += P^T dO
-      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
+      barrier_sync_any(kNumMmaThreads, BwdBarrier::kDsReady);
     } else {
-      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kPReady));
+      barrier_sync_any(kNumMmaThreads, BwdBarrier::kPReady);
       CUTE_UNROLL
       for (int i = 0; i < size(hand_vec); ++i) { hand_vec(i) = hand_smem[i * 128 + wg_tid]; }
       // dS^T = P^T (dP^T - D), dP^T with dropout's mask and scale, times the softcap's derivative
@@ -770,7 +778,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
       Tensor tdS_c = make_tensor(tA.data(), SFragment{}.layout());
       copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
       cutlass::arch::fence_view_async_shared();
-      NamedBarrier::arrive(kNumMmaThreads, int(BwdBarrier::kDsReady));
+      barrier_arrive_any(kNumMmaThreads, BwdBarrier::kDsReady);
     }
 
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
@@ -780,7 +788,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     warpgroup_fence_operand(acc_dq);
     if constexpr (Traits::kDqInStage) {
       // dQ over this stage's Q and dO, once neither warpgroup's products read them.
-      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kStageRead));
+      barrier_sync_any(kNumMmaThreads, BwdBarrier::kStageRead);
       stage_dq_swizzled<Traits>(acc_dq, reinterpret_cast<float*>(storage.q.data() + Traits::q_slot(stage) * kBlockM * kDim),
                                 tid);
       cutlass::arch::fence_view_async_shared();
