@@ -18,7 +18,7 @@ import flashgen
 
 from ..dispatch import select_kernel
 from . import backward, decode, fp8
-from .sweep import Result, run_case, standard_cases
+from .sweep import Result, parse_head_dims, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops, read_tbps
 
 
@@ -40,7 +40,7 @@ def table(results: list[Result]) -> list[str]:
     for r in results:
         t, e = r.tflops, r.max_err
         rows.append(
-            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
             f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
             f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
             f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} |"
@@ -55,7 +55,7 @@ def bwd_table(results: list[backward.BwdResult]) -> list[str]:
     for r in results:
         t, e, m = r.tflops, r.max_err, r.peak_mib
         rows.append(
-            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
             f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
             f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
             f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} | {_fmt(m['flashgen'])} | {_fmt(m['fa2'])} | "
@@ -76,7 +76,8 @@ def _family(direction: str = "fwd") -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashgen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--head-dims", type=_ints, default=(64, 128, 256))
+    parser.add_argument("--head-dims", type=parse_head_dims, default=(64, 128, 256),
+                        help="e.g. 64,128,256 or 192,192x128 (qk x v)")
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
     parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode", "fp8"), default="all",
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
             print(table([result])[-1] + (f"  # {result.note}" if result.note else ""), flush=True)
             torch.cuda.empty_cache()
         lines += table(results)
-        lines += [f"- hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
+        lines += [f"- hdim {r.case.label} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
                   for r in results if r.note]
     if args.mode in ("all", "bwd"):
         bwd_results = []
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
                   "2.5x fwd; dq err = max |dq - fp32 reference| on batch 0, heads 0-1; MiB = peak memory of one "
                   "fwd + bwd beyond q, k, v and dout", ""]
         lines += bwd_table(bwd_results)
-        lines += [f"- bwd hdim {r.case.head_dim} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
+        lines += [f"- bwd hdim {r.case.label} seqlen {r.case.seqlen} causal {r.case.causal}: {r.note}"
                   for r in bwd_results if r.note]
     if args.mode in ("all", "decode"):
         read_rate = read_tbps()

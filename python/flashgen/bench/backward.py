@@ -88,9 +88,8 @@ def peak_extra_mib(attn: Attention, q, k, v, dout) -> float:
 
 
 def run_case(case: Case) -> BwdResult:
-    shape = (case.batch, case.seqlen, case.nheads, case.head_dim)
-    q, k, v = (torch.randn(shape, device="cuda", dtype=case.dtype, requires_grad=True) for _ in range(3))
-    dout = torch.randn(shape, device="cuda", dtype=case.dtype)
+    q, k, v = case.qkv(requires_grad=True)
+    dout = torch.randn(case.shape(case.dv), device="cuda", dtype=case.dtype)
     ref = reference_dq_rows(q.detach(), k.detach(), v.detach(), dout, case.causal)
     flops = BWD_FLOPS_FACTOR * case.flops()
     tflops: dict[str, Optional[float]] = {}

@@ -46,8 +46,7 @@ class Fp8Result:
 def run_case(case: Case) -> Fp8Result:
     from .. import fp8
 
-    shape = (case.batch, case.seqlen, case.nheads, case.head_dim)
-    q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    q, k, v = case.qkv(dtype=torch.bfloat16)
     tflops: dict[str, Optional[float]] = {}
     notes = []
 
@@ -59,7 +58,7 @@ def run_case(case: Case) -> Fp8Result:
     try:
         blocks = quantize_all("block")
         tensors = quantize_all("tensor")
-        out = torch.empty(shape, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(case.shape(case.dv), device="cuda", dtype=torch.bfloat16)
         for name, operands in (("fp8 block", blocks), ("fp8 tensor", tensors)):
             tflops[name] = case.flops() / (median_ms(
                 lambda: fp8.flash_attn_fp8_func(*operands, causal=case.causal, out=out)) * 1e-3) / 1e12
@@ -72,7 +71,7 @@ def run_case(case: Case) -> Fp8Result:
     except (RuntimeError, LookupError, ValueError) as err:
         notes.append(f"fp8: {str(err).splitlines()[0][:100]}")
     try:
-        out16 = torch.empty_like(q)
+        out16 = torch.empty(case.shape(case.dv), device="cuda", dtype=torch.bfloat16)
         tflops["bf16"] = case.flops() / (median_ms(
             lambda: flashgen.flash_attn_func(q, k, v, causal=case.causal, out=out16)) * 1e-3) / 1e12
     except (RuntimeError, LookupError, ValueError) as err:
@@ -103,7 +102,7 @@ def table(results: list[Fp8Result], fp8_mm: Optional[float]) -> list[str]:
         t = r.tflops
         blk, ten = t.get("fp8 block"), t.get("fp8 tensor")
         rows.append(
-            f"| {r.case.head_dim} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(blk)} | "
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(blk)} | "
             f"{_fmt(ten)} | {_fmt(blk / ten if blk and ten else None, '.3f')} | "
             f"{_fmt(blk / fp8_mm if blk and fp8_mm else None, '.2f')} | {_fmt(t.get('bf16'))} | "
             f"{_fmt(t.get('cudnn'))} | {_fmt(blk / t['cudnn'] if blk and t.get('cudnn') else None, '.2f')} | "

@@ -21,10 +21,19 @@ PEERS = {"fa2": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
 @dataclass(frozen=True)
 class Case:
-    head_dim: int
+    head_dim: int  # q and k
     seqlen: int
     causal: bool
     dtype: torch.dtype = torch.bfloat16
+    head_dim_v: Optional[int] = None  # v and the output; None: head_dim
+
+    @property
+    def dv(self) -> int:
+        return self.head_dim_v or self.head_dim
+
+    @property
+    def label(self) -> str:
+        return str(self.head_dim) if self.dv == self.head_dim else f"{self.head_dim}x{self.dv}"
 
     @property
     def batch(self) -> int:
@@ -35,8 +44,18 @@ class Case:
         return MODEL_DIM // self.head_dim
 
     def flops(self) -> float:
-        f = 4 * self.batch * self.nheads * self.seqlen * self.seqlen * self.head_dim
+        """Forward FLOPs: 2 b h s^2 (d_qk + d_v), halved when causal."""
+        f = 2 * self.batch * self.nheads * self.seqlen * self.seqlen * (self.head_dim + self.dv)
         return f / 2 if self.causal else f
+
+    def shape(self, dim: int) -> tuple[int, int, int, int]:
+        return (self.batch, self.seqlen, self.nheads, dim)
+
+    def qkv(self, requires_grad: bool = False, dtype: Optional[torch.dtype] = None):
+        """Fresh random q, k (head_dim) and v (head_dim_v) on the GPU."""
+        dims = (self.head_dim, self.head_dim, self.dv)
+        return tuple(torch.randn(self.shape(d), device="cuda", dtype=dtype or self.dtype, requires_grad=requires_grad)
+                     for d in dims)
 
 
 @dataclass
@@ -52,7 +71,7 @@ def reference_rows(q, k, v, causal, heads=2, chunk=2048) -> torch.Tensor:
     s = q.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1])
     qh, kh, vh = (t[0, :, :heads].transpose(0, 1).float() for t in (q, k, v))
-    out = torch.empty_like(qh)
+    out = qh.new_empty(*qh.shape[:-1], vh.shape[-1])
     cols = torch.arange(s, device=q.device)
     for r0 in range(0, s, chunk):
         scores = qh[:, r0:r0 + chunk] @ kh.transpose(-1, -2) * scale
@@ -73,15 +92,14 @@ def runners(q, k, v, causal) -> dict[str, Callable[[], torch.Tensor]]:
                 return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
         return run
 
-    out = torch.empty_like(q)
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
     result = {"flashgen": lambda: flashgen.flash_attn_func(q, k, v, causal=causal, out=out)}
     result.update({name: sdpa(backend) for name, backend in PEERS.items()})
     return result
 
 
 def run_case(case: Case) -> Result:
-    shape = (case.batch, case.seqlen, case.nheads, case.head_dim)
-    q, k, v = (torch.randn(shape, device="cuda", dtype=case.dtype) for _ in range(3))
+    q, k, v = case.qkv()
     ref = reference_rows(q, k, v, case.causal)
     tflops: dict[str, Optional[float]] = {}
     errs: dict[str, Optional[float]] = {}
@@ -99,4 +117,18 @@ def run_case(case: Case) -> Result:
 
 def standard_cases(head_dims=(64, 128, 256), seqlens=(512, 1024, 2048, 4096, 8192, 16384),
                    causal=(False, True)) -> list[Case]:
-    return [Case(d, s, c) for d in head_dims for c in causal for s in seqlens]
+    """head_dims: ints, or (qk, v) pairs for head_dim_v != head_dim."""
+    pairs = [d if isinstance(d, tuple) else (d, d) for d in head_dims]
+    return [Case(qk, s, c, head_dim_v=None if v == qk else v) for qk, v in pairs for c in causal for s in seqlens]
+
+
+def parse_head_dims(text: str) -> tuple:
+    """'64,128,192x128' -> (64, 128, (192, 128))."""
+    dims = []
+    for item in text.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        qk, _, v = item.partition("x")
+        dims.append((int(qk), int(v)) if v and int(v) != int(qk) else int(qk))
+    return tuple(dims)
