@@ -62,3 +62,14 @@ def one_per_head_dim_pair(specs):
             seen.add((s.head_dim_qk, s.head_dim_v))
             chosen.append(s)
     return chosen
+
+
+def cache_rows(k, v, b, n, batch_idx=None, block_table=None, page_size=None):
+    """Keys and values 0..n-1 of batch entry b of a KV cache: entry batch_idx[b] of a dense
+    (entries, capacity, heads, dim) cache, or the pages block_table[b] of a paged one."""
+    if block_table is None:
+        entry = int(batch_idx[b])
+        return k[entry, :n], v[entry, :n]
+    r = torch.arange(n, device=k.device)
+    pages = block_table[b, r // page_size].long()
+    return k[pages, r % page_size], v[pages, r % page_size]

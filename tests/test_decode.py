@@ -11,6 +11,7 @@ from flashgen.bench.timing import capture_graph
 from flashgen.codegen.spec import KernelSpec
 
 from conftest import requires_gpu
+from gpu_common import cache_rows
 from reference import TORCH_DTYPES, assert_close_to_reference, attention_ref
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
@@ -64,12 +65,7 @@ class Cache:
 
     def rows(self, b, n):
         """Keys and values 0..n-1 of batch entry b (dequantised for FP8)."""
-        if self.block_table is None:
-            e = int(self.batch_idx[b])
-            return self.k_deq[e, :n], self.v_deq[e, :n]
-        r = torch.arange(n, device="cuda")
-        pages = self.block_table[b, r // self.page_size].long()
-        return self.k_deq[pages, r % self.page_size], self.v_deq[pages, r % self.page_size]
+        return cache_rows(self.k_deq, self.v_deq, b, n, self.batch_idx, self.block_table, self.page_size)
 
     def call(self, q, lengths, **kw):
         extra = dict(k_descale=self.k_descale, v_descale=self.v_descale) if self.fp8 else {}

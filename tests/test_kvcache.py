@@ -7,7 +7,7 @@ import torch
 import flashgen
 
 from conftest import requires_gpu
-from gpu_common import kernels, one_per_head_dims
+from gpu_common import cache_rows, kernels, one_per_head_dims
 from reference import TORCH_DTYPES, assert_close_to_reference
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
@@ -55,12 +55,7 @@ class Cache:
             self.batch_idx = None
 
     def rows(self, b, n):
-        if self.block_table is None:
-            entry = int(self.batch_idx[b])
-            return self.k[entry, :n], self.v[entry, :n]
-        r = torch.arange(n, device="cuda")
-        pages = self.block_table[b, r // self.page_size].long()
-        return self.k[pages, r % self.page_size], self.v[pages, r % self.page_size]
+        return cache_rows(self.k, self.v, b, n, self.batch_idx, self.block_table, self.page_size)
 
 
 def check_decode(spec, cache, q, k_new, v_new, cache_seqlens, rotary=None, interleaved=True, **options):

@@ -61,6 +61,16 @@ struct DqOrder {
   CUTE_DEVICE DqOrder(bool deterministic, bool right_bounded) : descending(deterministic && right_bounded) {}
   CUTE_DEVICE int key_block() const { return descending ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x); }
   CUTE_DEVICE int turn(KeyBlockRange const& r, int n) const { return descending ? r.n_max - 1 - n : n - r.n_min; }
+  // The counter of (batch entry, query head h, query block m).
+  CUTE_DEVICE static int* counter(BwdParams const& p, int batch, int h, int m) {
+    return p.dq_semaphore + (int64_t(batch) * p.num_heads_q + h) * p.num_m_blocks + m;
+  }
+  // Spins (call from one thread) until `counter` reaches key block n's turn at query block m.
+  template <class Mask>
+  CUTE_DEVICE void wait_turn(int* counter, Mask const& mask, int m, int n) const {
+    const int my_turn = turn(mask.blocks(m), n);
+    while (*reinterpret_cast<volatile int*>(counter) != my_turn) {}
+  }
 };
 
 // The same view with its base pointer moved by `offset` elements.
@@ -372,11 +382,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     int* semaphore = nullptr;
     if (params.deterministic) {
       // Key blocks add their dQ parts in DqOrder's order.
-      semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-      const int turn = dq_order.turn(mask.blocks(m), n_block);
-      if (tid == 0) {
-        while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
-      }
+      semaphore = DqOrder::counter(params, batch, h, m);
+      if (tid == 0) { dq_order.wait_turn(semaphore, mask, m, n_block); }
       __syncthreads();
       __threadfence();
     }

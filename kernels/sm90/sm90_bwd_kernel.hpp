@@ -133,8 +133,8 @@ CUTE_DEVICE int phase_of(int step) {
 // The producer warpgroup: warp 0 issues the TMA loads, warp 1 loads LSE and D, warp 2 sends dQ.
 template <class Traits, class Mask>
 CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
-                              SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block, int head_kv,
-                              int batch) {
+                              SeqInfo const& seq, Mask const& mask, BwdSteps const& steps,
+                              sm80::DqOrder const& dq_order, int n_block, int head_kv, int batch) {
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
   constexpr int kBlockM = Traits::kBlockM;
@@ -210,15 +210,12 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       if (lane == 0) {
         int* semaphore = nullptr;
         if (params.deterministic) {
-          semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-          const int turn = sm80::DqOrder(true, mask.window_right >= 0).turn(mask.blocks(m), n_block);
-          while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
+          semaphore = sm80::DqOrder::counter(params, batch, h, m);
+          dq_order.wait_turn(semaphore, mask, m, n_block);
           __threadfence();
           fence_proxy_async_global();
         }
-        Tensor sdQ = make_tensor(
-            make_smem_ptr(reinterpret_cast<float*>(storage.q.data() + Traits::q_slot(stage) * kBlockM * kDim)),
-            typename Traits::SmemLayoutdQ{});
+        Tensor sdQ = make_tensor(make_smem_ptr(Traits::dq_stage_tile(storage, stage)), typename Traits::SmemLayoutdQ{});
         Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
                                 Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
         auto dq_thr = kp.tma_dq.get_slice(_0{});
@@ -250,11 +247,8 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       // sm80::DqOrder's order behind a counter.
       int* semaphore = nullptr;
       if (params.deterministic) {
-        semaphore = params.dq_semaphore + (int64_t(batch) * params.num_heads_q + h) * params.num_m_blocks + m;
-        const int turn = sm80::DqOrder(true, mask.window_right >= 0).turn(mask.blocks(m), n_block);
-        if (lane == 0) {
-          while (*reinterpret_cast<volatile int*>(semaphore) != turn) {}
-        }
+        semaphore = sm80::DqOrder::counter(params, batch, h, m);
+        if (lane == 0) { dq_order.wait_turn(semaphore, mask, m, n_block); }
         __syncwarp();
         __threadfence();
         fence_proxy_async_global();
@@ -789,8 +783,7 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     if constexpr (Traits::kDqInStage) {
       // dQ over this stage's Q and dO, once neither warpgroup's products read them.
       barrier_sync_any(kNumMmaThreads, BwdBarrier::kStageRead);
-      stage_dq_swizzled<Traits>(acc_dq, reinterpret_cast<float*>(storage.q.data() + Traits::q_slot(stage) * kBlockM * kDim),
-                                tid);
+      stage_dq_swizzled<Traits>(acc_dq, Traits::dq_stage_tile(storage, stage), tid);
       cutlass::arch::fence_view_async_shared();
       EmptyBarrier::arrive(&storage.dq_full[stage]);
     } else {
@@ -824,7 +817,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kBlockN = Traits::kBlockN;
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
-  const int n_block = sm80::DqOrder(params.deterministic, kIsCausal || params.window_right >= 0).key_block();
+  const sm80::DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
+  const int n_block = dq_order.key_block();
   const int head_kv = blockIdx.y;
   const int batch = blockIdx.z;
   const SeqInfo seq(params, batch);
@@ -854,7 +848,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   if (threadIdx.x < 128) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    bwd_producer(kp, storage, seq, mask, steps, n_block, head_kv, batch);
+    bwd_producer(kp, storage, seq, mask, steps, dq_order, n_block, head_kv, batch);
     return;
   }
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();

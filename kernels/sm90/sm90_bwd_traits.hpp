@@ -145,6 +145,10 @@ struct BwdTraits {
   CUTE_DEVICE static Element* dout_smem(SharedStorage& storage) {
     return kDqInStage ? storage.q.data() : storage.dout.data();
   }
+  // kDqInStage: the fp32 dQ tile over stage `stage`'s Q and dO slots.
+  CUTE_DEVICE static float* dq_stage_tile(SharedStorage& storage, int stage) {
+    return reinterpret_cast<float*>(storage.q.data() + q_slot(stage) * kBlockM * kHeadDim);
+  }
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024);
 
