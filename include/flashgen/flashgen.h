@@ -140,7 +140,7 @@ typedef struct flashgen_fwd_args {
   /* Split-KV: 0 picks the count from the shape and the SM count (1 without a workspace);
      > 1 needs workspace of flashgen_fwd_workspace_size() bytes. The Hopper (sm90) kernels ask
      for a few bytes of workspace too: their persistent grid balances tiles through a counter
-     there (without it they run, with a fixed tile order that is slower under a causal mask). */
+     there (without it they run one CTA per tile, a few percent slower). */
   int64_t num_splits;
   void* workspace;
   size_t workspace_bytes;

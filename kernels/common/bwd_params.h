@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "common/fwd_params.h"
+#include "common/tile_order.h"
 
 namespace flashgen {
 
@@ -31,6 +32,24 @@ struct BwdParams : FwdParams {
   int* dq_semaphore;
   int num_m_blocks;  // query blocks per (batch, head), the semaphore's last extent
   bool deterministic;
+  // The 1-D grid's order over (key block rank, KV head, batch entry): units are (KV head, batch
+  // entry), KV head fastest, per_unit the key blocks of the longest sequence.
+  SectionedOrder key_order;
 };
+
+// Sets params.key_order for key blocks of block_n keys and returns the grid's CTA count (0: no
+// keys). Under a causal-like mask (keys bounded on the right only, `lengths_vary`) key blocks
+// see different numbers of query blocks and go longest first over sections of KV heads whose
+// Q, dO, LSE/D and fp32 dQ (read again by every key block of the head) fit in L2 together;
+// otherwise the order is unit-major. (Measured neutral on H100 at hdim 128, where the forward
+// gained: bench/NOTES.md.)
+inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes, bool lengths_vary) {
+  const int n_blocks = (params.max_seqlen_k + block_n - 1) / block_n;
+  const int64_t units = int64_t(params.num_heads_kv) * params.batch;
+  const int64_t unit_bytes = int64_t(params.seqlen_q) * params.group_size *
+                             ((params.head_dim_qk + params.head_dim_v) * elem_bytes + 4 * params.head_dim_qk + 8);
+  params.key_order = SectionedOrder{n_blocks, int(units), lengths_vary ? section_units(unit_bytes, int(units)) : 1};
+  return int64_t(n_blocks) * units;
+}
 
 }  // namespace flashgen

@@ -55,11 +55,13 @@ CUTE_DEVICE void query_blocks_of_key_block(Mask const& mask, int n, int& m_lo, i
 // one query block fewer), so the CTAs run without waiting, where increasing order made block n
 // wait for blocks 0..n-1 to pass its first query block (a wavefront: ~2.5x at 4k causal). The
 // other masks keep increasing order. Either way a CTA waits only for CTAs of its (head, batch)
-// with lower block indices, launched before it, so every wait ends.
+// with lower ranks, which BwdParams::key_order numbers (and so launches) before it, so every
+// wait ends.
 struct DqOrder {
   bool descending;
   CUTE_DEVICE DqOrder(bool deterministic, bool right_bounded) : descending(deterministic && right_bounded) {}
-  CUTE_DEVICE int key_block() const { return descending ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x); }
+  // Key block of the rank-th CTA of its (head, batch) among n_blocks (BwdParams::key_order).
+  CUTE_DEVICE int key_block(int rank, int n_blocks) const { return descending ? n_blocks - 1 - rank : rank; }
   CUTE_DEVICE int turn(KeyBlockRange const& r, int n) const { return descending ? r.n_max - 1 - n : n - r.n_min; }
   // The counter of (batch entry, query head h, query block m).
   CUTE_DEVICE static int* counter(BwdParams const& p, int batch, int h, int m) {
@@ -72,6 +74,16 @@ struct DqOrder {
     while (*reinterpret_cast<volatile int*>(counter) != my_turn) {}
   }
 };
+
+// This CTA's (key block, KV head, batch entry) in the grid's order.
+struct KeyBlockTile {
+  int n_block, head_kv, batch;
+};
+CUTE_DEVICE KeyBlockTile key_block_tile(BwdParams const& params, DqOrder const& order) {
+  const auto c = params.key_order(int(blockIdx.x));
+  return {order.key_block(c.rank, params.key_order.per_unit), c.unit % params.num_heads_kv,
+          c.unit / params.num_heads_kv};
+}
 
 // The same view with its base pointer moved by `offset` elements.
 template <class View>
@@ -111,9 +123,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   extern __shared__ __align__(128) char smem[];
 
   const DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
-  const int n_block = dq_order.key_block();
-  const int head_kv = blockIdx.y;
-  const int batch = blockIdx.z;
+  const KeyBlockTile tile = key_block_tile(params, dq_order);
+  const int n_block = tile.n_block;
+  const int head_kv = tile.head_kv;
+  const int batch = tile.batch;
   const int tid = threadIdx.x;
 
   const SeqInfo seq(params, batch);

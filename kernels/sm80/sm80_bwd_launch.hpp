@@ -3,6 +3,7 @@
 // includes this header and instantiates run_bwd for one kernel spec.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include <cuda_runtime_api.h>
@@ -27,9 +28,12 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   if (status != FLASHGEN_STATUS_OK) { return status; }
   status = run_bwd_preprocess(params, kDtype, stream);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
-  if (grid.x > 0) {  // no keys: dK and dV are empty, dQ stays zero
-    kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
+  BwdParams kparams = params;
+  const int64_t ctas = set_bwd_key_order(kparams, Traits::kBlockN, int(sizeof(Element)),
+                                        kIsCausal || (params.window_right >= 0 && params.window_left < 0));
+  if (ctas > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
+  if (ctas > 0) {  // no keys: dK and dV are empty, dQ stays zero
+    kernel<<<unsigned(ctas), Traits::kNumThreads, kSmemBytes, stream>>>(kparams);
     status = check_launch("sm80 backward kernel");
     if (status != FLASHGEN_STATUS_OK) { return status; }
   }

@@ -818,9 +818,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
   const sm80::DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
-  const int n_block = dq_order.key_block();
-  const int head_kv = blockIdx.y;
-  const int batch = blockIdx.z;
+  const sm80::KeyBlockTile tile = sm80::key_block_tile(params, dq_order);
+  const int n_block = tile.n_block;
+  const int head_kv = tile.head_kv;
+  const int batch = tile.batch;
   const SeqInfo seq(params, batch);
   if (n_block * kBlockN >= seq.seqlen_k) { return; }  // this entry has fewer key blocks
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include <cuda_runtime_api.h>
@@ -72,9 +73,11 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
     kp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, mdQ, typename Traits::SmemLayoutdQ{},
                               Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{});
   }
-  const dim3 grid((params.max_seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, params.num_heads_kv, params.batch);
-  if (grid.x > 0) {
-    kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
+  const int64_t ctas = set_bwd_key_order(kp.bwd, kBlockN, int(sizeof(Element)),
+                                        kIsCausal || (params.window_right >= 0 && params.window_left < 0));
+  if (ctas > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
+  if (ctas > 0) {
+    kernel<<<unsigned(ctas), Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
     status = check_launch("sm90 backward kernel");
     if (status != FLASHGEN_STATUS_OK) { return status; }
   }

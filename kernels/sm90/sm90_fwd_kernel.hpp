@@ -2,7 +2,8 @@
 //
 // A grid of at most one CTA per SM walks the (query block, head, batch entry) tiles in the order
 // of sm90_fwd_tile.h: CTA c starts with tile c and then takes the next one from a global counter
-// (or tile + gridDim.x without one), and passes each index to its consumers through shared memory. Warpgroup 0 is the producer: one
+// (or tile + gridDim.x without one) when its loads of the current one are issued, and passes
+// each index to its consumers through shared memory. Warpgroup 0 is the producer: one
 // thread issues TMA loads of each tile's Q and of its K and V blocks into a kStages-deep
 // shared-memory ring whose slots complete on mbarriers, running ahead into the next tile while
 // the consumers finish the current one. Warpgroups 1 and 2 are consumers, 64 query rows each:
@@ -175,14 +176,23 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       storage.tile_index[slot] = index;
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
+    // The next tile is claimed once this one's loads are all issued, i.e. when the consumers
+    // are a pipeline's depth from its end: claiming it at the start committed each CTA to a
+    // tile one whole tile ahead, which under a causal mask left the schedule far from greedy
+    // (7% slower at hdim 256 8k causal than one CTA per tile; bench/NOTES.md).
     int index = blockIdx.x;
+    auto claim_next = [&]() __attribute__((always_inline)) {
+      index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
+                                             : index + int(gridDim.x);
+    };
     for (int k = 0;; ++k) {
       publish(k, index);
       if (index >= order.num_tiles) { break; }
       const Tile t = make_tile(index);
-      index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
-                                             : index + int(gridDim.x);
-      if (!t.has_work) { continue; }
+      if (!t.has_work) {
+        claim_next();
+        continue;
+      }
       const int head_kv = t.head / params.group_size;
       // Varlen rows are addressed from the packed tensor's start; fixed-length ones per batch entry.
       const int q_row0 = varlen ? t.seq.row_base : 0;
@@ -256,6 +266,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         load_v(n);
         ++write;
       }
+      claim_next();
     }
     return;
   }

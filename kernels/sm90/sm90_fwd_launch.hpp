@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include <cuda_runtime_api.h>
 
@@ -16,8 +18,16 @@
 
 namespace flashgen::sm90 {
 
-// seqlen_k * head_dim up to which the grid is persistent (head dim 64: 2k keys, 128: 1k, 256: 512).
-constexpr int64_t kPersistentMaxKeysTimesDim = 2048 * 64;
+// FLASHGEN_SM90_FWD_GRID=persistent|per_tile overrides the grid's shape (a tuning knob for the
+// benchmarks; read once). 0: auto, 1: persistent, 2: one CTA per tile.
+inline int fwd_grid_override() {
+  static const int mode = [] {
+    const char* v = std::getenv("FLASHGEN_SM90_FWD_GRID");
+    if (v == nullptr) { return 0; }
+    return std::strcmp(v, "persistent") == 0 ? 1 : std::strcmp(v, "per_tile") == 0 ? 2 : 0;
+  }();
+  return mode;
+}
 
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
           bool kHasDropout, bool kIsPaged>
@@ -85,12 +95,23 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
   const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch * params.num_splits;
   if (num_tiles > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many query tiles for one call"); }
-  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q, params.num_splits};
-  // Persistent (one CTA per SM) when tiles are short, so that a tile's prologue and epilogue
-  // overlap its neighbours' loads; one CTA per tile when they are long: measured on an H200, the
-  // persistent grid was up to 12% slower on long causal tiles and up to 17% faster on short
-  // ones (bench/NOTES.md).
-  const bool persistent = int64_t(params.seqlen_k) * kHeadDimQK <= kPersistentMaxKeysTimesDim;
+  // Causal-like masks (keys bounded on the right only) give each query block its own length:
+  // those tiles go longest first over L2-sized sections of heads (+3-10% causal, H100); tiles
+  // of one length keep the unit-major order, whose fewer heads in flight share L2 better (the
+  // sections cost non-causal 2-5%). A section holds K and V of `section` units (the heads of a
+  // GQA group share them; a split reads its share).
+  const bool lengths_vary = kIsCausal || (params.window_right >= 0 && params.window_left < 0);
+  const int64_t unit_bytes = int64_t(params.seqlen_k) * (kHeadDimQK + kHeadDimV) * int64_t(sizeof(Element)) /
+                             (int64_t(std::max(1, params.group_size)) * params.num_splits);
+  const int units = int(num_tiles / std::max(1, m_blocks));
+  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q, params.num_splits,
+                          lengths_vary ? section_units(unit_bytes, units) : 1};
+  // Persistent (one CTA per SM, tiles from the atomic counter in the workspace) so that a tile's
+  // prologue and epilogue overlap the next one's loads: +3-6% at hdim 128 non-causal, +1-6%
+  // causal, even at hdim 256 (H100, bench/NOTES.md). Without a workspace the hardware's
+  // greedy block scheduler beats a static round-robin: one CTA per tile.
+  const int grid_mode = fwd_grid_override();
+  const bool persistent = grid_mode == 0 ? params.tile_counter != nullptr : grid_mode == 1;
   const dim3 grid(unsigned(persistent ? std::min<int64_t>(num_tiles, std::max(1, params.num_sms)) : num_tiles));
   kp.fwd.tile_counter = persistent ? params.tile_counter : nullptr;
   if (kp.fwd.tile_counter != nullptr && cudaMemsetAsync(kp.fwd.tile_counter, 0, sizeof(int), stream) != cudaSuccess) {

@@ -4,6 +4,8 @@
 
 #include <cute/config.hpp>
 
+#include "common/tile_order.h"
+
 namespace flashgen::sm90 {
 
 struct FwdTile {
@@ -37,20 +39,20 @@ struct FwdTileCoord {
   int split;  // which share of the key blocks (split-KV), 0 without splits
 };
 
-// The persistent grid's tile order. The query blocks of one (batch entry, head) are adjacent, so
-// the CTAs running at the same time mostly share one head's K and V in L2; within a head they go
-// from the last block to the first: under a causal mask the last blocks see the most keys, and
-// with CTA c taking tiles c, c + grid, ... every CTA gets a mix of long and short tiles.
+// The grid's tile order (common/tile_order.h): a unit is one (split, head, batch entry), split
+// fastest, and its rank r is query block m_blocks - 1 - r, so under a causal mask the tiles that
+// see the most keys go first across the whole section.
 struct FwdTileOrder {
   int num_tiles;
   int m_blocks;  // query blocks per (batch entry, head), of the longest sequence when varlen
   int num_heads;
   int num_splits;  // split-KV: each (query block, head, batch entry) once per split
+  int section;     // units per section
 
   CUTE_HOST_DEVICE FwdTileCoord coord(int index) const {
-    const int bhs = index / m_blocks;
-    const int bh = bhs / num_splits;
-    return {m_blocks - 1 - (index - bhs * m_blocks), bh % num_heads, bh / num_heads, bhs - bh * num_splits};
+    const auto c = SectionedOrder{m_blocks, num_tiles / m_blocks, section}(index);
+    const int bh = c.unit / num_splits;
+    return {m_blocks - 1 - c.rank, bh % num_heads, bh / num_heads, c.unit - bh * num_splits};
   }
 };
 
