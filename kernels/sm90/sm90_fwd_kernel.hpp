@@ -35,7 +35,7 @@ using namespace cute;
 
 // Named barriers (CUTLASS offsets them past its reserved ones): the consumers' wgmma turns and
 // the epilogue's hand-over of the output tile in shared memory.
-enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3 };
+enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3, kEpilogue0 = 4, kEpilogue1 = 5 };
 
 // FP8: probabilities are scaled by 2^8 before they are rounded to e4m3 (max 448), so that the
 // small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   extern __shared__ __align__(1024) char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});   // (kBlockM, kDimQK)
+  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQBuffers{});  // (kBlockM, kDimQK, buffers)
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});   // (kBlockN, kDimQK, stages)
   Tensor sVt = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutVt{});  // (kDimV, kBlockN, stages)
   // The output tile (kBlockM, kDimV) in shared memory, with the element type of the call's out.
@@ -115,11 +115,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const bool lane_elected = cute::elect_one_sync();
   const bool is_producer_thread = warp_idx == 0 && lane_elected;
 
-  // q_full: Q of the current tile has landed. q_empty: the consumers are done with the sQ
-  // buffer (and with sO too when it aliases sQ), so the next tile's Q may overwrite it.
+  // q_full[b]: the Q in buffer b has landed. q_empty[b]: the consumers are done with it (and
+  // with sO too when it aliases sQ), so a later tile's Q may overwrite it. Tiles with work use
+  // the buffers in turn.
   if (is_producer_thread) {
-    FullBarrier::init(&storage.q_full, /*arrive_count=*/1);
-    EmptyBarrier::init(&storage.q_empty, /*arrive_count=*/kNumMmaThreads);
+    for (int b = 0; b < Traits::kQBuffers; ++b) {
+      FullBarrier::init(&storage.q_full[b], /*arrive_count=*/1);
+      EmptyBarrier::init(&storage.q_empty[b], /*arrive_count=*/kNumMmaThreads);
+    }
     for (int slot = 0; slot < 2; ++slot) {
       EmptyBarrier::init(&storage.tile_full[slot], /*arrive_count=*/1);
       EmptyBarrier::init(&storage.tile_empty[slot], /*arrive_count=*/kNumMmaThreads);
@@ -167,8 +170,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDimQK, params.num_heads_kv, kp.k_batches));
     Tensor mVt = kp.tma_v.get_tma_tensor(make_shape(kDimV, kp.v_cols, params.num_heads_kv, kp.k_batches));
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
-    int q_empty_phase = 0;
-    bool first_q = true;
+    int q_count = 0;  // tiles with work so far
     // Publishes the k-th tile index to the consumers (slot k % 2; waits until they took k - 2).
     auto publish = [&](int k, int index) __attribute__((always_inline)) {
       const int slot = k & 1;
@@ -205,7 +207,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
                                                : t.seq.key_row_base;
       Tensor gVt = local_tile(domain_offset(make_coord(_0{}, vt_key_base), mVt(_, _, head_kv, t.seq.kv_batch)),
                               Shape<Int<kDimV>, Int<kBlockN>>{}, make_coord(_0{}, _));  // (kDimV, kBlockN, n)
-      auto [tQgQ, tQsQ] = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      const int q_buffer = q_count % Traits::kQBuffers;
+      auto [tQgQ, tQsQ] =
+          tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, q_buffer)), group_modes<0, 2>(gQ));
       // (source, destination) views; tuples rather than structured bindings, which lambdas
       // may capture only from C++20.
       auto const k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
@@ -245,17 +249,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       };
 
       // The first key block goes first: with Q it gates the tile's first wgmma. Q waits until
-      // the consumers have released the previous tile's sQ.
+      // the consumers have released its buffer's previous tile.
       int n = t.range.n_max - 1;
       pipeline_k.producer_acquire(write);
       load_k(n);
-      if (!first_q) {
-        EmptyBarrier::wait(&storage.q_empty, q_empty_phase);
-        q_empty_phase ^= 1;
+      if (q_count >= Traits::kQBuffers) {
+        EmptyBarrier::wait(&storage.q_empty[q_buffer], (q_count / Traits::kQBuffers - 1) & 1);
       }
-      first_q = false;
-      FullBarrier::arrive_and_expect_tx(&storage.q_full, Traits::kQBytes);
-      copy(kp.tma_q.with(storage.q_full), tQgQ, tQsQ);
+      ++q_count;
+      FullBarrier::arrive_and_expect_tx(&storage.q_full[q_buffer], Traits::kQBytes);
+      copy(kp.tma_q.with(storage.q_full[q_buffer]), tQgQ, tQsQ);
       pipeline_v.producer_acquire(write);
       load_v(n);
       ++write;
@@ -280,7 +283,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   auto thr_pv = mma_pv.get_thread_slice(tid);
   Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kDimV>>{});
   Tensor taccOcO_rc = make_tensor(thr_pv.partition_C(cO).data(), acc_layout_rowcol(thr_pv.partition_C(cO).layout()));
-  Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K) descriptors
+  Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K, buffers) descriptors
   Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, stages)
   Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stages)
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
@@ -308,24 +311,29 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kRowsPerThread = decltype(size<0>(acc_layout_rowcol(SFragment{}.layout())))::value;
 
   // Ping-pong turns: consumer c waits on barrier kTurn0 + c before issuing a wgmma batch and
-  // then signals the other's. Per tile, consumer 1 hands consumer 0 the first turn and its own
-  // last turn hands over to nobody; both walk the same key blocks, so the turns pair up.
+  // then signals the other's. Both walk the same tiles and key blocks, so the turns alternate
+  // across tiles too: consumer 1 hands consumer 0 the very first turn (at the first tile with
+  // work), and consumer 0 takes the last hand-over after the final tile. So a consumer done
+  // with its epilogue starts its next tile while the other still stores its rows. (Doing the
+  // first hand-over before the tile loop instead made ptxas keep Q's descriptors in ordinary
+  // registers: +41 instructions per key block at head dim 256, -6%.)
   const int consumer = tid / 128;
   const int my_turn = int(FwdBarrier::kTurn0) + consumer;
   const int other_turn = int(FwdBarrier::kTurn0) + 1 - consumer;
   auto begin_turn = [&]() __attribute__((always_inline)) { NamedBarrier::sync(kNumMmaThreads, my_turn); };
-  auto end_turn = [&](bool last) __attribute__((always_inline)) {
-    if (!(last && consumer == 1)) { NamedBarrier::arrive(kNumMmaThreads, other_turn); }
-  };
+  auto end_turn = [&]() __attribute__((always_inline)) { NamedBarrier::arrive(kNumMmaThreads, other_turn); };
 
   PipelineState read_k, read_v;
-  int q_full_phase = 0;
+  int q_count = 0;  // tiles with work so far, as the producer counts them
   for (int k = 0;; ++k) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
     const int index = storage.tile_index[slot];
     EmptyBarrier::arrive(&storage.tile_empty[slot]);
-    if (index >= order.num_tiles) { break; }
+    if (index >= order.num_tiles) {
+      if (consumer == 0 && q_count > 0) { begin_turn(); }  // consumer 1's last hand-over
+      break;
+    }
     const Tile t = make_tile(index);
     if (!t.in_range) { continue; }
     const SeqInfo& seq = t.seq;
@@ -448,10 +456,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
     };
 
-    if (consumer == 1) { NamedBarrier::arrive(kNumMmaThreads, int(FwdBarrier::kTurn0)); }
-    FullBarrier::wait(&storage.q_full, q_full_phase);
-    q_full_phase ^= 1;
-
+    if (consumer == 1 && q_count == 0) { end_turn(); }  // the very first turn
+    const int q_buffer = q_count % Traits::kQBuffers;
+    FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
+    ++q_count;
+    Tensor tSrQ_tile = tSrQ(_, _, _, q_buffer);
     int n = range.n_max - 1;
     {
       const float k_scale = kIsFp8 ? key_scale(params.k_scale, k_scale_at, n) : 1.f;
@@ -460,8 +469,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       pipeline_k.consumer_wait(read_k);
       begin_turn();
-      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
-      end_turn(false);
+      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
+      end_turn();
       warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
       ++read_k;
@@ -476,9 +485,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       pipeline_k.consumer_wait(read_k);
       pipeline_v.consumer_wait(read_v);
       begin_turn();
-      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
       wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-      end_turn(false);
+      end_turn();
       warpgroup_wait<1>();  // S of block n is ready; O += P V of block n + 1 may still run
       pipeline_k.consumer_release(read_k);
       ++read_k;
@@ -516,13 +525,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     pipeline_v.consumer_wait(read_v);
     begin_turn();
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-    end_turn(true);
+    end_turn();
     warpgroup_wait<0>();
     pipeline_v.consumer_release(read_v);
     ++read_v;
     // Every wgmma that read sQ is complete: with a separate sO, the next Q may load now,
     // under this tile's epilogue.
-    if constexpr (Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
+    if constexpr (Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty[q_buffer]); }
 
     // ---- Epilogue ----
     float lse[kRowsPerThread];
@@ -546,7 +555,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     if (is_split) {
       // fp32 partials straight from registers, two adjacent columns per store; sO is unused.
-      if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
+      if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty[q_buffer]); }
       CUTE_UNROLL
       for (int r = 0; r < size<0>(acc_o_rc); ++r) {
         const int row = get<0>(taccOcO_rc(r, 0));
@@ -559,26 +568,49 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
       }
     } else {
-      // O goes through shared memory for 16-byte, row-guarded global stores. The barrier: both
-      // consumers are past their last read of sO's previous contents (or of sQ, which sO may alias).
+      // O goes through shared memory for 16-byte, row-guarded global stores. With a separate
+      // sO, each consumer writes and reads back its own 64 rows, ordered by its own barrier, so
+      // the other goes on with its GEMMs meanwhile; it reads and stores a row group at a time
+      // (the whole half tile at once would take 64 registers at head dim 256). An sO over sQ
+      // waits for both consumers' last reads of sQ, and they store the tile together.
       with_out_type<Traits>(params, [&](auto out_tag) {
         using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
         Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
         Tensor out = convert_fragment<ElementOut>(acc_o);
         auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, ElementOut>{}, mma_pv);
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
-        NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-        copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
-        NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
-        typename Traits::template CopyOut<ElementOut> gmem_copy_o;
-        auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
-        Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
-        Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
-        copy(gmem_copy_o, tOsO, tOrO);
-        if constexpr (!Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty); }
-        copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
-            gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
-            rows_left);
+        if constexpr (Traits::kSeparateO) {
+          const int barrier = int(FwdBarrier::kEpilogue0) + consumer;
+          NamedBarrier::sync(128, barrier);
+          copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+          NamedBarrier::sync(128, barrier);
+          using HalfTile = Shape<Int<kBlockM / 2>, Int<kDimV>>;
+          typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
+          auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid % 128);
+          Tensor tOsO = gmem_thr_copy_o.partition_S(local_tile(sO, HalfTile{}, make_coord(consumer, 0)));
+          Tensor tOgO = gmem_thr_copy_o.partition_D(local_tile(out_tile(out_tag), HalfTile{}, make_coord(consumer, 0)));
+          Tensor tOcO = gmem_thr_copy_o.partition_D(local_tile(cO, HalfTile{}, make_coord(consumer, 0)));
+          CUTE_UNROLL
+          for (int m = 0; m < size<1>(tOsO); ++m) {
+            if (get<0>(tOcO(0, m, 0)) >= rows_left) { continue; }
+            Tensor row = make_fragment_like<ElementOut>(tOsO(_, m, _));
+            copy(gmem_copy_o, tOsO(_, m, _), row);
+            copy(gmem_copy_o, row, tOgO(_, m, _));
+          }
+        } else {
+          NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+          copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+          NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+          typename Traits::template CopyOut<ElementOut, kNumMmaThreads> gmem_copy_o;
+          auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
+          Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
+          Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
+          copy(gmem_copy_o, tOsO, tOrO);
+          EmptyBarrier::arrive(&storage.q_empty[q_buffer]);
+          copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
+              gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
+              rows_left);
+        }
       });
     }
     if ((is_split || params.lse != nullptr) && get<1>(taccOcO_rc(0, 0)) == 0) {

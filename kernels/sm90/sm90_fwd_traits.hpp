@@ -112,15 +112,22 @@ struct FwdTraits {
   static constexpr int kQElems = kSeparateO || int(cosize_v<SmemLayoutQ>) >= int(cosize_v<SmemLayoutO>)
                                      ? int(cosize_v<SmemLayoutQ>)
                                      : int(cosize_v<SmemLayoutO>);
+  // With its own output buffer, Q gets two when they fit: the producer then loads the next
+  // tile's Q while this tile still computes, so a consumer starts its next tile right after its
+  // own epilogue.
+  static constexpr int kQBuffers =
+      kSeparateO && kQOKVBytes + int(sizeof(Element)) * int(cosize_v<SmemLayoutQ>) + 2048 <= 227 * 1024 ? 2 : 1;
+  using SmemLayoutQBuffers = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, Element, kBlockM, kHeadDimQK>(),
+                                                    Shape<Int<kBlockM>, Int<kHeadDimQK>, Int<kQBuffers>>{}));
   struct SharedStorage {
-    alignas(1024) cute::array_aligned<Element, kQElems> q;  // Q, and O unless kSeparateO
+    alignas(1024) cute::array_aligned<Element, kQElems * kQBuffers> q;  // Q, and O unless kSeparateO
     alignas(1024) cute::array_aligned<ElementO, kSeparateO ? int(cosize_v<SmemLayoutO>) : 0> o;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutVt>> v;
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
-    alignas(8) uint64_t q_full;
-    alignas(8) uint64_t q_empty;
+    alignas(8) uint64_t q_full[kQBuffers];
+    alignas(8) uint64_t q_empty[kQBuffers];
     // The tile sequence, from the producer to the consumers: a two-slot ring.
     alignas(8) uint64_t tile_full[2];
     alignas(8) uint64_t tile_empty[2];
@@ -152,10 +159,11 @@ struct FwdTraits {
   // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
   static constexpr int kOutVec = 16 / sizeof(ElementO);
   static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);
-  template <class ElementOut>
+  // By kThreads threads: both consumers over the whole tile, or one over its 64 rows.
+  template <class ElementOut, int kThreads>
   using CopyOut = decltype(make_tiled_copy(
       Copy_Atom<UniversalCopy<cute::uint128_t>, ElementOut>{},
-      Layout<Shape<Int<kNumMmaThreads / kOutThreadsPerRow>, Int<kOutThreadsPerRow>>, Stride<Int<kOutThreadsPerRow>, _1>>{},
+      Layout<Shape<Int<kThreads / kOutThreadsPerRow>, Int<kOutThreadsPerRow>>, Stride<Int<kOutThreadsPerRow>, _1>>{},
       Layout<Shape<_1, Int<kOutVec>>>{}));
 };
 
