@@ -105,7 +105,7 @@ struct BwdKernelParams {
   typename Traits::TmadO tma_do;
   typename Traits::TmaK tma_k;
   typename Traits::TmaV tma_v;
-  typename Traits::TmadQ tma_dq;  // kDqInStage only
+  typename Traits::TmadQ tma_dq;  // kDqTma only
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
 };
@@ -230,6 +230,43 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
           tma_store_wait<0>();  // the tile has been read: the stage may be loaded again
         }
         EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+      }
+      __syncwarp();
+    }
+  } else if (warp_idx == 2 && Traits::kDqDouble) {
+    // dQ writer, two tiles: one TMA reduce-add per step (rows past the sequence carry exact
+    // zeros); a tile goes back to the consumers once the next step's reduce-add is issued and
+    // its own has been read (deterministic mode: once its adds are done).
+    Tensor mdQ = kp.tma_dq.get_tma_tensor(make_shape(max(1, params.total_q), kDim, params.num_heads_q));
+    for (int step = 0; step < steps.count; ++step) {
+      const int b = step & 1;
+      EmptyBarrier::wait(&storage.dq_full[b], (step >> 1) & 1);
+      const int m = steps.block(step);
+      const int h = steps.head(step);
+      if (lane == 0) {
+        int* semaphore = nullptr;
+        if (params.deterministic) {
+          semaphore = sm80::DqOrder::counter(params, batch, h, m);
+          dq_order.wait_turn(semaphore, mask, m, n_block);
+          __threadfence();
+          fence_proxy_async_global();
+        }
+        Tensor sdQ = make_tensor(make_smem_ptr(Traits::dq_buffer(storage, b)), typename Traits::SmemLayoutdQ{});
+        Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
+                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
+        auto dq_thr = kp.tma_dq.get_slice(_0{});
+        copy(kp.tma_dq, dq_thr.partition_S(sdQ), dq_thr.partition_D(gdQ));
+        tma_store_arrive();
+        if (params.deterministic) {
+          bulk_wait_all();  // the adds are done in global memory, not just read from shared
+          fence_proxy_async_global();
+          __threadfence();
+          atomicAdd(semaphore, 1);
+          EmptyBarrier::arrive(&storage.dq_empty[b]);
+        } else {
+          tma_store_wait<1>();  // the previous step's tile has been read
+          if (step > 0) { EmptyBarrier::arrive(&storage.dq_empty[b ^ 1]); }
+        }
       }
       __syncwarp();
     }
@@ -561,7 +598,15 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     warpgroup_wait<0>();  // dQ, and the dV / dK products that read tP, tdS, Q and dO
     warpgroup_fence_operand(acc_dq);
     EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-    hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+    if constexpr (Traits::kDqDouble) {
+      const int b = step & 1;
+      if (step >= 2) { EmptyBarrier::wait(&storage.dq_empty[b], ((step >> 1) - 1) & 1); }
+      stage_dq_swizzled<Traits>(acc_dq, Traits::dq_buffer(storage, b), tid);
+      cutlass::arch::fence_view_async_shared();
+      EmptyBarrier::arrive(&storage.dq_full[b]);
+    } else {
+      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+    }
   }
 
   if constexpr (kHasDropout) {
@@ -833,6 +878,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
       EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kDqInStage ? 1 : Traits::kNumMmaThreads);
       EmptyBarrier::init(&storage.dq_full[s], /*arrive_count=*/Traits::kNumMmaThreads);
+      EmptyBarrier::init(&storage.dq_empty[s % 2], /*arrive_count=*/1);
     }
     cutlass::arch::fence_barrier_init();
   }

@@ -65,7 +65,7 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, typename Traits::SmemLayoutV{}, Shape<Int<kBlockN>, Int<kHeadDimV>>{},
                            _1{});
 
-  if constexpr (Traits::kDqInStage) {
+  if constexpr (Traits::kDqTma) {
     auto mdQ = make_tensor(make_gmem_ptr(params.dq_accum),
                            make_shape(std::max(1, params.total_q), kHeadDim, params.num_heads_q),
                            make_stride(int64_t(params.num_heads_q) * params.dq_accum_dim, _1{},

@@ -52,6 +52,17 @@ struct BwdTraits {
       kSplitRoles && kHeadDim == kHeadDimV && smem_bytes_with(2) + 1024 > 227 * 1024;
   static constexpr int kStages = kDqInStage || smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
   static constexpr int kQSlots = kDqInStage ? 2 * kStages : kStages;
+  // Keys split at head dim 128: two unpadded, swizzled fp32 dQ tiles in place of the padded one,
+  // each sent by one TMA reduce-add, so that the writer may still be sending one step's dQ while
+  // the consumers write the next (with one tile they waited for its bulk reads: ncu put ~20% of
+  // the consumers' samples on that barrier). Fits with 2 KiB to spare at head dim 128.
+  static constexpr int smem_bytes_double_dq() {
+    return smem_bytes_with(2) + 4 * (2 * kBlockM * kHeadDim - kBlockM * kDQRowFloats);
+  }
+  static constexpr bool kDqDouble = !kSplitRoles && kBlockM == 64 && (kHeadDim / 2) % 32 == 0 &&
+                                    smem_bytes_double_dq() + 2048 <= 227 * 1024;
+  static_assert(!kDqDouble || kStages == 2);
+  static constexpr bool kDqTma = kDqInStage || kDqDouble;  // dQ leaves by TMA reduce-adds
   CUTE_HOST_DEVICE static constexpr int q_slot(int stage) { return kDqInStage ? 2 * stage : stage; }
   CUTE_HOST_DEVICE static constexpr int do_slot(int stage) { return kDqInStage ? 2 * stage + 1 : stage; }
 
@@ -92,7 +103,7 @@ struct BwdTraits {
                                                 Shape<Int<kRows>, Int<kCols>>{}));
   using SmemLayoutQ = SmemLayoutStaged<kBlockM, kHeadDim, kQSlots>;
   using SmemLayoutdO = SmemLayoutStaged<kBlockM, kHeadDimV, kQSlots>;
-  // The in-stage dQ tile: fp32, 128-byte swizzle (conflict-free float2 stores from the
+  // The in-stage (or kDqDouble) dQ tile: fp32, 128-byte swizzle (conflict-free float2 stores from the
   // accumulator, and the TMA unswizzles).
   using SmemLayoutdQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{},
                                               Shape<Int<kBlockM>, Int<kHeadDim>>{}));
@@ -133,14 +144,16 @@ struct BwdTraits {
     alignas(16) cute::array_aligned<Element, kPHandoffElems> p_handoff;
     // dQ of one step in fp32, row-major with kDQPad floats of padding per row (the float2 stores
     // of a warp take two wavefronts, the least possible); each row leaves by one bulk reduce-add.
-    alignas(128) float dq[kDqInStage ? 4 : kBlockM * (kHeadDim + kDQPad)];
+    // kDqDouble: two SmemLayoutdQ tiles instead.
+    alignas(1024) float dq[kDqInStage ? 4 : kDqDouble ? 2 * kBlockM * kHeadDim : kBlockM * (kHeadDim + kDQPad)];
     // LSE (log2 units, +inf past the end) and D = rowsum(dO * O) of each stage's query rows.
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dsum[kStages][kBlockM];
     alignas(8) uint64_t kv_full;
     alignas(8) uint64_t qdo_full[kStages];   // Q, dO (TMA bytes) and LSE, D (the loader warp's arrivals)
     alignas(8) uint64_t qdo_empty[kStages];  // every consumer thread (kDqInStage: the writer) is done with it
-    alignas(8) uint64_t dq_full[kStages];    // kDqInStage: every consumer thread wrote its dQ part
+    alignas(8) uint64_t dq_full[kStages];    // kDqTma: every consumer thread wrote its dQ part
+    alignas(8) uint64_t dq_empty[2];         // kDqDouble: the writer has read the tile
   };
   CUTE_DEVICE static Element* dout_smem(SharedStorage& storage) {
     return kDqInStage ? storage.q.data() : storage.dout.data();
@@ -149,6 +162,8 @@ struct BwdTraits {
   CUTE_DEVICE static float* dq_stage_tile(SharedStorage& storage, int stage) {
     return reinterpret_cast<float*>(storage.q.data() + q_slot(stage) * kBlockM * kHeadDim);
   }
+  // kDqDouble: dQ tile b (a SmemLayoutdQ).
+  CUTE_DEVICE static float* dq_buffer(SharedStorage& storage, int b) { return storage.dq + b * kBlockM * kHeadDim; }
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024);
 
