@@ -198,12 +198,16 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       }
       FullBarrier::arrive(&storage.qdo_full[stage]);
     }
-  } else if (warp_idx == 2 && Traits::kDqInStage) {
-    // dQ writer, in-stage tiles: one TMA reduce-add of the step's fp32 tile (rows past the
-    // sequence carry exact zeros: their P and dS are 0), then the stage goes back to the loaders.
+  } else if (warp_idx == 2 && Traits::kDqTma) {
+    // dQ writer, TMA tiles: one TMA reduce-add of each step's fp32 tile (rows past the sequence
+    // carry exact zeros: their P and dS are 0). In-stage tiles (head dim 256): the stage goes
+    // back to the loaders once its tile has been read. Two tiles (kDqDouble): a tile goes back
+    // to the consumers once the next step's reduce-add is issued and its own has been read.
+    // Deterministic mode: released once the adds are done, in DqOrder's order.
+    static_assert(kStages == 2 || !Traits::kDqDouble);
     Tensor mdQ = kp.tma_dq.get_tma_tensor(make_shape(max(1, params.total_q), kDim, params.num_heads_q));
     for (int step = 0; step < steps.count; ++step) {
-      const int stage = stage_of<kStages>(step);
+      const int stage = stage_of<kStages>(step);  // kDqDouble: the tile too
       EmptyBarrier::wait(&storage.dq_full[stage], phase_of<kStages>(step));
       const int m = steps.block(step);
       const int h = steps.head(step);
@@ -215,7 +219,8 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
           __threadfence();
           fence_proxy_async_global();
         }
-        Tensor sdQ = make_tensor(make_smem_ptr(Traits::dq_stage_tile(storage, stage)), typename Traits::SmemLayoutdQ{});
+        float* tile = Traits::kDqInStage ? Traits::dq_stage_tile(storage, stage) : Traits::dq_buffer(storage, stage);
+        Tensor sdQ = make_tensor(make_smem_ptr(tile), typename Traits::SmemLayoutdQ{});
         Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
                                 Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
         auto dq_thr = kp.tma_dq.get_slice(_0{});
@@ -226,46 +231,13 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
           fence_proxy_async_global();
           __threadfence();
           atomicAdd(semaphore, 1);
-        } else {
+          EmptyBarrier::arrive(Traits::kDqInStage ? &storage.qdo_empty[stage] : &storage.dq_empty[stage]);
+        } else if constexpr (Traits::kDqInStage) {
           tma_store_wait<0>();  // the tile has been read: the stage may be loaded again
-        }
-        EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-      }
-      __syncwarp();
-    }
-  } else if (warp_idx == 2 && Traits::kDqDouble) {
-    // dQ writer, two tiles: one TMA reduce-add per step (rows past the sequence carry exact
-    // zeros); a tile goes back to the consumers once the next step's reduce-add is issued and
-    // its own has been read (deterministic mode: once its adds are done).
-    Tensor mdQ = kp.tma_dq.get_tma_tensor(make_shape(max(1, params.total_q), kDim, params.num_heads_q));
-    for (int step = 0; step < steps.count; ++step) {
-      const int b = step & 1;
-      EmptyBarrier::wait(&storage.dq_full[b], (step >> 1) & 1);
-      const int m = steps.block(step);
-      const int h = steps.head(step);
-      if (lane == 0) {
-        int* semaphore = nullptr;
-        if (params.deterministic) {
-          semaphore = sm80::DqOrder::counter(params, batch, h, m);
-          dq_order.wait_turn(semaphore, mask, m, n_block);
-          __threadfence();
-          fence_proxy_async_global();
-        }
-        Tensor sdQ = make_tensor(make_smem_ptr(Traits::dq_buffer(storage, b)), typename Traits::SmemLayoutdQ{});
-        Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
-                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
-        auto dq_thr = kp.tma_dq.get_slice(_0{});
-        copy(kp.tma_dq, dq_thr.partition_S(sdQ), dq_thr.partition_D(gdQ));
-        tma_store_arrive();
-        if (params.deterministic) {
-          bulk_wait_all();  // the adds are done in global memory, not just read from shared
-          fence_proxy_async_global();
-          __threadfence();
-          atomicAdd(semaphore, 1);
-          EmptyBarrier::arrive(&storage.dq_empty[b]);
+          EmptyBarrier::arrive(&storage.qdo_empty[stage]);
         } else {
           tma_store_wait<1>();  // the previous step's tile has been read
-          if (step > 0) { EmptyBarrier::arrive(&storage.dq_empty[b ^ 1]); }
+          if (step > 0) { EmptyBarrier::arrive(&storage.dq_empty[stage ^ 1]); }
         }
       }
       __syncwarp();
