@@ -38,12 +38,12 @@ struct BwdParams : FwdParams {
 };
 
 // Sets params.key_order for key blocks of block_n keys and returns the grid's CTA count (0: no
-// keys). Under a causal-like mask (keys bounded on the right only, `lengths_vary`) key blocks
-// see different numbers of query blocks and go longest first over sections of KV heads whose
-// Q, dO, LSE/D and fp32 dQ (read again by every key block of the head) fit in L2 together;
-// otherwise the order is unit-major. (Measured neutral on H100 at hdim 128, where the forward
-// gained: bench/NOTES.md.)
-inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes, bool lengths_vary) {
+// keys). Under a causal-like mask (tile_lengths_vary) key blocks see different numbers of query
+// blocks and go longest first over sections of KV heads whose Q, dO, LSE/D and fp32 dQ (read
+// again by every key block of the head) fit in L2 together; otherwise the order is unit-major.
+// (Measured neutral on H100 at hdim 128, where the forward gained: bench/NOTES.md.)
+inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes, bool is_causal) {
+  const bool lengths_vary = tile_lengths_vary(is_causal, params.window_left, params.window_right);
   const int n_blocks = (params.max_seqlen_k + block_n - 1) / block_n;
   const int64_t units = int64_t(params.num_heads_kv) * params.batch;
   const int64_t unit_bytes = int64_t(params.seqlen_q) * params.group_size *

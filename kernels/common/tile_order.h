@@ -39,6 +39,14 @@ struct SectionedOrder {
   }
 };
 
+// Whether query blocks (forward) or key blocks (backward) see different numbers of blocks on the
+// other side, so that longest-first sections pay: keys bounded on the right only (causal, or a
+// window with no left bound). Tiles of one length keep the unit-major order, whose fewer heads
+// in flight share L2 better.
+inline bool tile_lengths_vary(bool is_causal, int window_left, int window_right) {
+  return is_causal || (window_right >= 0 && window_left < 0);
+}
+
 // FLASHGEN_TILE_ORDER=unit turns sections off (a tuning knob for the benchmarks; read once).
 inline bool tile_sections_disabled() {
   static const bool off = [] {

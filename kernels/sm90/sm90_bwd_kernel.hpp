@@ -324,6 +324,18 @@ CUTE_DEVICE void stage_dq_swizzled(Acc const& acc_dq, float* tile, int tid) {
   }
 }
 
+// kDqDouble: the consumers' dQ of step `step` into tile step % 2, once the writer has read that
+// tile's previous contents (step - 2), then handed to the writer's TMA reduce-add.
+template <class Traits, class Acc>
+CUTE_DEVICE void hand_dq_to_tma_writer(typename Traits::SharedStorage& storage, Acc const& acc_dq, int step, int tid) {
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  const int b = step & 1;
+  if (step >= 2) { EmptyBarrier::wait(&storage.dq_empty[b], ((step >> 1) - 1) & 1); }
+  stage_dq_swizzled<Traits>(acc_dq, Traits::dq_buffer(storage, b), tid);
+  cutlass::arch::fence_view_async_shared();
+  EmptyBarrier::arrive(&storage.dq_full[b]);
+}
+
 // A (keys, head_dim) accumulator (dK or dV) times `scale` to rows key0.. of `dst`, two columns per
 // store, keys past seqlen_k skipped.
 template <class Element, class Acc, class Coords>
@@ -571,11 +583,7 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     warpgroup_fence_operand(acc_dq);
     EmptyBarrier::arrive(&storage.qdo_empty[stage]);
     if constexpr (Traits::kDqDouble) {
-      const int b = step & 1;
-      if (step >= 2) { EmptyBarrier::wait(&storage.dq_empty[b], ((step >> 1) - 1) & 1); }
-      stage_dq_swizzled<Traits>(acc_dq, Traits::dq_buffer(storage, b), tid);
-      cutlass::arch::fence_view_async_shared();
-      EmptyBarrier::arrive(&storage.dq_full[b]);
+      hand_dq_to_tma_writer<Traits>(storage, acc_dq, step, tid);
     } else {
       hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
     }
@@ -850,8 +858,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
       EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kDqInStage ? 1 : Traits::kNumMmaThreads);
       EmptyBarrier::init(&storage.dq_full[s], /*arrive_count=*/Traits::kNumMmaThreads);
-      EmptyBarrier::init(&storage.dq_empty[s % 2], /*arrive_count=*/1);
     }
+    for (int b = 0; b < 2; ++b) { EmptyBarrier::init(&storage.dq_empty[b], /*arrive_count=*/1); }
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();

@@ -100,7 +100,7 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   // of one length keep the unit-major order, whose fewer heads in flight share L2 better (the
   // sections cost non-causal 2-5%). A section holds K and V of `section` units (the heads of a
   // GQA group share them; a split reads its share).
-  const bool lengths_vary = kIsCausal || (params.window_right >= 0 && params.window_left < 0);
+  const bool lengths_vary = tile_lengths_vary(kIsCausal, params.window_left, params.window_right);
   const int64_t unit_bytes = int64_t(params.seqlen_k) * (kHeadDimQK + kHeadDimV) * int64_t(sizeof(Element)) /
                              (int64_t(std::max(1, params.group_size)) * params.num_splits);
   const int units = int(num_tiles / std::max(1, m_blocks));
