@@ -146,7 +146,7 @@ def test_softcap_with_alibi(spec):
 
 @pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
 def test_split_kv(spec):
-    for sq, sk, splits in ((1, 2048, 0), (1, 2048, 5), (17, 1023, 3), (113, 4001, 0), (5, 97, 8)):
+    for sq, sk, splits in ((1, 2048, 0), (1, 2048, 5), (17, 1023, 3), (113, 4001, 0), (5, 97, 8), (3, 8001, 70)):
         q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=4, hkv=2)
         run_and_check(spec, q, k, v, num_splits=splits)
     q, k, v = make_qkv(spec, b=1, sq=3, sk=1500, h=2, hkv=2)

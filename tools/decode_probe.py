@@ -18,12 +18,14 @@ def main():
     table = torch.randperm(pages, device="cuda").view(batch, -1).int()
     for kv_dtype, nbytes in ((torch.bfloat16, 2), (torch.float8_e4m3fn, 1)):
         dense_k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda").to(kv_dtype)
-        paged_k = torch.randn(pages, page, HEADS_KV, HEAD_DIM, device="cuda").to(kv_dtype)
+        dense_v = torch.randn_like(dense_k, dtype=torch.float32).to(kv_dtype)
+        paged_k = dense_k.view(pages, page, HEADS_KV, HEAD_DIM)
+        paged_v = dense_v.view(pages, page, HEADS_KV, HEAD_DIM)
         fp8 = kv_dtype == torch.float8_e4m3fn
         head_scale = torch.full((HEADS_KV,), 0.01, device="cuda")
         page_scale = torch.full((pages, HEADS_KV), 0.01, device="cuda")
-        cases = {"dense": dict(k_cache=dense_k, v_cache=dense_k),
-                 f"paged{page}": dict(k_cache=paged_k, v_cache=paged_k, block_table=table)}
+        cases = {"dense": dict(k_cache=dense_k, v_cache=dense_v),
+                 f"paged{page}": dict(k_cache=paged_k, v_cache=paged_v, block_table=table)}
         if fp8:
             cases["dense+head scales"] = dict(cases["dense"], k_descale=head_scale, v_descale=head_scale)
             cases[f"paged{page}+page scales"] = dict(cases[f"paged{page}"], k_descale=page_scale, v_descale=page_scale)

@@ -10,6 +10,7 @@
 #include "api/launch_status.h"
 #include "api/registry.h"
 #include "api/split_heuristic.h"
+#include "common/fwd_combine.h"
 #include "flashgen/flashgen.h"
 #include "sm80/sm80_decode_tile.h"
 #include "sm80/sm80_fwd_tile.h"
@@ -193,7 +194,9 @@ flashgen_status_t validate_fwd_args(const flashgen_fwd_args_t& a) {
   if (a.kv_batch_idx != nullptr && a.kv_batch_count <= 0) {
     return set_error(invalid, "kv_batch_idx needs kv_batch_count > 0");
   }
-  if (a.num_splits < 0 || a.num_splits > 256) { return set_error(invalid, "num_splits must be in 0..256"); }
+  if (a.num_splits < 0 || a.num_splits > kMaxSplits) {
+    return set_error(invalid, "num_splits must be in 0..%d", kMaxSplits);
+  }
   return FLASHGEN_STATUS_OK;
 }
 

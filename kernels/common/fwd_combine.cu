@@ -4,12 +4,14 @@
 
 #include <cutlass/numeric_types.h>
 
+#include "api/device_info.h"
 #include "api/launch_status.h"
 
 namespace flashgen {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
+constexpr int kSplitsPerLane = 8;
 
 __device__ float warp_max(float x) {
   for (int offset = 16; offset > 0; offset /= 2) { x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, offset)); }
@@ -24,6 +26,11 @@ __device__ float warp_sum(float x) {
 // One warp per (head, row among total_q): lanes reduce over splits, then over columns.
 template <class Element>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __grid_constant__ FwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the attention kernel (sm90 and newer): the grid may
+  // start while that kernel drains; its partials are complete and visible after this wait.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (item >= int64_t(p.total_q) * p.num_heads_q) { return; }
@@ -33,19 +40,31 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
   const float* lse_parts = p.lse_accum + int64_t(head) * p.total_q + row;
   const float* out_parts = p.out_accum + (int64_t(head) * p.total_q + row) * p.head_dim_v;
 
+  // Each lane holds the LSEs of splits lane, lane + 32, ...: one round of loads, all in flight
+  // together (a chain of dependent rounds is most of this kernel's time at decode sizes).
+  static_assert(kMaxSplits <= 32 * kSplitsPerLane, "kSplitsPerLane covers kMaxSplits");
+  float part[kSplitsPerLane];
   float max_lse = -INFINITY;
-  for (int s = lane; s < p.num_splits; s += 32) { max_lse = fmaxf(max_lse, lse_parts[s * split_stride]); }
+  CUTE_UNROLL
+  for (int j = 0; j < kSplitsPerLane; ++j) {
+    const int s = lane + 32 * j;
+    part[j] = s < p.num_splits ? lse_parts[s * split_stride] : -INFINITY;
+    max_lse = fmaxf(max_lse, part[j]);
+  }
   max_lse = warp_max(max_lse);
   const float sink = p.sinks == nullptr ? -INFINITY : p.sinks[head];
   const float ref = fmaxf(max_lse, sink);
   float sum = 0.f;
   if (ref != -INFINITY) {
-    for (int s = lane; s < p.num_splits; s += 32) { sum += __expf(lse_parts[s * split_stride] - ref); }
+    CUTE_UNROLL
+    for (int j = 0; j < kSplitsPerLane; ++j) { sum += __expf(part[j] - ref); }
   }
   sum = warp_sum(sum);
   if (sink != -INFINITY) { sum += __expf(sink - ref); }
   const bool empty = !(sum > 0.f);
   const float lse = empty ? INFINITY : ref + __logf(sum);
+  CUTE_UNROLL
+  for (int j = 0; j < kSplitsPerLane; ++j) { part[j] = empty ? 0.f : __expf(part[j] - lse); }  // weights
 
   // Output address of this row: fixed length rows are (batch, seqlen_q); varlen rows are global.
   int64_t out_offset, lse_offset;
@@ -67,9 +86,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
     const bool active = c0 < p.head_dim_v;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (!empty) {
-      for (int s0 = 0; s0 < p.num_splits; s0 += 32) {
-        const int s = s0 + lane;
-        const float my_w = s < p.num_splits ? __expf(lse_parts[s * split_stride] - lse) : 0.f;
+      CUTE_UNROLL
+      for (int j = 0; j < kSplitsPerLane; ++j) {  // splits 32 j .. 32 j + 31, warp-uniform bounds
+        const int s0 = 32 * j;
+        if (s0 >= p.num_splits) { break; }
         const int count = min(32, p.num_splits - s0);
         // Eight partial rows loaded before any is used, so that they are in flight together; a
         // split with weight 0 is skipped by a select, never by multiplying what it left there.
@@ -78,10 +98,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
           float w[8];
           CUTE_UNROLL
           for (int u = 0; u < 8; ++u) {
-            const int j = j0 + u;
-            w[u] = __shfl_sync(0xffffffffu, my_w, j & 31);
-            x[u] = active && j < count
-                       ? *reinterpret_cast<const float4*>(out_parts + (s0 + j) * split_out_stride + c0)
+            const int i = j0 + u;
+            w[u] = __shfl_sync(0xffffffffu, part[j], i & 31);
+            x[u] = active && i < count
+                       ? *reinterpret_cast<const float4*>(out_parts + (s0 + i) * split_out_stride + c0)
                        : make_float4(0.f, 0.f, 0.f, 0.f);
           }
           CUTE_UNROLL
@@ -113,7 +133,22 @@ flashgen_status_t launch(const FwdParams& p, cudaStream_t stream) {
   if (blocks > 0x7fffffff) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many rows to combine"); }
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(&combine_kernel<Element>), 0);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  combine_kernel<Element><<<unsigned(blocks), kWarpsPerBlock * 32, 0, stream>>>(p);
+  DeviceInfo info;
+  status = current_device_info(&info);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  // On sm90 and newer the combine is a programmatic dependent launch: its launch overlaps the
+  // end of the attention kernel (a few microseconds of a decode step), also inside CUDA graphs.
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(blocks));
+  config.blockDim = dim3(kWarpsPerBlock * 32);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = info.compute_capability >= 90 ? 1 : 0;
+  cudaLaunchKernelEx(&config, combine_kernel<Element>, p);
   return check_launch("split-KV combine kernel");
 }
 

@@ -9,6 +9,9 @@
 
 namespace flashgen {
 
+// The most splits one call may use (the combine holds them in registers).
+constexpr int kMaxSplits = 256;
+
 flashgen_status_t run_fwd_combine(const FwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream);
 
 }  // namespace flashgen

@@ -50,8 +50,6 @@ struct DecodeTraits {
   static constexpr int kStageBytes = stage_bytes(kKvE4m3, kHeadDim, kRowTiles);
   static constexpr int kStages = num_stages(kKvE4m3, kHeadDim, kRowTiles);
   static constexpr int kSmemBytes = smem_bytes(kKvE4m3, kHeadDim, kRowTiles);
-  static constexpr int kLoadsPerThread = kBlockN * kChunks / kThreads;
-  static_assert(kBlockN * kChunks % kThreads == 0, "whole chunks per thread");
 };
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a tile. Eight rows read at the same
@@ -215,98 +213,82 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     return i;
   };
 
-  // Where thread tid copies chunk tid % kChunks of rows tid / kChunks + i * kRowStep. When
-  // kRowStep is a multiple of 8 the swizzle repeats along i, so destinations step linearly and
-  // dense sources by a fixed stride: the per-row work is two adds.
-  constexpr int kRowStep = kThreads % kChunks == 0 ? kThreads / kChunks : 0;
-  constexpr bool kLinear = kRowStep != 0 && kRowStep % 8 == 0;
+  // A stage's copy: each key row is taken by kLanes adjacent threads, lane l copying the row's
+  // chunks l, l + kLanes, ...; a thread's rows are kRowsPerPass apart, and a row's address
+  // (through the block table when paged) is worked out once per row and thread, not per chunk.
+  // 16-bit caches take 8 lanes, so that a warp's copy instruction reads whole 128-byte lines
+  // (32-byte pieces of 16 rows cost them 10%); FP8 caches, whose stages are bound by their
+  // instruction count, take 2 (8 lanes, four times the address work, cost them 25%).
+  constexpr int kLanes = Traits::kKvE4m3 ? 2 : kChunks % 8 == 0 ? 8 : kChunks % 4 == 0 ? 4 : 2;
+  constexpr int kRowsPerPass = kThreads / kLanes;
+  constexpr int kPasses = kBlockN / kRowsPerPass;
+  static_assert(kChunks % 2 == 0 && kBlockN % kRowsPerPass == 0, "whole rows per thread group");
+  const int my_row = tid / kLanes, my_lane = tid % kLanes;
   const int64_t k_row_bytes = p.k_row_stride * Traits::kKvBytes, v_row_bytes = p.v_row_stride * Traits::kKvBytes;
   const int64_t k_entry_bytes = p.k_batch_stride * Traits::kKvBytes, v_entry_bytes = p.v_batch_stride * Traits::kKvBytes;
 
-  // One row's K and V copies (zero-filled past key_hi).
-  auto load_row = [&](int stage, int dst, const char* k_src, const char* v_src, bool in) {
-    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-        *reinterpret_cast<const cute::uint128_t*>(in ? k_src : k_base),
-        *reinterpret_cast<cute::uint128_t*>(stage_k(stage) + dst), in);
-    cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
-        *reinterpret_cast<const cute::uint128_t*>(in ? v_src : v_base),
-        *reinterpret_cast<cute::uint128_t*>(stage_v(stage) + dst), in);
-  };
-  // The cache entry (page, or dense entry) and row within it of a key.
-  auto locate = [&](int key, int& entry, int& offset) {
-    entry = kv_entry_dense;
-    offset = key;
-    if (paged) {
-      const int page_idx = pow2_pages ? key >> page_shift : key / p.page_size;
-      offset = pow2_pages ? key & (p.page_size - 1) : key - page_idx * p.page_size;
-      entry = max(0, min(block_row[page_idx], p.num_pages - 1));
+  // Paged caches: the page of each of this thread's rows in the next two tiles to load, read
+  // from the block table two stages ahead so that the table's latency (a DRAM miss behind the
+  // cache stream, often) stays off the stage's issue path; tiles are loaded in order. Kept raw
+  // and clamped where used.
+  int pages_now[kPasses], pages_next[kPasses];
+  auto fetch_pages = [&](int tile, int (&dst)[kPasses]) {
+    CUTE_UNROLL
+    for (int i = 0; i < kPasses; ++i) {
+      const int key = tile * kBlockN + my_row + i * kRowsPerPass;
+      dst[i] = key < key_hi ? block_row[pow2_pages ? key >> page_shift : key / p.page_size] : 0;
     }
   };
-
-  const int my_chunk = tid % kChunks, my_row0 = tid / kChunks;
-  const char* k_chunk_base = k_base + my_chunk * 16;
-  const char* v_chunk_base = v_base + my_chunk * 16;
-  const int my_dst0 = swizzled<kChunks>(my_row0, my_chunk);
 
   auto load_tile = [&](int tile, int stage) {
     const int n0 = tile * kBlockN;
-    if constexpr (kLinear) {
-      const char* k_dense = k_chunk_base + int64_t(kv_entry_dense) * k_entry_bytes + int64_t(n0 + my_row0) * k_row_bytes;
-      const char* v_dense = v_chunk_base + int64_t(kv_entry_dense) * v_entry_bytes + int64_t(n0 + my_row0) * v_row_bytes;
-#pragma unroll 1
-      for (int i = 0; i < Traits::kLoadsPerThread; ++i) {
-        const int row = my_row0 + i * kRowStep;
-        const int key = n0 + row;
-        const bool in = key < key_hi;
-        const char* k_src = k_dense;
-        const char* v_src = v_dense;
-        if (paged && in) {
-          int entry, offset;
-          locate(key, entry, offset);
-          k_src = k_chunk_base + int64_t(entry) * k_entry_bytes + int64_t(offset) * k_row_bytes;
-          v_src = v_chunk_base + int64_t(entry) * v_entry_bytes + int64_t(offset) * v_row_bytes;
-        }
-        load_row(stage, my_dst0 + i * kRowStep * Traits::kRowBytes, k_src, v_src, in);
-        k_dense += kRowStep * k_row_bytes;
-        v_dense += kRowStep * v_row_bytes;
+    CUTE_UNROLL
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = my_row + i * kRowsPerPass;
+      const int key = n0 + row;
+      const bool in = key < key_hi;  // rows past the keys are zero-filled
+      int entry = kv_entry_dense, offset = key;
+      if (paged) {
+        entry = max(0, min(pages_now[i], p.num_pages - 1));
+        offset = pow2_pages ? key & (p.page_size - 1) : key % p.page_size;
       }
-    } else {
-      // Not unrolled: hoisting every row's addresses out of the stage loop costs ~90 registers.
-#pragma unroll 1
-      for (int i = 0; i < Traits::kLoadsPerThread; ++i) {
-        const int idx = tid + i * kThreads;
-        const int row = idx / kChunks, chunk = idx % kChunks;
-        const int key = n0 + row;
-        const bool in = key < key_hi;
-        int entry, offset;
-        locate(in ? key : 0, entry, offset);
-        const int64_t k_off = int64_t(entry) * k_entry_bytes + int64_t(offset) * k_row_bytes + chunk * 16;
-        const int64_t v_off = int64_t(entry) * v_entry_bytes + int64_t(offset) * v_row_bytes + chunk * 16;
-        load_row(stage, swizzled<kChunks>(row, chunk), k_base + k_off, v_base + v_off, in);
-      }
-    }
-    if constexpr (Traits::kKvE4m3) {
-      // Per-key scales travel with the rows, asynchronously (a dependent load would stall the
-      // stage's issue): K's first, then V's, one per thread at a time. A missing scale reads as 1.
-      static_assert(2 * kBlockN % kThreads == 0, "whole scale rounds per stage");
+      const char* k_row = in ? k_base + int64_t(entry) * k_entry_bytes + int64_t(offset) * k_row_bytes : k_base;
+      const char* v_row = in ? v_base + int64_t(entry) * v_entry_bytes + int64_t(offset) * v_row_bytes : v_base;
       CUTE_UNROLL
-      for (int j = tid; j < 2 * kBlockN; j += kThreads) {
-        const bool is_v = j >= kBlockN;
-        const Fp8Scale& sc = is_v ? p.v_scale : p.k_scale;
-        if (sc.scale != nullptr) {
-          const int row = j % kBlockN, key = n0 + row;
-          const bool in = key < key_hi;
-          int entry, offset;
-          locate(in ? key : 0, entry, offset);
+      for (int u = 0; u < kChunks / kLanes; ++u) {
+        const int chunk = my_lane + kLanes * u;
+        const int dst = swizzled<kChunks>(row, chunk);
+        cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+            *reinterpret_cast<const cute::uint128_t*>(k_row + (in ? chunk * 16 : 0)),
+            *reinterpret_cast<cute::uint128_t*>(stage_k(stage) + dst), in);
+        cute::SM80_CP_ASYNC_CACHEGLOBAL_ZFILL<cute::uint128_t>::copy(
+            *reinterpret_cast<const cute::uint128_t*>(v_row + (in ? chunk * 16 : 0)),
+            *reinterpret_cast<cute::uint128_t*>(stage_v(stage) + dst), in);
+      }
+      if constexpr (Traits::kKvE4m3) {
+        // Per-key scales travel with the rows, asynchronously (a dependent load would stall the
+        // stage's issue): the row's lane 0 copies its K scale, lane 1 its V scale. A missing
+        // scale is never read (it counts as 1).
+        const Fp8Scale& sc = my_lane != 0 ? p.v_scale : p.k_scale;
+        if (my_lane < 2 && sc.scale != nullptr) {
           cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
               *reinterpret_cast<const uint32_t*>(sc.scale + (in ? scale_index(sc, entry, offset) : 0)),
-              *reinterpret_cast<uint32_t*>(stage_scales(stage) + j), in);
+              *reinterpret_cast<uint32_t*>(stage_scales(stage) + my_lane * kBlockN + row), in);
         }
       }
+    }
+    if (paged) {
+      CUTE_UNROLL
+      for (int i = 0; i < kPasses; ++i) { pages_now[i] = pages_next[i]; }
+      if (tile + 2 < my_first + my_tiles) { fetch_pages(tile + 2, pages_next); }
     }
   };
 
   // Start the pipeline before touching Q.
+  if (paged) {
+    if (my_tiles > 0) { fetch_pages(my_first, pages_now); }
+    if (my_tiles > 1) { fetch_pages(my_first + 1, pages_next); }
+  }
   CUTE_UNROLL
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < my_tiles) { load_tile(my_first + s, s); }
@@ -353,6 +335,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   // FP8: multiplies each key's column of an accumulator by its dequantisation scale (from the
   // stage's scale array; 1 without scales) times the conversion's factor.
   auto scale_keys = [&](float (&acc)[kNB][4], const float* scales, bool present, int key0) {
+    if (!present && kFp8Unscale == 1.f) { return; }  // warp-uniform
     CUTE_UNROLL
     for (int nb = 0; nb < kNB; ++nb) {
       float2 sc = make_float2(1.f, 1.f);
@@ -411,24 +394,38 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     }
     if constexpr (Traits::kKvE4m3) { scale_keys(s, stage_scales(stage), p.k_scale.scale != nullptr, key0); }
 
-    // Logit transforms and the mask, in raw score units; then to log2 units.
-    const bool need_mask = n0 < unmasked_lo || n0 + kBlockN > unmasked_hi;
+    // Logit transforms and the mask, in raw score units; then to log2 units. Each runtime
+    // choice is one warp-uniform branch around all of the warp's scores.
+    auto key_of = [&](int nb, int i) { return n0 + key0 + nb * 8 + 2 * t + i % 2; };
+    if (softcap) {
+      CUTE_UNROLL
+      for (int nb = 0; nb < kNB; ++nb) {
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) { s[nb][i] = fast_tanh(s[nb][i] * p.softcap_prescale); }
+      }
+    }
+    if (alibi) {
+      CUTE_UNROLL
+      for (int nb = 0; nb < kNB; ++nb) {
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) { s[nb][i] -= rows[i / 2].slope * fabsf(float(rows[i / 2].qpos - key_of(nb, i))); }
+      }
+    }
     CUTE_UNROLL
     for (int nb = 0; nb < kNB; ++nb) {
       CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const int r = i / 2;
-        const int key = n0 + key0 + nb * 8 + 2 * t + i % 2;
-        float x = s[nb][i];
-        if (softcap) { x = fast_tanh(x * p.softcap_prescale); }
-        if (alibi) { x -= rows[r].slope * fabsf(float(rows[r].qpos - key)); }
-        x *= p.logit_scale_log2;
-        if (need_mask) {
-          const bool ok = key < seqlen_k && (p.window_left < 0 || key >= rows[r].qpos - p.window_left) &&
-                          (p.window_right < 0 || key <= rows[r].qpos + p.window_right);
-          if (!ok) { x = -INFINITY; }
+      for (int i = 0; i < 4; ++i) { s[nb][i] *= p.logit_scale_log2; }
+    }
+    if (n0 < unmasked_lo || n0 + kBlockN > unmasked_hi) {
+      CUTE_UNROLL
+      for (int nb = 0; nb < kNB; ++nb) {
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const int key = key_of(nb, i), qpos = rows[i / 2].qpos;
+          const bool ok = key < seqlen_k && (p.window_left < 0 || key >= qpos - p.window_left) &&
+                          (p.window_right < 0 || key <= qpos + p.window_right);
+          if (!ok) { s[nb][i] = -INFINITY; }
         }
-        s[nb][i] = x;
       }
     }
 
@@ -525,6 +522,11 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
     }
   }
   cute::cp_async_wait<0>();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The split-KV combine (a programmatic dependent launch) may be scheduled now; it waits for
+  // this grid's completion before reading the partials.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
   __syncthreads();  // the pipeline's memory becomes the merge buffer
 
   // ---- merge the key slices' partial results ----
