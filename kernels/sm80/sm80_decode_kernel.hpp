@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   // from the block table two stages ahead so that the table's latency (a DRAM miss behind the
   // cache stream, often) stays off the stage's issue path; tiles are loaded in order. Kept raw
   // and clamped where used.
-  int pages_now[kPasses], pages_next[kPasses];
+  int pages_now[kPasses] = {}, pages_next[kPasses] = {};
   auto fetch_pages = [&](int tile, int (&dst)[kPasses]) {
     CUTE_UNROLL
     for (int i = 0; i < kPasses; ++i) {
