@@ -510,12 +510,16 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
             }
           }
           CUTE_UNROLL
-          for (int b = 0; b < kVec; ++b) {
+          for (int b = 0; b < kVec; b += 2) {
             const int vb = vg * kVec + b, wi = b / 4, sel = b % 4;
-            // Bytes `sel` of the words: keys (2t, 2t+1) for b0, (2t+8, 2t+9) for b1.
-            const uint32_t lo = __byte_perm(w[0][wi], w[1][wi], sel | ((sel + 4) << 4));
-            const uint32_t hi = __byte_perm(w[2][wi], w[3][wi], sel | ((sel + 4) << 4));
+            // One permute per key pair and two channels: bytes (sel, sel + 1) of the words give
+            // [key 2t ch, key 2t+1 ch, key 2t ch+1, key 2t+1 ch+1] (keys 2t+8, 2t+9 for b1); the
+            // low half converts to channel vb's operand, the high half to vb + 1's.
+            constexpr uint32_t kPairs = 0x5140;
+            const uint32_t lo = __byte_perm(w[0][wi], w[1][wi], kPairs + sel * 0x1111);
+            const uint32_t hi = __byte_perm(w[2][wi], w[3][wi], kPairs + sel * 0x1111);
             mma16816<Mma>(acc_o[vb], a, e4m3x2_to_f16x2<0>(lo), e4m3x2_to_f16x2<0>(hi));
+            mma16816<Mma>(acc_o[vb + 1], a, e4m3x2_to_f16x2<1>(lo), e4m3x2_to_f16x2<1>(hi));
           }
         }
       }
