@@ -45,7 +45,7 @@ CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
   }
 }
 
-template <class Element_, int kHeadDimQK_, int kHeadDimV_>
+template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kWideKeys_ = false>
 struct FwdTraits {
   using Element = Element_;
   // FP8: e4m3 Q, K and V (the latter in the PV layout: keys contiguous), P re-quantised to e4m3
@@ -59,7 +59,7 @@ struct FwdTraits {
   static constexpr int kMmaK = kIsFp8 ? 32 : 16;  // the k width of one wgmma
   static_assert(kHeadDimQK % kMmaK == 0 && kHeadDimV % kMmaK == 0, "head dims must be multiples of the wgmma k");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)));
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
@@ -79,6 +79,9 @@ struct FwdTraits {
   using AtomLayout = Layout<Shape<Int<kFwdConsumerWarpgroups>, _1, _1>>;
   using TiledMmaQK = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDimQK>>>(), AtomLayout{}));
+  static_assert(size<1>(typename TiledMmaQK::AtomShape_MNK{}) == kBlockN,
+                "S = Q K^T must be one wgmma per k step (define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED for "
+                "key blocks such as 80 or 176)");
   // B = V^T, (head_dim_v, block_n). 16 bits: head_dim_v contiguous (MN-major), V as given.
   // FP8 wgmma takes K-major operands only: the keys contiguous, which the PV layout provides.
   static constexpr GMMA::Major kVtMajor = kIsFp8 ? GMMA::Major::K : GMMA::Major::MN;
