@@ -75,6 +75,23 @@ CUTE_DEVICE void convert_to_fp8_a_operand(Acc const& acc, FragP& p) {
   }
 }
 
+// A basic-block boundary before a wgmma wait. ptxas schedules a WARPGROUP.DEPBAR at the top of
+// its basic block: in the forward's key loop the wait for O += P V (placed after the softmax of
+// the next block, which it is meant to overlap) went above the whole softmax, so the warpgroup
+// sat idle while its P V ran (ncu: 17% of the consumers' samples on that wait). A branch on a
+// run-time condition that is never true (warp-uniform: one untaken branch per call) ends the
+// block; its body stores frag (P, which the wgmma still reads) so that it is not removed.
+template <class Frag>
+CUTE_DEVICE void end_block_before_wait(Frag& frag, bool never) {
+  if (never) {
+    Tensor words = recast<uint32_t>(frag);
+    CUTE_UNROLL
+    for (int i = 0; i < size(words); ++i) {
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(0), "r"(words(i)) : "memory");
+    }
+  }
+}
+
 // Issues acc (+)= A B as one wgmma batch over all k slices and commits it; the caller waits
 // with warpgroup_wait<N>(). kZeroInit overwrites acc instead of accumulating.
 template <bool kZeroInit, class TiledMma, class FragA, class FragB, class Acc>
