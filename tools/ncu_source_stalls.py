@@ -1,0 +1,55 @@
+"""Summarise an ncu source-page export: stall reasons over the whole kernel and the instructions
+with the most warp samples. Session 10 found the sm90 forward's misplaced P V wait this way.
+
+On the GPU machine:
+    ncu --set full --import-source no -k fwd_kernel -c 1 -o prof python3 tools/profile_fwd.py 8192 128 0
+    ncu -i prof.ncu-rep --page source --csv --print-source sass > source.csv
+Then, anywhere: python3 tools/ncu_source_stalls.py source.csv [top N]
+
+Samples that no exported reason covers (e.g. waits at a wgmma's warpgroup arrive) show as the
+gap between an instruction's total and its listed reasons.
+"""
+
+import collections
+import csv
+import sys
+
+
+def _num(text: str) -> float:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return 0.0
+
+
+def main(path: str, top: int = 40) -> None:
+    rows = list(csv.reader(open(path, newline="")))
+    header = rows[1]
+    col = {h: i for i, h in enumerate(header)}
+    reasons = [h for h in header if h.startswith("stall_") and "Not Issued" not in h]
+    data = rows[2:]
+    total = collections.Counter()
+    for r in data:
+        for h in reasons:
+            total[h] += _num(r[col[h]])
+    all_samples = sum(_num(r[col["Warp Stall Sampling (All Samples)"]]) for r in data)
+    print(f"samples: {all_samples:.0f} (by reason: {sum(total.values()):.0f})")
+    for h, v in total.most_common(12):
+        print(f"  {h[6:]:22s} {v:9.0f} {100 * v / max(1.0, all_samples):5.1f}%")
+    base = int(data[0][col["Address"]], 16)
+    items = []
+    for r in data:
+        s = _num(r[col["Warp Stall Sampling (All Samples)"]])
+        if s > 0:
+            top3 = sorted(((_num(r[col[h]]), h) for h in reasons), reverse=True)[:3]
+            items.append((s, int(r[col["Address"]], 16) - base, _num(r[col["Instructions Executed"]]),
+                          r[col["Source"]].strip(), top3))
+    items.sort(reverse=True)
+    print(f"\ntop {top} instructions: samples, offset, executed, SASS, main reasons")
+    for s, off, n, src, top3 in items[:top]:
+        why = " ".join(f"{h[6:]}={v:.0f}" for v, h in top3 if v > 0)
+        print(f"{s:8.0f} {off:#7x} {n:10.0f}  {src[:64]:64s} {why}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 40)
