@@ -517,7 +517,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         for (int r = 0; r < kRowsPerThread; ++r) { rescale |= correction[r] != 1.f; }
         rescale = __any_sync(0xffffffffu, rescale);
       }
-      // Keeps the softmax above the wait (sm90_fragment.hpp): +2-6% at head dims 128/256 (H200).
+      // Keeps the softmax above the wait (sm90_fragment.hpp): +1-5% at head dims 128/256 (H200).
       // Head dim 64's P V is half as long, and the same-run A/B there was -2%: left out.
       if constexpr (kIsFp8 || kDimV >= 128) { end_block_before_wait(tOrP, never); }
       warpgroup_wait<0>();  // P V of block n + 1 is done: tOrP and V's slot are free
