@@ -80,7 +80,9 @@ CUTE_DEVICE void convert_to_fp8_a_operand(Acc const& acc, FragP& p) {
 // the next block, which it is meant to overlap) went above the whole softmax, so the warpgroup
 // sat idle while its P V ran (ncu: 17% of the consumers' samples on that wait). A branch on a
 // run-time condition that is never true (warp-uniform: one untaken branch per call) ends the
-// block; its body stores frag (P, which the wgmma still reads) so that it is not removed.
+// block. Its body must store all of frag (P, which the wgmma still reads): that keeps P's
+// registers live up to the branch, otherwise ptxas hands them to the softmax's temporaries and
+// has to wait for the wgmma before the softmax again (checked in SASS with one word stored).
 template <class Frag>
 CUTE_DEVICE void end_block_before_wait(Frag& frag, bool never) {
   if (never) {

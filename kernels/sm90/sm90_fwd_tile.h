@@ -18,11 +18,13 @@ struct FwdTile {
 // head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
 // registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
 // FP8 (element_bytes 1) halves the K/V stages' footprint, so they get one more stage.
-// `wide`: a kernel without a causal mask, pages or dropout (every key block but the last is
-// whole, no page size has to hold whole blocks, no Philox state to keep live) takes 80-key
-// blocks at head dim 256: +3-6% non-causal, and still no spill in the key loop (dropout would
-// spill there). 160/176 keys at head dim 128 gained at 8k-16k but lost at <= 2k (176 needs
-// O staged in Q's buffer); not taken. bench/NOTES.md has the measurements.
+// `wide` (fwd_wide_keys): a kernel without a causal mask, pages or dropout (every key block but
+// the last is whole, no page size has to hold whole blocks, no Philox state to keep live) takes
+// 80-key blocks at head dim 256: +3-6% non-causal, and still no spill in the key loop (dropout
+// would spill there). 160/176 keys at head dim 128 gained at 8k-16k but lost at <= 2k (176
+// needs O staged in Q's buffer); not taken. bench/NOTES.md has the measurements.
+constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout) { return !causal && !paged && !dropout; }
+
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
   if (element_bytes == 1) {
