@@ -316,14 +316,14 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   if (a.causal != 0) { p.window_right = 0; }
   const int d = p.head_dim_qk;
   const int rows = p.seqlen_q * p.group_size;
-  const int cta_rows = sm80::decode::rows_per_cta(rows, d);
+  const bool kv_e4m3 = a.kv_cache_e4m3 != 0;
+  const int cta_rows = sm80::decode::plan_rows_per_cta(kv_e4m3, rows, d);
   const int row_blocks = (rows + cta_rows - 1) / cta_rows;
   if (int64_t(p.num_heads_kv) * row_blocks > 65535 || p.batch > 65535) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                      "decode: batch and num_heads_kv x blocks of %d packed rows must be <= 65535", cta_rows);
   }
-  const int row_tiles = cta_rows / 16;
-  const int block_n = sm80::decode::block_n(a.kv_cache_e4m3 != 0, d, row_tiles);
+  const int block_n = sm80::decode::plan_block_n(kv_e4m3, d);
   const int tiles = (p.seqlen_k + block_n - 1) / block_n;
   // The wave to fill: one CTA per SM for a dense cache, two (what fits) for a paged one. Measured
   // on an H100 (bench/NOTES.md): dense caches ran 3-11% faster at batch 1-8 with the fewer

@@ -9,33 +9,54 @@
 #include "api/launch_status.h"
 #include "common/fwd_combine.h"
 #include "common/fwd_params.h"
+#include "sm80/sm80_decode_fp8_kernel.hpp"
 #include "sm80/sm80_decode_kernel.hpp"
 
 namespace flashgen::sm80::decode {
 
-template <class Element, bool kKvE4m3, int kHeadDim, int kRowTiles>
-flashgen_status_t launch(const FwdParams& p, cudaStream_t stream) {
-  using Traits = DecodeTraits<Element, kKvE4m3, kHeadDim, kRowTiles>;
-  auto* kernel = &decode_kernel<Traits>;
+template <class Traits, class Kernel>
+flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream, const char* what) {
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   const int row_blocks = (p.seqlen_q * p.group_size + Traits::kRows - 1) / Traits::kRows;
   const dim3 grid(p.num_splits, p.num_heads_kv * row_blocks, p.batch);
-  kernel<<<grid, kThreads, Traits::kSmemBytes, stream>>>(p);
-  status = check_launch("sm80 decode kernel");
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+  status = check_launch(what);
   if (status != FLASHGEN_STATUS_OK || p.num_splits == 1) { return status; }
   constexpr flashgen_dtype_t kDtype =
-      std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
+      std::is_same_v<typename Traits::Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
   return run_fwd_combine(p, kDtype, stream);
 }
 
-template <class Element, bool kKvE4m3, int kHeadDim>
-flashgen_status_t run_decode_rows(const FwdParams& p, cudaStream_t stream) {
+template <class Element, int kHeadDim, int kRowTiles>
+flashgen_status_t launch_16bit(const FwdParams& p, cudaStream_t stream) {
+  using Traits = DecodeTraits<Element, kHeadDim, kRowTiles>;
+  return launch<Traits>(&decode_kernel<Traits>, p, stream, "sm80 decode kernel");
+}
+
+template <class Element, int kHeadDim, int kRowBlocks>
+flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
+  using Traits = Fp8DecodeTraits<Element, kHeadDim, kRowBlocks>;
+  return launch<Traits>(&decode_fp8_kernel<Traits>, p, stream, "sm80 decode kernel (FP8 cache)");
+}
+
+template <class Element, int kHeadDim>
+flashgen_status_t run_decode_16bit(const FwdParams& p, cudaStream_t stream) {
   if constexpr (rows_per_cta(/*packed_rows=*/32, kHeadDim) == 16) {
-    return launch<Element, kKvE4m3, kHeadDim, 1>(p, stream);
+    return launch_16bit<Element, kHeadDim, 1>(p, stream);
   } else {
-    return rows_per_cta(p.seqlen_q * p.group_size, kHeadDim) == 16 ? launch<Element, kKvE4m3, kHeadDim, 1>(p, stream)
-                                                                    : launch<Element, kKvE4m3, kHeadDim, 2>(p, stream);
+    return rows_per_cta(p.seqlen_q * p.group_size, kHeadDim) == 16 ? launch_16bit<Element, kHeadDim, 1>(p, stream)
+                                                                    : launch_16bit<Element, kHeadDim, 2>(p, stream);
+  }
+}
+
+template <class Element, int kHeadDim>
+flashgen_status_t run_decode_fp8(const FwdParams& p, cudaStream_t stream) {
+  if constexpr (fp8_rows_per_cta(/*packed_rows=*/16, kHeadDim) == 8) {
+    return launch_fp8<Element, kHeadDim, 1>(p, stream);
+  } else {
+    return fp8_rows_per_cta(p.seqlen_q * p.group_size, kHeadDim) == 8 ? launch_fp8<Element, kHeadDim, 1>(p, stream)
+                                                                      : launch_fp8<Element, kHeadDim, 2>(p, stream);
   }
 }
 
@@ -44,10 +65,10 @@ flashgen_status_t run_decode_rows(const FwdParams& p, cudaStream_t stream) {
 template <class Element, int kHeadDim>
 flashgen_status_t run_decode(const FwdParams& p, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, cutlass::float_e4m3_t>) {
-    return p.out_fp16 ? run_decode_rows<cutlass::half_t, true, kHeadDim>(p, stream)
-                      : run_decode_rows<cutlass::bfloat16_t, true, kHeadDim>(p, stream);
+    return p.out_fp16 ? run_decode_fp8<cutlass::half_t, kHeadDim>(p, stream)
+                      : run_decode_fp8<cutlass::bfloat16_t, kHeadDim>(p, stream);
   } else {
-    return run_decode_rows<Element, false, kHeadDim>(p, stream);
+    return run_decode_16bit<Element, kHeadDim>(p, stream);
   }
 }
 
