@@ -107,22 +107,28 @@ __device__ __forceinline__ RowInfo row_info(const FwdParams& p, int batch, int h
   return r;
 }
 
-// The keys a CTA's rows can see, the sub-range where no row needs a mask, and the CTA's split
-// of the key tiles.
+// What a CTA works on: grid (split, KV head x block of packed rows, batch entry); the keys its
+// rows can see, the sub-range where no row needs a mask, and its split of the key tiles.
 struct KeyRange {
+  int split, head_kv, batch, row_first;
   int seqlen_k, key_lo, key_hi, unmasked_lo, unmasked_hi;
   int my_first, my_tiles;  // first key tile of this split, and how many
 };
 
-__device__ __forceinline__ KeyRange key_range(const FwdParams& p, int batch, int row_first, int rows_per_cta,
-                                              int block_n, int split) {
+__device__ __forceinline__ KeyRange cta_keys(const FwdParams& p, int rows_per_cta, int block_n) {
   KeyRange k;
+  const int n_rows = p.seqlen_q * p.group_size;
+  const int row_blocks = (n_rows + rows_per_cta - 1) / rows_per_cta;
+  k.split = blockIdx.x;
+  k.head_kv = blockIdx.y / row_blocks;
+  k.row_first = (blockIdx.y % row_blocks) * rows_per_cta;
+  k.batch = blockIdx.z;
   // Out-of-range metadata is clamped (the host checks it unless told not to): wrong numbers at
   // worst, never an access outside the cache.
-  k.seqlen_k = p.seqused_k != nullptr ? max(0, min(p.seqused_k[batch] + p.seqused_k_add, p.seqlen_k)) : p.seqlen_k;
-  const int n_rows = p.seqlen_q * p.group_size;
-  const int row_last = min(row_first + rows_per_cta, n_rows) - 1;
-  const int qpos_min = k.seqlen_k - p.seqlen_q + row_first / p.group_size;
+  k.seqlen_k =
+      p.seqused_k != nullptr ? max(0, min(p.seqused_k[k.batch] + p.seqused_k_add, p.seqlen_k)) : p.seqlen_k;
+  const int row_last = min(k.row_first + rows_per_cta, n_rows) - 1;
+  const int qpos_min = k.seqlen_k - p.seqlen_q + k.row_first / p.group_size;
   const int qpos_max = k.seqlen_k - p.seqlen_q + row_last / p.group_size;
   k.key_lo = p.window_left >= 0 ? max(0, qpos_min - p.window_left) : 0;
   k.key_hi = p.window_right >= 0 ? min(k.seqlen_k, qpos_max + p.window_right + 1) : k.seqlen_k;
@@ -131,8 +137,8 @@ __device__ __forceinline__ KeyRange key_range(const FwdParams& p, int batch, int
   const int tile_lo = k.key_lo / block_n;
   const int tiles = k.key_hi > k.key_lo ? (k.key_hi + block_n - 1) / block_n - tile_lo : 0;
   const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
-  k.my_first = tile_lo + split * per_split;
-  k.my_tiles = max(0, min(tiles - split * per_split, per_split));
+  k.my_first = tile_lo + k.split * per_split;
+  k.my_tiles = max(0, min(tiles - k.split * per_split, per_split));
   return k;
 }
 
@@ -190,9 +196,9 @@ struct StageLoader {
   // 16-bit kernel, which measured slower unrolled).
   int pages[2][kPasses];
 
-  __device__ __forceinline__ StageLoader(const FwdParams& params, char* smem_, int batch, int head_kv_,
-                                         const KeyRange& keys)
-      : p(params), smem(smem_), head_kv(head_kv_), key_hi(keys.key_hi), end_tile(keys.my_first + keys.my_tiles) {
+  __device__ __forceinline__ StageLoader(const FwdParams& params, char* smem_, const KeyRange& keys)
+      : p(params), smem(smem_), head_kv(keys.head_kv), key_hi(keys.key_hi), end_tile(keys.my_first + keys.my_tiles) {
+    const int batch = keys.batch;
     constexpr int kBytes = Traits::kKvBytes;
     k_base = static_cast<const char*>(p.k) + int64_t(head_kv) * p.k_head_stride * kBytes;
     v_base = static_cast<const char*>(p.v) + int64_t(head_kv) * p.v_head_stride * kBytes;

@@ -72,23 +72,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
 
   extern __shared__ __align__(128) char smem[];
 
-  const int split = blockIdx.x;
-  const int row_blocks = (p.seqlen_q * p.group_size + Traits::kRows - 1) / Traits::kRows;
-  const int head_kv = blockIdx.y / row_blocks;
-  const int row_block = blockIdx.y % row_blocks;
-  const int batch = blockIdx.z;
+  const KeyRange keys = cta_keys(p, Traits::kRows, kBlockN);
+  const int split = keys.split, head_kv = keys.head_kv, batch = keys.batch, row_first = keys.row_first;
+  const int seqlen_k = keys.seqlen_k;
+  const int my_first = keys.my_first, my_tiles = keys.my_tiles;
   const int tid = threadIdx.x;
   const int warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
   const int key0 = warp * 16;  // this warp's keys within a stage
 
-  const int row_first = row_block * Traits::kRows;
-  const KeyRange keys = key_range(p, batch, row_first, Traits::kRows, kBlockN, split);
-  const int seqlen_k = keys.seqlen_k;
-  const int my_first = keys.my_first, my_tiles = keys.my_tiles;
-
   // Start the pipeline before touching Q.
-  StageLoader<Traits> loader(p, smem, batch, head_kv, keys);
+  StageLoader<Traits> loader(p, smem, keys);
   load_prologue<kStages, /*kMoveSlots=*/false>(loader, my_first, my_tiles);
 
   // ---- Q^T fragments (B operand: row g of each row block, permuted channel pairs) ----
