@@ -109,14 +109,14 @@ __device__ __forceinline__ RowInfo row_info(const FwdParams& p, int batch, int h
 
 // What a CTA works on: grid (split, KV head x block of packed rows, batch entry); the keys its
 // rows can see, the sub-range where no row needs a mask, and its split of the key tiles.
-struct KeyRange {
+struct CtaWork {
   int split, head_kv, batch, row_first;
   int seqlen_k, key_lo, key_hi, unmasked_lo, unmasked_hi;
   int my_first, my_tiles;  // first key tile of this split, and how many
 };
 
-__device__ __forceinline__ KeyRange cta_keys(const FwdParams& p, int rows_per_cta, int block_n) {
-  KeyRange k;
+__device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int rows_per_cta, int block_n) {
+  CtaWork k;
   const int n_rows = p.seqlen_q * p.group_size;
   const int row_blocks = (n_rows + rows_per_cta - 1) / rows_per_cta;
   k.split = blockIdx.x;
@@ -196,7 +196,7 @@ struct StageLoader {
   // 16-bit kernel, which measured slower unrolled).
   int pages[2][kPasses];
 
-  __device__ __forceinline__ StageLoader(const FwdParams& params, char* smem_, const KeyRange& keys)
+  __device__ __forceinline__ StageLoader(const FwdParams& params, char* smem_, const CtaWork& keys)
       : p(params), smem(smem_), head_kv(keys.head_kv), key_hi(keys.key_hi), end_tile(keys.my_first + keys.my_tiles) {
     const int batch = keys.batch;
     constexpr int kBytes = Traits::kKvBytes;

@@ -6,9 +6,10 @@
 // - Keys are the M side of both products: S^T = K Q^T and O^T = V^T P^T, with the packed rows
 //   (query tokens x query heads of a group) on the 8-wide N side. A GQA group of <= 8 fills an
 //   N block where the 16-row M side was 3/4 padding: half the MMAs and half the accumulator
-//   registers, which lets eight warps (16 keys of each 128-key stage apiece) share the SM where
-//   the 16-bit kernel runs four.
-// - e4m3 -> fp16 in registers (exact); per-key scales ride along with the rows into shared memory.
+//   registers, which lets eight warps (16 keys of each 128-key stage apiece; four warps and
+//   64-key stages at head dim 256) share the SM where the 16-bit kernel runs four.
+// - e4m3 -> fp16 in registers (exact). Per-key (per-page) scales ride along with the rows into
+//   shared memory; a scale shared by all of a CTA's keys is read once.
 //   Head-dim channels of Q and K are read in the order that gives each thread 8 contiguous bytes
 //   per 32 channels (the dot product does not care), and each thread's V operand covers a
 //   contiguous run of D / 8 channels (un-permuted when the output is written), so every shared
@@ -34,7 +35,8 @@ struct Fp8DecodeTraits {
   static constexpr int kBlockN = fp8_block_n(kHeadDim);  // keys per pipeline stage
   static constexpr int kWarps = fp8_warps(kHeadDim);     // 16 keys of a stage each
   static constexpr int kThreads = 32 * kWarps;
-  // Two CTAs per SM (what the pipeline memory allows): 128 registers a thread at eight warps.
+  // One row block: two CTAs per SM (what the pipeline memory allows), so <= 128 registers a
+  // thread at eight warps. Two row blocks need ~210 (one CTA per SM; 128 spilled).
   static constexpr int kMinBlocks = kRowBlocks == 1 ? 2 : 1;
   static constexpr int kKvBytes = 1;
   static constexpr int kRowBytes = kHeadDim;
@@ -72,7 +74,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
 
   extern __shared__ __align__(128) char smem[];
 
-  const KeyRange keys = cta_keys(p, Traits::kRows, kBlockN);
+  const CtaWork keys = cta_work(p, Traits::kRows, kBlockN);
   const int split = keys.split, head_kv = keys.head_kv, batch = keys.batch, row_first = keys.row_first;
   const int seqlen_k = keys.seqlen_k;
   const int my_first = keys.my_first, my_tiles = keys.my_tiles;
@@ -190,31 +192,27 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
     // those channels of keys 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3): the widest aligned vector
     // of the kVB bytes per key row (one 16-byte read per row at head dim 128), then one byte
     // permute per key pair and two channels. Read before the softmax, which then covers the
-    // reads' latency, unless the registers are short (16 rows at head dim 256).
+    // reads' latency (16 registers held across it at head dim 128).
     constexpr int kVec = kVB % 16 == 0 ? 16 : kVB % 8 == 0 ? 8 : 4;
-    constexpr bool kEarlyV = kRB == 1 || D <= 128;
     uint32_t vw[kVB / kVec][4][kVec / 4];
-    auto read_v = [&] {
+    CUTE_UNROLL
+    for (int vg = 0; vg < kVB / kVec; ++vg) {
       CUTE_UNROLL
-      for (int vg = 0; vg < kVB / kVec; ++vg) {
-        CUTE_UNROLL
-        for (int k4 = 0; k4 < 4; ++k4) {  // keys 2t, 2t+1, 2t+8, 2t+9
-          const int row = key0 + 2 * t + (k4 % 2) + 8 * (k4 / 2);
-          const int byte = g * kVB + vg * kVec;
-          const char* src = sv + swizzled<kChunks>(row, byte / 16) + byte % 16;
-          if constexpr (kVec == 16) {
-            const uint4 x = *reinterpret_cast<const uint4*>(src);
-            vw[vg][k4][0] = x.x, vw[vg][k4][1] = x.y, vw[vg][k4][2] = x.z, vw[vg][k4][3] = x.w;
-          } else if constexpr (kVec == 8) {
-            const uint2 x = *reinterpret_cast<const uint2*>(src);
-            vw[vg][k4][0] = x.x, vw[vg][k4][1] = x.y;
-          } else {
-            vw[vg][k4][0] = *reinterpret_cast<const uint32_t*>(src);
-          }
+      for (int k4 = 0; k4 < 4; ++k4) {  // keys 2t, 2t+1, 2t+8, 2t+9
+        const int row = key0 + 2 * t + (k4 % 2) + 8 * (k4 / 2);
+        const int byte = g * kVB + vg * kVec;
+        const char* src = sv + swizzled<kChunks>(row, byte / 16) + byte % 16;
+        if constexpr (kVec == 16) {
+          const uint4 x = *reinterpret_cast<const uint4*>(src);
+          vw[vg][k4][0] = x.x, vw[vg][k4][1] = x.y, vw[vg][k4][2] = x.z, vw[vg][k4][3] = x.w;
+        } else if constexpr (kVec == 8) {
+          const uint2 x = *reinterpret_cast<const uint2*>(src);
+          vw[vg][k4][0] = x.x, vw[vg][k4][1] = x.y;
+        } else {
+          vw[vg][k4][0] = *reinterpret_cast<const uint32_t*>(src);
         }
       }
-    };
-    if constexpr (kEarlyV) { read_v(); }
+    }
 
     // Dequantisation scales of keys g and g + 8. A uniform V scale is applied to the output at
     // the end instead.
@@ -279,7 +277,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
         row_sum[rb][j] = row_sum[rb][j] * correction[rb][j] + (s[rb][j] + s[rb][2 + j]);
       }
     }
-    // Once the running maxima settle the factors are 1: skip the rescale (warp-uniform).
+    // Once the running maxima settle the factors are 1: skip the rescale (warp-uniform). ptxas
+    // predicates these multiplies, so they still take issue slots; a form that kept a real
+    // branch measured no faster (bench/NOTES.md, session 11).
     if (__any_sync(0xffffffffu, any_correction)) {
       CUTE_UNROLL
       for (int mb = 0; mb < kMB; ++mb) {
@@ -304,7 +304,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
     }
 
     // O^T += V^T P^T.
-    if constexpr (!kEarlyV) { read_v(); }
     CUTE_UNROLL
     for (int vg = 0; vg < kVB / kVec; ++vg) {
       const auto& w = vw[vg];
