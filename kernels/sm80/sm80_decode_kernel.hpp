@@ -35,7 +35,6 @@ struct DecodeTraits {
   static constexpr int kStageBytes = stage_bytes(kHeadDim);
   static constexpr int kStages = num_stages(kHeadDim);
   static constexpr int kSmemBytes = smem_bytes(kHeadDim);
-  __device__ static int scale_slot(int, bool) { return 0; }  // no scales
 };
 
 template <class Traits>

@@ -28,35 +28,29 @@ flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream
   return run_fwd_combine(p, kDtype, stream);
 }
 
-template <class Element, int kHeadDim, int kRowTiles>
-flashgen_status_t launch_16bit(const FwdParams& p, cudaStream_t stream) {
-  using Traits = DecodeTraits<Element, kHeadDim, kRowTiles>;
-  return launch<Traits>(&decode_kernel<Traits>, p, stream, "sm80 decode kernel");
-}
-
-template <class Element, int kHeadDim, int kRowBlocks>
-flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
-  using Traits = Fp8DecodeTraits<Element, kHeadDim, kRowBlocks>;
-  return launch<Traits>(&decode_fp8_kernel<Traits>, p, stream, "sm80 decode kernel (FP8 cache)");
-}
-
-template <class Element, int kHeadDim>
-flashgen_status_t run_decode_16bit(const FwdParams& p, cudaStream_t stream) {
-  if constexpr (rows_per_cta(/*packed_rows=*/32, kHeadDim) == 16) {
-    return launch_16bit<Element, kHeadDim, 1>(p, stream);
+// The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices).
+template <bool kFp8, class Element, int kHeadDim, int kRows>
+flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
+  if constexpr (kFp8) {
+    using Traits = Fp8DecodeTraits<Element, kHeadDim, kRows / 8>;
+    return launch<Traits>(&decode_fp8_kernel<Traits>, p, stream, "sm80 decode kernel (FP8 cache)");
   } else {
-    return rows_per_cta(p.seqlen_q * p.group_size, kHeadDim) == 16 ? launch_16bit<Element, kHeadDim, 1>(p, stream)
-                                                                    : launch_16bit<Element, kHeadDim, 2>(p, stream);
+    using Traits = DecodeTraits<Element, kHeadDim, kRows / 16>;
+    return launch<Traits>(&decode_kernel<Traits>, p, stream, "sm80 decode kernel");
   }
 }
 
-template <class Element, int kHeadDim>
-flashgen_status_t run_decode_fp8(const FwdParams& p, cudaStream_t stream) {
-  if constexpr (fp8_rows_per_cta(/*packed_rows=*/16, kHeadDim) == 8) {
-    return launch_fp8<Element, kHeadDim, 1>(p, stream);
+// Rows per CTA by the host plan's rule (the fewer when the packed rows fit them).
+template <bool kFp8, class Element, int kHeadDim>
+flashgen_status_t run_decode_rows(const FwdParams& p, cudaStream_t stream) {
+  constexpr int kFew = plan_rows_per_cta(kFp8, /*packed_rows=*/1, kHeadDim);
+  constexpr int kMany = plan_rows_per_cta(kFp8, /*packed_rows=*/1 << 20, kHeadDim);
+  if constexpr (kFew == kMany) {
+    return launch_rows<kFp8, Element, kHeadDim, kFew>(p, stream);
   } else {
-    return fp8_rows_per_cta(p.seqlen_q * p.group_size, kHeadDim) == 8 ? launch_fp8<Element, kHeadDim, 1>(p, stream)
-                                                                      : launch_fp8<Element, kHeadDim, 2>(p, stream);
+    return plan_rows_per_cta(kFp8, p.seqlen_q * p.group_size, kHeadDim) == kFew
+               ? launch_rows<kFp8, Element, kHeadDim, kFew>(p, stream)
+               : launch_rows<kFp8, Element, kHeadDim, kMany>(p, stream);
   }
 }
 
@@ -65,10 +59,10 @@ flashgen_status_t run_decode_fp8(const FwdParams& p, cudaStream_t stream) {
 template <class Element, int kHeadDim>
 flashgen_status_t run_decode(const FwdParams& p, cudaStream_t stream) {
   if constexpr (std::is_same_v<Element, cutlass::float_e4m3_t>) {
-    return p.out_fp16 ? run_decode_fp8<cutlass::half_t, kHeadDim>(p, stream)
-                      : run_decode_fp8<cutlass::bfloat16_t, kHeadDim>(p, stream);
+    return p.out_fp16 ? run_decode_rows<true, cutlass::half_t, kHeadDim>(p, stream)
+                      : run_decode_rows<true, cutlass::bfloat16_t, kHeadDim>(p, stream);
   } else {
-    return run_decode_16bit<Element, kHeadDim>(p, stream);
+    return run_decode_rows<false, Element, kHeadDim>(p, stream);
   }
 }
 
