@@ -298,28 +298,35 @@ CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc 
   barrier_arrive_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqFull);
 }
 
-// The consumers' dQ of one step into Traits::SmemLayoutdQ (fp32 (64, head_dim) in 8 x 32 atoms
-// with the 128-byte swizzle: 16-byte chunk c of row r stored at chunk c ^ (r % 8); atoms down
-// the rows first). Thread `tid` of the head-dim split holds, per 8-column group n and row half
-// h, columns 8 n + 2 (lane % 4) + {0, 1} of row 16 warp + lane / 4 + 8 h (wgmma's accumulator
-// order), so its chunks' XOR with the row takes four values: four base pointers, every store
-// one of them plus a constant (CuTe's per-element swizzle is hoisted into 64 live addresses).
+// The consumers' dQ of one step into Traits::SmemLayoutdQ (fp32 (kBlockM, head_dim) in 8 x 32
+// atoms with the 128-byte swizzle: 16-byte chunk c of row r stored at chunk c ^ (r % 8); atoms
+// down the rows first). A warpgroup holds 64 rows x kCols columns: in the head-dim split (64-row
+// tiles) half the columns, in the query split (128-row tiles) its 64 rows. Thread `tid` holds,
+// per 8-column group n and row half h, columns 8 n + 2 (lane % 4) + {0, 1} of row 16 warp +
+// lane / 4 + 8 h of its part (wgmma's accumulator order), so its chunks' XOR with the row takes
+// four values: four base pointers, every store one of them plus a constant (CuTe's per-element
+// swizzle is hoisted into 64 live addresses).
 template <class Traits, class Acc>
 CUTE_DEVICE void stage_dq_swizzled(Acc const& acc_dq, float* tile, int tid) {
-  constexpr int kHalf = Traits::kHeadDim / 2;  // columns of one warpgroup
-  static_assert(Traits::kBlockM == 64 && kHalf % 32 == 0 && decltype(size(acc_dq))::value == kHalf / 2);
+  constexpr bool kByRows = Traits::kDqSplitQueries;
+  constexpr int kCols = kByRows ? Traits::kHeadDim : Traits::kHeadDim / 2;  // columns of one warpgroup
+  constexpr int kColBlock = Traits::kBlockM / 8 * 256;  // floats of one 32-column block of atoms
+  static_assert(Traits::kBlockM == (kByRows ? 128 : 64) && kCols % 32 == 0 &&
+                decltype(size(acc_dq))::value == kCols / 2);
   const int lane = tid % 32, warp = (tid % 128) / 32, group = tid / 128;
   const int g = lane / 4, t = lane % 4;
-  float* base = tile + (2 * warp) * 256 + (group * kHalf / 32) * 2048 + g * 32 + 2 * (t % 2) + 4 * ((t / 2) ^ (g & 1));
+  const int group_offset = kByRows ? group * 8 * 256 : group * (kCols / 32) * kColBlock;
+  float* base = tile + (2 * warp) * 256 + group_offset + g * 32 + 2 * (t % 2) + 4 * ((t / 2) ^ (g & 1));
   float* chunk_base[4];
   CUTE_UNROLL
   for (int k = 0; k < 4; ++k) { chunk_base[k] = base + 8 * (k ^ (g >> 1)); }
   CUTE_UNROLL
-  for (int n = 0; n < kHalf / 8; ++n) {
+  for (int n = 0; n < kCols / 8; ++n) {
     CUTE_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int v = 2 * h + 4 * n;
-      *reinterpret_cast<float2*>(chunk_base[n % 4] + h * 256 + (n / 4) * 2048) = make_float2(acc_dq(v), acc_dq(v + 1));
+      *reinterpret_cast<float2*>(chunk_base[n % 4] + h * 256 + (n / 4) * kColBlock) =
+          make_float2(acc_dq(v), acc_dq(v + 1));
     }
   }
 }

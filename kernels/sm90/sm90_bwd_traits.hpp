@@ -52,15 +52,18 @@ struct BwdTraits {
       kSplitRoles && kHeadDim == kHeadDimV && smem_bytes_with(2) + 1024 > 227 * 1024;
   static constexpr int kStages = kDqInStage || smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
   static constexpr int kQSlots = kDqInStage ? 2 * kStages : kStages;
-  // Keys split at head dim 128: two unpadded, swizzled fp32 dQ tiles in place of the padded one,
-  // each sent by one TMA reduce-add, so that the writer may still be sending one step's dQ while
-  // the consumers write the next (with one tile they waited for its bulk reads: ncu put ~20% of
-  // the consumers' samples on that barrier). Fits with 2 KiB to spare at head dim 128.
+  // Keys split at head dims 64 and 128: two unpadded, swizzled fp32 dQ tiles in place of the
+  // padded one, each sent by one TMA reduce-add, so that the writer may still be sending one
+  // step's dQ while the consumers write the next (with one tile they waited for its bulk reads:
+  // ncu put ~20% of the consumers' samples on that barrier at head dim 128, ~40% at 64). The
+  // tiles are what a warpgroup writes: 64 rows x 32-column multiples (see stage_dq_swizzled).
+  // At head dim 64 this fills shared memory exactly (the last KiB holds LSE, D and barriers).
+  static constexpr bool kDqSplitQueries = kBlockM == 128;
   static constexpr int smem_bytes_double_dq() {
     return smem_bytes_with(2) + 4 * (2 * kBlockM * kHeadDim - kBlockM * kDQRowFloats);
   }
-  static constexpr bool kDqDouble = !kSplitRoles && kBlockM == 64 && (kHeadDim / 2) % 32 == 0 &&
-                                    smem_bytes_double_dq() + 2048 <= 227 * 1024;
+  static constexpr bool kDqDouble = !kSplitRoles && (kDqSplitQueries ? kHeadDim : kHeadDim / 2) % 32 == 0 &&
+                                    smem_bytes_double_dq() + 1024 <= 227 * 1024;
   static_assert(!kDqDouble || kStages == 2);
   static constexpr bool kDqTma = kDqInStage || kDqDouble;  // dQ leaves by TMA reduce-adds
   CUTE_HOST_DEVICE static constexpr int q_slot(int stage) { return kDqInStage ? 2 * stage : stage; }
@@ -86,9 +89,9 @@ struct BwdTraits {
   using TiledMmadK = TiledMmaKV<kHeadDim>;
   using TiledMmadV = TiledMmaKV<kHeadDimV>;
   // dQ: (kBlockM queries, head_dim), k = kBlockN keys; A = dS (K-major, keys contiguous), B = K^T.
-  // The warpgroups split the head dim, or with 128-query blocks the queries (at head dim 64 a
-  // 32-column half would read more shared memory per MAC than the tensor cores consume).
-  static constexpr bool kDqSplitQueries = kBlockM == 128;
+  // The warpgroups split the head dim, or with 128-query blocks the queries (kDqSplitQueries: at
+  // head dim 64 a 32-column half would read more shared memory per MAC than the tensor cores
+  // consume).
   using TiledMmadQ = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float,
                            Shape<_64, Int<kDqSplitQueries ? kHeadDim : kHeadDim / 2>, Int<kBlockN>>, GMMA::Major::K,
@@ -141,11 +144,11 @@ struct BwdTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
-    alignas(16) cute::array_aligned<Element, kPHandoffElems> p_handoff;
     // dQ of one step in fp32, row-major with kDQPad floats of padding per row (the float2 stores
     // of a warp take two wavefronts, the least possible); each row leaves by one bulk reduce-add.
     // kDqDouble: two SmemLayoutdQ tiles instead.
     alignas(1024) float dq[kDqInStage ? 4 : kDqDouble ? 2 * kBlockM * kHeadDim : kBlockM * (kHeadDim + kDQPad)];
+    alignas(16) cute::array_aligned<Element, kPHandoffElems> p_handoff;  // after dq: no alignment gap
     // LSE (log2 units, +inf past the end) and D = rowsum(dO * O) of each stage's query rows.
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dsum[kStages][kBlockM];
