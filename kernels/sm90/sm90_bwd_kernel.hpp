@@ -467,16 +467,41 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
   const int diag_shift = seq.seqlen_k - seq.seqlen_q;
   FullBarrier::wait(&storage.kv_full, 0);
 
+  // dQ = dS K of step s, and its hand-over to the writer warp. With two dQ tiles (kPipelineDq)
+  // step s's product is issued at the start of step s + 1, ahead of that step's S^T, and handed
+  // over while S^T runs, so the tensor cores are not idle during the hand-over; every wgmma group
+  // still completes within its loop iteration (ptxas serializes the kernel's wgmmas when a group
+  // is in flight across the back edge). Otherwise at the end of step s itself.
+  constexpr bool kPipelineDq = Traits::kDqDouble && !kHasSoftcap && !kHasAlibi && !kHasDropout;  // (they spill)
+  Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+  auto issue_dq = [&](int s) __attribute__((always_inline)) {
+    Tensor tdQrdS_buf = tdQrdS(_, _, _, s & 1);
+    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
+  };
+  auto hand_dq = [&](int s) __attribute__((always_inline)) {
+    warpgroup_fence_operand(acc_dq);
+    if constexpr (Traits::kDqDouble) {
+      hand_dq_to_tma_writer<Traits>(storage, acc_dq, s, tid);
+    } else {
+      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+    }
+  };
+
   for (int step = 0; step < steps.count; ++step) {
     const int stage = stage_of<kStages>(step);
     const int buf = step & 1;
     const int query0 = steps.block(step) * kBlockM;
     [[maybe_unused]] const uint64_t keep_bits =
         step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
+    if constexpr (kPipelineDq) { issue_dq(step - 1); }  // step 0: an unused product of stale dS
     FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
     wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, Traits::q_slot(stage)), acc_s);
+    if constexpr (kPipelineDq) {
+      warpgroup_wait<1>();  // the previous step's dQ; S^T may run
+      if (step > 0) { hand_dq(step - 1); }
+    }
     wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, Traits::do_slot(stage)), acc_dp);
     Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
     Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
@@ -583,17 +608,15 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
     cutlass::arch::fence_view_async_shared();
     NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
-    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
-    Tensor tdQrdS_buf = tdQrdS(_, _, _, buf);
-    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
-    warpgroup_wait<0>();  // dQ, and the dV / dK products that read tP, tdS, Q and dO
-    warpgroup_fence_operand(acc_dq);
+    if constexpr (!kPipelineDq) { issue_dq(step); }
+    warpgroup_wait<0>();  // (dQ and) the dV / dK products that read tP, tdS, Q and dO
     EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-    if constexpr (Traits::kDqDouble) {
-      hand_dq_to_tma_writer<Traits>(storage, acc_dq, step, tid);
-    } else {
-      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
-    }
+    if constexpr (!kPipelineDq) { hand_dq(step); }
+  }
+  if (kPipelineDq && steps.count > 0) {
+    issue_dq(steps.count - 1);
+    warpgroup_wait<0>();
+    hand_dq(steps.count - 1);
   }
 
   if constexpr (kHasDropout) {
