@@ -10,8 +10,10 @@
 // dK += dS^T Q by wgmma with the A operand in registers and Q, dO read through transposed
 // (MN-major) views; dS goes to shared memory (double-buffered), where dQ = dS K reads it once
 // both warpgroups wrote their keys (the only point where they wait for each other); each
-// warpgroup computes half of dQ's columns into a shared fp32 tile for the writer warp (in
-// deterministic mode the writer adds in key-block order behind a per-query-block counter). D
+// warpgroup computes half of dQ's columns (head dim 64 and below: half its rows) into a shared
+// fp32 tile for the writer warp (in deterministic mode the writer adds in key-block order behind
+// a per-query-block counter); with two such tiles, step s's dQ product runs at the start of
+// step s + 1, ahead of its S^T, and is handed over while S^T computes. D
 // and the dQ conversion come from the SM80 path's pre- and post-processing kernels.
 // That is the keys split (head dims up to 128, 128-key blocks); above 128 or with qk != v the
 // consumers split the roles over 64-key blocks (consume_roles_split; sm90_bwd_traits.hpp).
