@@ -112,10 +112,11 @@ struct BwdTraits {
                                               Shape<Int<kBlockM>, Int<kHeadDim>>{}));
   using SmemLayoutQStage = SmemLayoutTile<kBlockM, kHeadDim>;
   using SmemLayoutdOStage = SmemLayoutTile<kBlockM, kHeadDimV>;
-  // K is also dQ's MN-major B operand, whose head dim the warpgroups split: in the roles split
-  // its swizzle atom must divide half the head dim (192: 96 columns a warpgroup, 64-byte atoms).
+  // K is also dQ's MN-major B operand, whose head dim the warpgroups split (unless they split
+  // the queries): its swizzle atom must divide the columns of one warpgroup (192: 96 columns,
+  // 64-byte atoms; 96: 48 columns, 32-byte atoms).
   using SmemLayoutK = decltype(tile_to_shape(
-      gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kSplitRoles ? kHeadDim / 2 : kHeadDim>(),
+      gmma_smem_atom<GMMA::Major::K, Element, kBlockN, kDqSplitQueries ? kHeadDim : kHeadDim / 2>(),
       Shape<Int<kBlockN>, Int<kHeadDim>>{}));
   using SmemLayoutV = SmemLayoutTile<kBlockN, kHeadDimV>;
   // dS is double-buffered: a warpgroup may write the next step's dS while the other one still
