@@ -5,14 +5,15 @@ backward at head dim 96 broken this way for several sessions).
 
     python3 tools/compile_check.py [--head-dims "64;96"] [--jobs 2]
 
-Runs codegen into a temporary directory (plain variants; FLASHGEN_* settings do not apply), then
-nvcc with the flags the CMake build gives a kernel (sm_80 for the sm80 family, sm_90a for the
-sm90 family; ptxas is skipped). Exit status 1 if any kernel fails; its first errors are printed.
+Runs codegen into a temporary directory (plain variants; FLASHGEN_* settings do not apply), picks
+the kernels from its manifest, then nvcc with the flags the CMake build gives a kernel (the first
+of codegen's gencode flags for its family; ptxas is skipped). Exit status 1 if any kernel fails; its first errors are printed.
 """
 
 import argparse
 import concurrent.futures
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -25,27 +26,36 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def cutlass_include() -> pathlib.Path:
+    """CUTLASS's headers where the CMake build looks: CUTLASS_DIR, else the nvidia-cutlass wheel."""
+    if os.environ.get("CUTLASS_DIR"):
+        return pathlib.Path(os.environ["CUTLASS_DIR"]) / "include"
     spec = importlib.util.find_spec("cutlass_library")
     if spec is None or spec.origin is None:
-        sys.exit("compile_check: nvidia-cutlass is not installed (pip install nvidia-cutlass)")
+        sys.exit("compile_check: nvidia-cutlass is not installed (pip install nvidia-cutlass, or set CUTLASS_DIR)")
     return pathlib.Path(spec.origin).parent / "source" / "include"
 
 
-def representatives(kernel_dir: pathlib.Path) -> list[pathlib.Path]:
-    """One source per (direction, family, FP8 or not, head dim); bf16 before fp16."""
-    chosen: dict[tuple, pathlib.Path] = {}
-    for src in sorted(kernel_dir.glob("*.cu")):
-        m = re.fullmatch(r"(fwd|bwd|decode)_(sm\d+)_(bf16|fp16|e4m3)_hdim(\d+(?:x\d+)?)", src.stem)
-        if m is None:
-            continue
-        direction, family, dtype, hdim = m.groups()
-        chosen.setdefault((direction, family, dtype == "e4m3", hdim), src)
+def representatives(gen_dir: pathlib.Path) -> list[dict]:
+    """One kernel of the manifest per (direction, family, FP8 or not, head dims); bf16 before fp16."""
+    kernels = json.loads((gen_dir / "manifest.json").read_text())["kernels"]
+    chosen: dict[tuple, dict] = {}
+    for k in sorted(kernels, key=lambda k: k["name"]):
+        key = (k["direction"], k["arch"], k["dtype"] == "e4m3", k["head_dim_qk"], k["head_dim_v"])
+        chosen.setdefault(key, k)
     return list(chosen.values())
 
 
-def compile_ptx(src: pathlib.Path, include: pathlib.Path, out_dir: pathlib.Path) -> tuple[str, bool, str, float]:
-    arch = "-gencode=arch=compute_90a,code=sm_90a" if "_sm90_" in src.name else "-gencode=arch=compute_80,code=sm_80"
-    cmd = ["nvcc", "-std=c++17", arch, "--expt-relaxed-constexpr", "--use_fast_math",
+def gencode_flags(gen_dir: pathlib.Path) -> dict[str, str]:
+    """The first gencode flag codegen gives each family (kernels.cmake; -ptx takes one)."""
+    text = (gen_dir / "kernels.cmake").read_text()
+    first = {name: re.search(rf"set\({name}\s+\"([^\"]+)\"", text).group(1)
+             for name in ("FLASHGEN_GENCODE_FLAGS", "FLASHGEN_SM90_GENCODE_FLAGS")}
+    return {"sm90": first["FLASHGEN_SM90_GENCODE_FLAGS"], "other": first["FLASHGEN_GENCODE_FLAGS"]}
+
+
+def compile_ptx(src: pathlib.Path, arch_flag: str, include: pathlib.Path,
+                out_dir: pathlib.Path) -> tuple[str, bool, str, float]:
+    cmd = ["nvcc", "-std=c++17", arch_flag, "--expt-relaxed-constexpr", "--use_fast_math",
            "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED", "-I", str(ROOT / "kernels"), "-I", str(ROOT / "include"),
            "-isystem", str(include), "-ptx", str(src), "-o", str(out_dir / (src.stem + ".ptx"))]
     start = time.monotonic()
@@ -68,11 +78,14 @@ def main() -> int:
             gen += ["--head-dims", args.head_dims]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGEN_")}  # not the build's filter
         subprocess.run(gen, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-        sources = representatives(tmp_dir / "gen" / "kernels")
-        print(f"compile_check: nvcc -ptx over {len(sources)} kernels, {args.jobs} at a time", flush=True)
+        gen_dir = tmp_dir / "gen"
+        kernels = representatives(gen_dir)
+        flags = gencode_flags(gen_dir)
+        jobs = [(gen_dir / k["source"], flags["sm90" if k["arch"] == "sm90" else "other"]) for k in kernels]
+        print(f"compile_check: nvcc -ptx over {len(jobs)} kernels, {args.jobs} at a time", flush=True)
         failed = []
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            for name, ok, errors, seconds in pool.map(lambda s: compile_ptx(s, include, tmp_dir), sources):
+            for name, ok, errors, seconds in pool.map(lambda j: compile_ptx(*j, include, tmp_dir), jobs):
                 print(f"  {'ok  ' if ok else 'FAIL'} {name} ({seconds:.0f} s)", flush=True)
                 if not ok:
                     failed.append(name)

@@ -52,7 +52,7 @@ struct BwdTraits {
       kSplitRoles && kHeadDim == kHeadDimV && smem_bytes_with(2) + 1024 > 227 * 1024;
   static constexpr int kStages = kDqInStage || smem_bytes_with(2) + 1024 <= 227 * 1024 ? 2 : 1;
   static constexpr int kQSlots = kDqInStage ? 2 * kStages : kStages;
-  // Keys split at head dims 64 and 128: two unpadded, swizzled fp32 dQ tiles in place of the
+  // Keys split at head dims 32, 64 and 128: two unpadded, swizzled fp32 dQ tiles in place of the
   // padded one, each sent by one TMA reduce-add, so that the writer may still be sending one
   // step's dQ while the consumers write the next (with one tile they waited for its bulk reads:
   // ncu put ~20% of the consumers' samples on that barrier at head dim 128, ~40% at 64). The
