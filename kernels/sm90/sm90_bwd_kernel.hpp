@@ -37,7 +37,11 @@ namespace flashgen::sm90 {
 using namespace cute;
 
 // Named barriers of the backward kernel (0 is __syncthreads).
-enum class BwdBarrier : int { kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4, kStageRead = 5 };
+enum class BwdBarrier : int {
+  kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4, kStageRead = 5,
+  kTilesFree = 6,  // the end: no consumer's product reads K or V any more
+  kStaged = 7,     // (and 8) the end: one warpgroup's dK / dV are in shared memory
+};
 
 // Named barriers that threads reach from different code (the roles split's two warpgroups, or a
 // consumer and the writer warp): the forms without .aligned, which PTX requires of a barrier
@@ -365,6 +369,63 @@ CUTE_DEVICE void store_key_rows(Acc const& acc, Coords const& coords, Element* d
   }
 }
 
+// The end of a consumer warpgroup, part 1: its (keys, head_dim) accumulator (dK or dV) times
+// `scale` into the rows of `tile` (K's or V's shared tile, which no product reads any more) that
+// it covers, two columns per 4-byte store (the 128-byte swizzle makes a warp's stores
+// conflict-free).
+template <class Element, class Acc, class Coords, class SmemTile>
+CUTE_DEVICE void stage_key_rows(Acc const& acc, Coords const& coords, SmemTile&& tile, float scale) {
+  Tensor acc_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));
+  Tensor c_rc = make_tensor(coords.data(), acc_layout_rowcol(coords.layout()));
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(acc_rc); ++r) {
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(acc_rc); c += 2) {
+      const auto rc = c_rc(r, c);
+      union {
+        Element e[2];
+        uint32_t u;
+      } pair;
+      pair.e[0] = Element(acc_rc(r, c) * scale);
+      pair.e[1] = Element(acc_rc(r, c + 1) * scale);
+      const uint32_t addr = cute::cast_smem_ptr_to_uint(&tile(get<0>(rc), get<1>(rc)));
+      asm volatile("st.shared.b32 [%0], %1;" : : "r"(addr), "r"(pair.u) : "memory");
+    }
+  }
+}
+
+// Part 2, once the warpgroup's stores are visible to it: rows [row0, row0 + kRows) of `tile` to
+// rows key0 + row0.. of `dst`, 16 bytes per thread and access, so that a warp writes whole
+// 128-byte lines (per-thread stores from the accumulator write each line in 8-byte pieces);
+// keys past seqlen_k are skipped. Needs 16-byte aligned rows (the caller checks).
+template <int kRows, int kCols, class Element, class SmemTile>
+CUTE_DEVICE void copy_key_rows(SmemTile const& tile, int row0, Element* dst, int64_t row_stride, int key0,
+                               int seqlen_k, int wg_tid) {
+  constexpr int kChunks = kCols * int(sizeof(Element)) / 16;  // per row
+  static_assert(kChunks * 16 == kCols * int(sizeof(Element)) && (kRows * kChunks) % 128 == 0);
+  CUTE_UNROLL
+  for (int i = 0; i < kRows * kChunks / 128; ++i) {
+    const int idx = i * 128 + wg_tid;
+    const int row = row0 + idx / kChunks;
+    const int col = (idx % kChunks) * (16 / int(sizeof(Element)));
+    if (key0 + row < seqlen_k) {
+      uint4 v;
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                   : "r"(cute::cast_smem_ptr_to_uint(&tile(row, col)))
+                   : "memory");
+      *reinterpret_cast<uint4*>(dst + int64_t(key0 + row) * row_stride + col) = v;
+    }
+  }
+}
+
+// Whether dK / dV rows starting at `base` with `row_stride` elements between them can take
+// copy_key_rows' 16-byte stores.
+template <class Element>
+CUTE_DEVICE bool rows_16b_aligned(Element const* base, int64_t row_stride) {
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && (row_stride * int64_t(sizeof(Element))) % 16 == 0;
+}
+
 // dK's and dV's first element of this CTA's (batch entry, KV head).
 template <class Element>
 CUTE_DEVICE Element* key_rows_base(void* base, SeqInfo const& seq, bool varlen, int batch, int head_kv,
@@ -621,21 +682,30 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     hand_dq(steps.count - 1);
   }
 
-  if constexpr (kHasDropout) {
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dv); ++i) { acc_dv(i) *= params.dropout_scale; }
-  }
-  // dK (times the softmax scale) and dV, straight from registers.
+  // dK (times the softmax scale) and dV (times dropout's), through K's and V's shared tiles
+  // (each warpgroup its 64 rows; K only once the other warpgroup's dQ products, which read all
+  // of K, are done) when the rows are 16-byte aligned, else straight from registers.
+  const float dv_scale = kHasDropout ? params.dropout_scale : 1.f;
   const bool varlen = params.cu_seqlens_q != nullptr;
   Tensor tKVc = thr_dkv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
-  store_key_rows(acc_dk, tKVc,
-                 key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
-                                        params.dk_head_stride, params.dk_batch_stride),
-                 params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
-  store_key_rows(acc_dv, tKVc,
-                 key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
-                                        params.dv_head_stride, params.dv_batch_stride),
-                 params.dv_row_stride, key0, seq.seqlen_k, 1.f);
+  Element* dk_rows = key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
+                                            params.dk_head_stride, params.dk_batch_stride);
+  Element* dv_rows = key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
+                                            params.dv_head_stride, params.dv_batch_stride);
+  if (rows_16b_aligned(dk_rows, params.dk_row_stride) && rows_16b_aligned(dv_rows, params.dv_row_stride)) {
+    const int group = tid / 128;
+    stage_key_rows<Element>(acc_dv, tKVc, sV, dv_scale);  // V's rows of this warpgroup: only its dP^T read them
+    barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
+    stage_key_rows<Element>(acc_dk, tKVc, sK, params.softmax_scale);
+    barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + group));
+    copy_key_rows<kBlockN / 2, kDim>(sK, group * kBlockN / 2, dk_rows, params.dk_row_stride, key0, seq.seqlen_k,
+                                     tid % 128);
+    copy_key_rows<kBlockN / 2, kDim>(sV, group * kBlockN / 2, dv_rows, params.dv_row_stride, key0, seq.seqlen_k,
+                                     tid % 128);
+  } else {
+    store_key_rows(acc_dk, tKVc, dk_rows, params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+    store_key_rows(acc_dv, tKVc, dv_rows, params.dv_row_stride, key0, seq.seqlen_k, dv_scale);
+  }
 }
 
 // Roles split (head dims above 128, or qk != v): warpgroup 0 (kRole 0) computes S^T, P^T and
@@ -849,18 +919,31 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
     }
   }
 
+  // dV (role 0, times dropout's scale) or dK (role 1, times the softmax scale), through V's or
+  // K's shared tile once neither role's products read them (role 1's dP^T reads V, both dQ
+  // products all of K) when every row is 16-byte aligned, else straight from registers.
   const bool varlen = params.cu_seqlens_q != nullptr;
   Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
-  if constexpr (kIsP) {
-    store_key_rows(acc_grad, tKVc,
-                   key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
-                                          params.dv_head_stride, params.dv_batch_stride),
-                   params.dv_row_stride, key0, seq.seqlen_k, kHasDropout ? params.dropout_scale : 1.f);
+  Element* dk_rows = key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
+                                            params.dk_head_stride, params.dk_batch_stride);
+  Element* dv_rows = key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
+                                            params.dv_head_stride, params.dv_batch_stride);
+  Element* rows = kIsP ? dv_rows : dk_rows;
+  const int64_t row_stride = kIsP ? params.dv_row_stride : params.dk_row_stride;
+  const float scale = kIsP ? (kHasDropout ? params.dropout_scale : 1.f) : params.softmax_scale;
+  if (rows_16b_aligned(dk_rows, params.dk_row_stride) && rows_16b_aligned(dv_rows, params.dv_row_stride)) {
+    barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
+    if constexpr (kIsP) {
+      stage_key_rows<Element>(acc_grad, tKVc, sV, scale);
+      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
+      copy_key_rows<kBlockN, kAccDim>(sV, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+    } else {
+      stage_key_rows<Element>(acc_grad, tKVc, sK, scale);
+      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
+      copy_key_rows<kBlockN, kAccDim>(sK, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+    }
   } else {
-    store_key_rows(acc_grad, tKVc,
-                   key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
-                                          params.dk_head_stride, params.dk_batch_stride),
-                   params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+    store_key_rows(acc_grad, tKVc, rows, row_stride, key0, seq.seqlen_k, scale);
   }
 }
 
