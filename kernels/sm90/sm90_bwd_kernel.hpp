@@ -13,8 +13,9 @@
 // warpgroup computes half of dQ's columns (head dim 64 and below: half its rows) into a shared
 // fp32 tile for the writer warp (in deterministic mode the writer adds in key-block order behind
 // a per-query-block counter); with two such tiles, step s's dQ product runs at the start of
-// step s + 1, ahead of its S^T, and is handed over while S^T computes. D
-// and the dQ conversion come from the SM80 path's pre- and post-processing kernels.
+// step s + 1, ahead of its S^T, and is handed over while S^T computes. At the end dK and dV go
+// through K's and V's shared tiles to whole-line global stores. D and the dQ conversion come
+// from the SM80 path's pre- and post-processing kernels.
 // That is the keys split (head dims up to 128, 128-key blocks); above 128 or with qk != v the
 // consumers split the roles over 64-key blocks (consume_roles_split; sm90_bwd_traits.hpp).
 #pragma once
