@@ -372,7 +372,7 @@ CUTE_DEVICE void store_key_rows(Acc const& acc, Coords const& coords, Element* d
 
 // The end of a consumer warpgroup, part 1: its (keys, head_dim) accumulator (dK or dV) times
 // `scale` into the rows of `tile` (K's or V's shared tile, which no product reads any more) that
-// it covers, two columns per 4-byte store (with the 128-byte swizzle, head dims 64 and up, a
+// it covers, two columns per 4-byte store (where the tile has the 128-byte swizzle, a
 // warp's stores are conflict-free).
 template <class Element, class Acc, class Coords, class SmemTile>
 CUTE_DEVICE void stage_key_rows(Acc const& acc, Coords const& coords, SmemTile&& tile, float scale) {
