@@ -922,7 +922,8 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
 
   // dV (role 0, times dropout's scale) or dK (role 1, times the softmax scale), through V's or
   // K's shared tile once neither role's products read them (role 1's dP^T reads V, both dQ
-  // products all of K) when every row is 16-byte aligned, else straight from registers.
+  // products all of K) when every row is 16-byte aligned, else straight from registers. Both
+  // roles test both tensors, so that they agree on the path and meet at its barrier.
   const bool varlen = params.cu_seqlens_q != nullptr;
   Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
   Element* dk_rows = key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
@@ -933,15 +934,16 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
   const int64_t row_stride = kIsP ? params.dv_row_stride : params.dk_row_stride;
   const float scale = kIsP ? (kHasDropout ? params.dropout_scale : 1.f) : params.softmax_scale;
   if (rows_16b_aligned(dk_rows, params.dk_row_stride) && rows_16b_aligned(dv_rows, params.dv_row_stride)) {
+    auto through = [&](auto& tile) {
+      stage_key_rows<Element>(acc_grad, tKVc, tile, scale);
+      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
+      copy_key_rows<kBlockN, kAccDim>(tile, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+    };
     barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
     if constexpr (kIsP) {
-      stage_key_rows<Element>(acc_grad, tKVc, sV, scale);
-      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
-      copy_key_rows<kBlockN, kAccDim>(sV, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+      through(sV);
     } else {
-      stage_key_rows<Element>(acc_grad, tKVc, sK, scale);
-      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
-      copy_key_rows<kBlockN, kAccDim>(sK, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+      through(sK);
     }
   } else {
     store_key_rows(acc_grad, tKVc, rows, row_stride, key0, seq.seqlen_k, scale);
