@@ -37,8 +37,13 @@ struct OnlineSoftmax {
   // The two halves of update(), for kernels whose acc_o is still being written by an
   // asynchronous MMA while the scores are processed: correction[r] is the factor row r of
   // acc_o must be multiplied by (left unset when kIsFirst).
+  // slack_log2 > 0: a row keeps its max while the block's max exceeds it by at most that much
+  // (in log2 units of the probabilities), so its correction is exactly 1 and its probabilities
+  // may reach 2^slack_log2; rows rarely need a rescale after the first blocks, and a caller can
+  // skip acc_o's rescale where every correction is 1. The result is the same softmax.
   template <bool kIsFirst, class ScoresTensor>
-  CUTE_DEVICE void update_scores(ScoresTensor& scores, float scale_log2, float (&correction)[kRows]) {
+  CUTE_DEVICE void update_scores(ScoresTensor& scores, float scale_log2, float (&correction)[kRows],
+                                 float slack_log2 = 0.f) {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
@@ -46,11 +51,14 @@ struct OnlineSoftmax {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) { new_max = fmaxf(new_max, scores(r, c)); }
       new_max = quad_allreduce_max(new_max);
+      // (-inf) - (-inf) is NaN: a row without keys so far takes the update path, as before.
+      const bool keep = !kIsFirst && (new_max - row_max[r]) * scale_log2 <= slack_log2;
+      if (keep) { new_max = row_max[r]; }
       // A row that has seen only masked keys keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - x) = 0 and avoids (-inf) - (-inf) = NaN.
       const float max_scaled = new_max == -INFINITY ? 0.f : new_max * scale_log2;
       if constexpr (!kIsFirst) {
-        correction[r] = fast_exp2(row_max[r] * scale_log2 - max_scaled);
+        correction[r] = keep ? 1.f : fast_exp2(row_max[r] * scale_log2 - max_scaled);
         row_sum[r] *= correction[r];
       }
       row_max[r] = new_max;
@@ -70,9 +78,10 @@ struct OnlineSoftmax {
   // kept in scaled log2 units (finalize's logit_scale is ln 2), and the probabilities come out
   // multiplied by 2^exp2_offset (which lifts them into e4m3's normal range, and may carry a
   // factor meant for the P V product only); the row sums add them times sum_weight.
+  // slack_log2 as in update_scores.
   template <bool kIsFirst, class ScoresTensor>
   CUTE_DEVICE void update_scores_scaled(ScoresTensor& scores, float const (&scale_log2)[kRows], float exp2_offset,
-                                        float sum_weight, float (&correction)[kRows]) {
+                                        float sum_weight, float (&correction)[kRows], float slack_log2 = 0.f) {
     static_assert(decltype(size<0>(scores))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
@@ -80,10 +89,12 @@ struct OnlineSoftmax {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(scores); ++c) { raw_max = fmaxf(raw_max, scores(r, c)); }
       raw_max = quad_allreduce_max(raw_max);
-      const float new_max = fmaxf(row_max[r], raw_max * scale_log2[r]);
+      float new_max = fmaxf(row_max[r], raw_max * scale_log2[r]);
+      const bool keep = !kIsFirst && new_max - row_max[r] <= slack_log2;
+      if (keep) { new_max = row_max[r]; }
       const float max_used = new_max == -INFINITY ? 0.f : new_max;
       if constexpr (!kIsFirst) {
-        correction[r] = fast_exp2(row_max[r] - max_used);
+        correction[r] = keep ? 1.f : fast_exp2(row_max[r] - max_used);
         row_sum[r] *= correction[r];
       }
       row_max[r] = new_max;
