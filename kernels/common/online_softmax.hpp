@@ -11,6 +11,10 @@
 
 namespace flashgen {
 
+// A row's running max moves only when a block's max exceeds it by more than this (log2 units),
+// so unnormalised probabilities stay below 2^8, well inside 16-bit P (and fp32 sums).
+constexpr float kRescaleSlackLog2 = 8.f;
+
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];
@@ -27,11 +31,21 @@ struct OnlineSoftmax {
   // scores: (kRows, cols) raw scores; turned in place into unnormalised probabilities
   // exp(logit_scale * (s - max)). acc_o: (kRows, head_dim), rescaled when the max grows;
   // kIsFirst skips that rescale (of a zero accumulator).
+  // slack_log2 as in update_scores; with a slack, a warp whose corrections are all 1 (almost
+  // every block after the first few) skips the rescale.
   template <bool kIsFirst, class ScoresTensor, class AccTensor>
-  CUTE_DEVICE void update(ScoresTensor& scores, AccTensor& acc_o, float scale_log2) {
+  CUTE_DEVICE void update(ScoresTensor& scores, AccTensor& acc_o, float scale_log2, float slack_log2 = 0.f) {
     float correction[kRows];
-    update_scores<kIsFirst>(scores, scale_log2, correction);
-    if constexpr (!kIsFirst) { rescale(acc_o, correction); }
+    update_scores<kIsFirst>(scores, scale_log2, correction, slack_log2);
+    if constexpr (!kIsFirst) {
+      if (slack_log2 > 0.f) {
+        bool any = false;
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) { any |= correction[r] != 1.f; }
+        if (!__any_sync(0xffffffffu, any)) { return; }
+      }
+      rescale(acc_o, correction);
+    }
   }
 
   // The two halves of update(), for kernels whose acc_o is still being written by an

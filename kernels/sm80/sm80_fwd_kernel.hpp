@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       cp_async_fence();
     }
 
-    softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2);
+    softmax.template update<kFirst>(scores, acc_o_rc, params.logit_scale_log2, kRescaleSlackLog2);
 
     if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
 

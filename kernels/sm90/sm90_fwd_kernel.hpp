@@ -41,11 +41,9 @@ enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3, kEpilogue0 
 // small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
 constexpr float kFp8ProbExp2Offset = 8.f;
 
-// How far a block's max may exceed a row's running max before the row takes it (and acc_o is
-// rescaled): probabilities then reach 2^slack. 16-bit P has room for 2^8; FP8 P already carries
-// 2^8 and e4m3 ends at 448 = 2^8.8.
-template <bool kIsFp8>
-constexpr float kRescaleSlackLog2 = kIsFp8 ? 0.75f : 8.f;
+// The rescale slack (online_softmax.hpp) for FP8 P, which already carries 2^8: e4m3 ends at
+// 448 = 2^8.8.
+constexpr float kFp8RescaleSlackLog2 = 0.75f;
 
 CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
   if (s.scale == nullptr) { return 1.f; }
@@ -455,10 +453,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         const bool scaled = v_ratio != 1.f;
         softmax.template update_scores_scaled<decltype(is_first)::value>(
             scores, scale_log2, kFp8ProbExp2Offset + (scaled ? __log2f(v_ratio) : 0.f),
-            scaled ? 1.f / v_ratio : 1.f, correction, kRescaleSlackLog2<true>);
+            scaled ? 1.f / v_ratio : 1.f, correction, kFp8RescaleSlackLog2);
       } else {
         softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction,
-                                                                  kRescaleSlackLog2<false>);
+                                                                  kRescaleSlackLog2);
       }
       // After the row sums: the softmax normalises over every key, dropped or not.
       if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
