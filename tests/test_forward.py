@@ -46,6 +46,23 @@ def test_forward_matches_reference(spec, seqlens):
     run_and_check(spec, q, k, v)
 
 
+def ramped_keys(k, top):
+    """Keys scaled from 1 (the last key) up to `top` (the first): the kernels walk the key blocks
+    from the last to the first, so every block's max can exceed the rows' running max."""
+    sk = k.shape[1]
+    ramp = 1 + (top - 1) * torch.arange(sk, 0, -1, device=k.device, dtype=torch.float32) / sk
+    return (k.float() * ramp[None, :, None, None]).to(k.dtype)
+
+
+# gentle: the running max grows by less than the kernels' rescale slack (2^8), so probabilities
+# above 1 reach P V; steep: it grows by more, so acc_o is rescaled block after block.
+@pytest.mark.parametrize("top", [3.0, 40.0], ids=["gentle", "steep"])
+@pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
+def test_row_max_growing_across_key_blocks(spec, top):
+    q, k, v = make_qkv(spec, b=1, sq=239, sk=1023, h=2, hkv=2)
+    run_and_check(spec, q, ramped_keys(k, top), v)
+
+
 @pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
 def test_gqa_and_mqa(spec):
     for hkv in (2, 1):

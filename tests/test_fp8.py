@@ -86,6 +86,25 @@ def test_fp8_matches_dequantized_reference(spec):
     _check_against_dequantized(out, lse, ref_out, ref_lse)
 
 
+# The kernel walks the key blocks from the last to the first; keys scaled up towards the first
+# make the rows' max grow block after block, by less (gentle) or more (steep) than its rescale
+# slack (2^0.75 on top of P's 2^8, below e4m3's 448).
+@pytest.mark.parametrize("top", [1.5, 12.0], ids=["gentle", "steep"])
+@pytest.mark.parametrize("granularity", ["tensor", "block"])
+def test_fp8_row_max_growing_across_key_blocks(granularity, top):
+    spec = _pick(causal=False)
+    b, sq, sk, h = 1, 113, 1023, 2
+    q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+    ramp = 1 + (top - 1) * torch.arange(sk, 0, -1, device="cuda", dtype=torch.float32) / sk
+    k = (torch.randn(b, sk, h, spec.head_dim_qk, device="cuda") * ramp[None, :, None, None]).bfloat16()
+    v = torch.randn(b, sk, h, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
+    q8, k8 = fp8.quantize(q, granularity=granularity, block=128), fp8.quantize(k, granularity=granularity, block=128)
+    v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
+    out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, return_lse=True)
+    ref_out, ref_lse = _dequantized_ref(q8, k8, v8)
+    _check_against_dequantized(out, lse, ref_out, ref_lse)
+
+
 @pytest.mark.parametrize("granularity", ["tensor", "head", "block"])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
 def test_fp8_granularities_and_output_types(granularity, out_dtype):
