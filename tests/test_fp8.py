@@ -56,7 +56,7 @@ def _dequantized_ref(q8, k8, v8, **kw):
                          compute_dtype=torch.float64, **kw)
 
 
-def _check_against_dequantized(out, lse, ref_out, ref_lse):
+def _check_against_dequantized(out, lse, ref_out, ref_lse, lse_tol=1e-2):
     # The kernel rounds P to e4m3 (3 mantissa bits, relative error up to 2^-4 per probability),
     # uncorrelated between keys: with a flat softmax over 1023 random keys that measured 2.4% of
     # the output's RMS on an H200 (1.0% with sharper scores), so the bound is 3.5%.
@@ -69,8 +69,9 @@ def _check_against_dequantized(out, lse, ref_out, ref_lse):
     print(f"  fp8 vs dequantized reference: rmse {rmse:.2e} max {mx:.2e} (bound {bound:.2e}) lse {lse_err}")
     assert torch.isfinite(out.float()).all()
     assert rmse < 0.035 and mx < bound, (rmse, mx, bound)
-    # S comes from FP8 wgmma, whose accumulation is coarser than fp32.
-    assert lse_err is None or lse_err < 1e-2, lse_err
+    # S comes from FP8 wgmma, whose accumulation is coarser than fp32 (its error grows with the
+    # scores' magnitude).
+    assert lse_err is None or lse_err < lse_tol, lse_err
 
 
 @pytest.mark.parametrize("spec", FP8_KERNELS, ids=lambda s: s.name)
@@ -102,7 +103,8 @@ def test_fp8_row_max_growing_across_key_blocks(granularity, top):
     v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
     out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, return_lse=True)
     ref_out, ref_lse = _dequantized_ref(q8, k8, v8)
-    _check_against_dequantized(out, lse, ref_out, ref_lse)
+    # Logits up to ~top times the usual spread: the LSE error of FP8 wgmma's accumulation with them.
+    _check_against_dequantized(out, lse, ref_out, ref_lse, lse_tol=1e-2 * max(1.0, top / 4))
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "head", "block"])
