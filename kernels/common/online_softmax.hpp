@@ -66,7 +66,7 @@ struct OnlineSoftmax {
       for (int c = 0; c < size<1>(scores); ++c) { new_max = fmaxf(new_max, scores(r, c)); }
       new_max = quad_allreduce_max(new_max);
       // (-inf) - (-inf) is NaN: a row without keys so far takes the update path, as before.
-      const bool keep = !kIsFirst && (new_max - row_max[r]) * scale_log2 <= slack_log2;
+      const bool keep = !kIsFirst && slack_log2 > 0.f && (new_max - row_max[r]) * scale_log2 <= slack_log2;
       if (keep) { new_max = row_max[r]; }
       // A row that has seen only masked keys keeps max = -inf; subtracting 0 instead keeps
       // exp2(-inf - x) = 0 and avoids (-inf) - (-inf) = NaN.
@@ -104,7 +104,7 @@ struct OnlineSoftmax {
       for (int c = 0; c < size<1>(scores); ++c) { raw_max = fmaxf(raw_max, scores(r, c)); }
       raw_max = quad_allreduce_max(raw_max);
       float new_max = fmaxf(row_max[r], raw_max * scale_log2[r]);
-      const bool keep = !kIsFirst && new_max - row_max[r] <= slack_log2;
+      const bool keep = !kIsFirst && slack_log2 > 0.f && new_max - row_max[r] <= slack_log2;
       if (keep) { new_max = row_max[r]; }
       const float max_used = new_max == -INFINITY ? 0.f : new_max;
       if constexpr (!kIsFirst) {
