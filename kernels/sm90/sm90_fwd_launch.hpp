@@ -32,7 +32,8 @@ inline int fwd_grid_override() {
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
           bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
-  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV, fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)))>;
+  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV,
+                           fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)))>;
   auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
   if (params.pack_gqa || params.num_splits < 1 || (params.num_splits > 1 && params.out_accum == nullptr) ||
       (params.block_table != nullptr) != kIsPaged ||
