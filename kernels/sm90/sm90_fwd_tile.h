@@ -23,9 +23,9 @@ struct FwdTile {
 // 80-key blocks at head dim 256: +3-6% non-causal, and still no spill in the key loop (dropout
 // would spill there). 160/176 keys at head dim 128 gained at 8k-16k but lost at <= 2k (176
 // needs O staged in Q's buffer); not taken. bench/NOTES.md has the measurements.
-// FP8 at head dims above 128: `wide` (any kernel without pages, causal too) takes 128-key
-// blocks in two stages instead of 64 in three: +8-16% (H200); paged ones keep 64, so that
-// 64-row pages still fit whole blocks.
+// FP8 at head dim 256: `wide` (any kernel without pages, causal too) takes 128-key blocks in
+// two stages instead of 64 in three: +8-16% (H200); paged ones keep 64, so that 64-row pages
+// still fit whole blocks. Head dim 192 (not measured with 128 keys) keeps 64.
 constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_bytes = 2) {
   return element_bytes == 1 ? !paged && !dropout : !causal && !paged && !dropout;
 }
@@ -33,7 +33,7 @@ constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
   if (element_bytes == 1) {
-    if (d > 128 && wide) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
+    if (d > 192 && wide) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
     return {/*block_m=*/128, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
   }
   if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/3}; }
