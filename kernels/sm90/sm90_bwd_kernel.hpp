@@ -420,21 +420,30 @@ CUTE_DEVICE void copy_key_rows(SmemTile const& tile, int row0, Element* dst, int
   }
 }
 
-// Whether dK / dV rows starting at `base` with `row_stride` elements between them can take
-// copy_key_rows' 16-byte stores.
+// dK's and dV's first rows of this CTA's (batch entry, KV head), and whether both take
+// copy_key_rows' 16-byte stores (16-byte aligned start and row stride). Every consumer tests
+// both tensors, so that all agree on the path and meet at its barriers.
 template <class Element>
-CUTE_DEVICE bool rows_16b_aligned(Element const* base, int64_t row_stride) {
-  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && (row_stride * int64_t(sizeof(Element))) % 16 == 0;
-}
+struct KeyRowDests {
+  Element* dk;
+  Element* dv;
+  bool aligned;
 
-// dK's and dV's first element of this CTA's (batch entry, KV head).
-template <class Element>
-CUTE_DEVICE Element* key_rows_base(void* base, SeqInfo const& seq, bool varlen, int batch, int head_kv,
-                                   int64_t row_stride, int64_t head_stride, int64_t batch_stride) {
-  return static_cast<Element*>(base) +
-         (varlen ? int64_t(seq.key_row_base) * row_stride : int64_t(batch) * batch_stride) +
-         int64_t(head_kv) * head_stride;
-}
+  CUTE_DEVICE KeyRowDests(BwdParams const& params, SeqInfo const& seq, int batch, int head_kv) {
+    const bool varlen = params.cu_seqlens_q != nullptr;
+    auto base = [&](void* ptr, int64_t row_stride, int64_t head_stride, int64_t batch_stride) {
+      return static_cast<Element*>(ptr) +
+             (varlen ? int64_t(seq.key_row_base) * row_stride : int64_t(batch) * batch_stride) +
+             int64_t(head_kv) * head_stride;
+    };
+    auto aligned16 = [](Element const* rows, int64_t row_stride) {
+      return reinterpret_cast<uintptr_t>(rows) % 16 == 0 && (row_stride * int64_t(sizeof(Element))) % 16 == 0;
+    };
+    dk = base(params.dk, params.dk_row_stride, params.dk_head_stride, params.dk_batch_stride);
+    dv = base(params.dv, params.dv_row_stride, params.dv_head_stride, params.dv_batch_stride);
+    aligned = aligned16(dk, params.dk_row_stride) && aligned16(dv, params.dv_row_stride);
+  }
+};
 
 // Dropout's keep bits of a step (bit r * kCols + c: element (r, c) of the rowcol view kept; all
 // ones without dropout), drawn before the step's accumulators come alive so that the Philox
@@ -687,25 +696,21 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
   // (each warpgroup its 64 rows; K only once the other warpgroup's dQ products, which read all
   // of K, are done) when the rows are 16-byte aligned, else straight from registers.
   const float dv_scale = kHasDropout ? params.dropout_scale : 1.f;
-  const bool varlen = params.cu_seqlens_q != nullptr;
   Tensor tKVc = thr_dkv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
-  Element* dk_rows = key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
-                                            params.dk_head_stride, params.dk_batch_stride);
-  Element* dv_rows = key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
-                                            params.dv_head_stride, params.dv_batch_stride);
-  if (rows_16b_aligned(dk_rows, params.dk_row_stride) && rows_16b_aligned(dv_rows, params.dv_row_stride)) {
+  const KeyRowDests<Element> dst(params, seq, batch, head_kv);
+  if (dst.aligned) {
     const int group = tid / 128;
     stage_key_rows<Element>(acc_dv, tKVc, sV, dv_scale);  // V's rows of this warpgroup: only its dP^T read them
     barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
     stage_key_rows<Element>(acc_dk, tKVc, sK, params.softmax_scale);
     barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + group));
-    copy_key_rows<kBlockN / 2, kDim>(sK, group * kBlockN / 2, dk_rows, params.dk_row_stride, key0, seq.seqlen_k,
+    copy_key_rows<kBlockN / 2, kDim>(sK, group * kBlockN / 2, dst.dk, params.dk_row_stride, key0, seq.seqlen_k,
                                      tid % 128);
-    copy_key_rows<kBlockN / 2, kDim>(sV, group * kBlockN / 2, dv_rows, params.dv_row_stride, key0, seq.seqlen_k,
+    copy_key_rows<kBlockN / 2, kDim>(sV, group * kBlockN / 2, dst.dv, params.dv_row_stride, key0, seq.seqlen_k,
                                      tid % 128);
   } else {
-    store_key_rows(acc_dk, tKVc, dk_rows, params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
-    store_key_rows(acc_dv, tKVc, dv_rows, params.dv_row_stride, key0, seq.seqlen_k, dv_scale);
+    store_key_rows(acc_dk, tKVc, dst.dk, params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+    store_key_rows(acc_dv, tKVc, dst.dv, params.dv_row_stride, key0, seq.seqlen_k, dv_scale);
   }
 }
 
@@ -922,18 +927,14 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
 
   // dV (role 0, times dropout's scale) or dK (role 1, times the softmax scale), through V's or
   // K's shared tile once neither role's products read them (role 1's dP^T reads V, both dQ
-  // products all of K) when every row is 16-byte aligned, else straight from registers. Both
-  // roles test both tensors, so that they agree on the path and meet at its barrier.
-  const bool varlen = params.cu_seqlens_q != nullptr;
+  // products all of K) when every row is 16-byte aligned (both tensors: KeyRowDests), else
+  // straight from registers.
   Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
-  Element* dk_rows = key_rows_base<Element>(params.dk, seq, varlen, batch, head_kv, params.dk_row_stride,
-                                            params.dk_head_stride, params.dk_batch_stride);
-  Element* dv_rows = key_rows_base<Element>(params.dv, seq, varlen, batch, head_kv, params.dv_row_stride,
-                                            params.dv_head_stride, params.dv_batch_stride);
-  Element* rows = kIsP ? dv_rows : dk_rows;
+  const KeyRowDests<Element> dst(params, seq, batch, head_kv);
+  Element* rows = kIsP ? dst.dv : dst.dk;
   const int64_t row_stride = kIsP ? params.dv_row_stride : params.dk_row_stride;
   const float scale = kIsP ? (kHasDropout ? params.dropout_scale : 1.f) : params.softmax_scale;
-  if (rows_16b_aligned(dk_rows, params.dk_row_stride) && rows_16b_aligned(dv_rows, params.dv_row_stride)) {
+  if (dst.aligned) {
     auto through = [&](auto& tile) {
       stage_key_rows<Element>(acc_grad, tKVc, tile, scale);
       barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
