@@ -38,14 +38,17 @@ struct OnlineSoftmax {
     float correction[kRows];
     update_scores<kIsFirst>(scores, scale_log2, correction, slack_log2);
     if constexpr (!kIsFirst) {
-      if (slack_log2 > 0.f) {
-        bool any = false;
-        CUTE_UNROLL
-        for (int r = 0; r < kRows; ++r) { any |= correction[r] != 1.f; }
-        if (!__any_sync(0xffffffffu, any)) { return; }
-      }
-      rescale(acc_o, correction);
+      if (slack_log2 == 0.f || warp_needs_rescale(correction)) { rescale(acc_o, correction); }
     }
+  }
+
+  // Whether any row of the warp has a correction other than 1 (warp-uniform; every lane of
+  // the warp must call it).
+  CUTE_DEVICE static bool warp_needs_rescale(float const (&correction)[kRows]) {
+    bool any = false;
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) { any |= correction[r] != 1.f; }
+    return __any_sync(0xffffffffu, any);
   }
 
   // The two halves of update(), for kernels whose acc_o is still being written by an

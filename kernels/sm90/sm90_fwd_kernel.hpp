@@ -41,11 +41,17 @@ enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3, kEpilogue0 
 // small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
 constexpr float kFp8ProbExp2Offset = 8.f;
 
-// The rescale slack (online_softmax.hpp) for FP8 P, which already carries 2^8: e4m3 ends at
-// 448 = 2^8.8. Measured +3-5% at head dim 256 and -2-3% at 128 (H200, same run; its rescale is
-// half as long), so head dims up to 128 keep the exact max.
-template <int kDimV>
-constexpr float kFp8RescaleSlackLog2 = kDimV > 128 ? 0.75f : 0.f;
+// acc_o's rescale is skipped by warp vote where every correction is 1: worth it from 64
+// accumulator columns per thread and for FP8 (bf16 hdim 64, 32 FMUL per block: -3%).
+template <bool kIsFp8, int kDimV>
+constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
+// The rescale slack (online_softmax.hpp) that makes the skip the common case, only where there
+// is a skip: 2^8 for 16-bit P; FP8 P already carries 2^8 and e4m3 ends at 448 = 2^8.8, so 0.75,
+// measured +3-5% at head dim 256 and -2-3% at 128 (H200, same run; its rescale is half as long),
+// so FP8 head dims up to 128 keep the exact max.
+template <bool kIsFp8, int kDimV>
+constexpr float kRescaleSlack =
+    !kSkippableRescale<kIsFp8, kDimV> ? 0.f : !kIsFp8 ? kRescaleSlackLog2 : kDimV > 128 ? 0.75f : 0.f;
 
 CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
   if (s.scale == nullptr) { return 1.f; }
@@ -455,10 +461,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         const bool scaled = v_ratio != 1.f;
         softmax.template update_scores_scaled<decltype(is_first)::value>(
             scores, scale_log2, kFp8ProbExp2Offset + (scaled ? __log2f(v_ratio) : 0.f),
-            scaled ? 1.f / v_ratio : 1.f, correction, kFp8RescaleSlackLog2<kDimV>);
+            scaled ? 1.f / v_ratio : 1.f, correction, kRescaleSlack<kIsFp8, kDimV>);
       } else {
         softmax.template update_scores<decltype(is_first)::value>(scores, params.logit_scale_log2, correction,
-                                                                  kRescaleSlackLog2);
+                                                                  kRescaleSlack<kIsFp8, kDimV>);
       }
       // After the row sums: the softmax normalises over every key, dropped or not.
       if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
@@ -514,16 +520,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         CUTE_UNROLL
         for (int r = 0; r < kRowsPerThread; ++r) { correction[r] *= to_new_units; }
       }
-      // With the slack, almost every block leaves every row's max (and the V units) alone: a
-      // warp whose corrections are all 1 skips the rescale of its acc_o. Worth it from 64
-      // accumulator columns per thread and for FP8 (bf16 hdim 64, 32 FMUL per block: -3%).
-      constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
-      bool rescale = !kSkippableRescale;
-      if constexpr (kSkippableRescale) {
-        CUTE_UNROLL
-        for (int r = 0; r < kRowsPerThread; ++r) { rescale |= correction[r] != 1.f; }
-        rescale = __any_sync(0xffffffffu, rescale);
-      }
+      // With the slack, almost every block leaves every row's max (and the V units) alone.
+      bool rescale = true;
+      if constexpr (kSkippableRescale<kIsFp8, kDimV>) { rescale = softmax.warp_needs_rescale(correction); }
       // Keeps the softmax above the wait (sm90_fragment.hpp): +1-5% at head dims 128/256 (H200).
       // Head dim 64's P V is half as long, and the same-run A/B there was -2%: left out.
       if constexpr (kIsFp8 || kDimV >= 128) { end_block_before_wait(tOrP, never); }
