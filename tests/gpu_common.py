@@ -40,6 +40,15 @@ def make_qkv(spec, b, sq, sk, h, hkv):
     return q, k, v
 
 
+def ramped_keys(k, top):
+    """Keys (batch, keys, heads, dim) scaled from 1 (the last key) up to `top` (the first): the
+    kernels walk the key blocks from the last to the first, so every block's max can exceed the
+    rows' running max."""
+    sk = k.shape[1]
+    ramp = 1 + (top - 1) * torch.arange(sk, 0, -1, device=k.device, dtype=torch.float32) / sk
+    return (k.float() * ramp[None, :, None, None]).to(k.dtype)
+
+
 def ids(spec):
     return spec.name
 

@@ -12,7 +12,7 @@ import torch
 import flashgen
 
 from conftest import requires_gpu
-from gpu_common import kernels, make_qkv
+from gpu_common import kernels, make_qkv, ramped_keys
 from reference import TORCH_DTYPES, assert_close_to_reference, assert_lse_close
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
@@ -44,14 +44,6 @@ def test_forward_matches_reference(spec, seqlens):
     sq, sk = seqlens
     q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=3, hkv=3)
     run_and_check(spec, q, k, v)
-
-
-def ramped_keys(k, top):
-    """Keys scaled from 1 (the last key) up to `top` (the first): the kernels walk the key blocks
-    from the last to the first, so every block's max can exceed the rows' running max."""
-    sk = k.shape[1]
-    ramp = 1 + (top - 1) * torch.arange(sk, 0, -1, device=k.device, dtype=torch.float32) / sk
-    return (k.float() * ramp[None, :, None, None]).to(k.dtype)
 
 
 # gentle: the running max grows by less than the kernels' rescale slack (2^8), so probabilities

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import requires_gpu
-from gpu_common import FP8_KERNELS as _ALL_FP8
+from gpu_common import FP8_KERNELS as _ALL_FP8, ramped_keys
 from reference import attention_ref
 
 FP8_KERNELS = [s for s in _ALL_FP8 if not s.paged]
@@ -96,8 +96,7 @@ def test_fp8_row_max_growing_across_key_blocks(granularity, top):
     spec = _pick(causal=False)
     b, sq, sk, h = 1, 113, 1023, 2
     q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
-    ramp = 1 + (top - 1) * torch.arange(sk, 0, -1, device="cuda", dtype=torch.float32) / sk
-    k = (torch.randn(b, sk, h, spec.head_dim_qk, device="cuda") * ramp[None, :, None, None]).bfloat16()
+    k = ramped_keys(torch.randn(b, sk, h, spec.head_dim_qk, device="cuda"), top).bfloat16()
     v = torch.randn(b, sk, h, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
     q8, k8 = fp8.quantize(q, granularity=granularity, block=128), fp8.quantize(k, granularity=granularity, block=128)
     v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
