@@ -438,7 +438,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   // must hold whole blocks; other page sizes take the SM80 path.
   const int element_bytes = args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2;
   const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes,
-                                           sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes));
+                                           sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes),
+                                           sm90::fwd_tall_rows(key.causal, p.seqlen_q));
   const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;
   if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
     // Short queries (decode) are served better by the SM80 path's packed GQA rows and split

@@ -6,11 +6,12 @@
 // each index to its consumers through shared memory. Warpgroup 0 is the producer: one
 // thread issues TMA loads of each tile's Q and of its K and V blocks into a kStages-deep
 // shared-memory ring whose slots complete on mbarriers, running ahead into the next tile while
-// the consumers finish the current one. Warpgroups 1 and 2 are consumers, 64 query rows each:
+// the consumers finish the current one. The other two (three at head dim 64) are consumers, 64
+// query rows each:
 // S = Q K^T by wgmma from shared memory, the online softmax in registers, then O += P V by
 // wgmma with P straight from registers. Within a consumer the softmax of block n overlaps the
 // P V wgmma of block n + 1; between the consumers, named barriers make them take turns issuing
-// wgmma (ping-pong), so one's softmax runs under the other's GEMMs. Key blocks are visited from
+// wgmma (ping-pong), so one's softmax runs under the others' GEMMs. Key blocks are visited from
 // the last one down, as in the SM80 path, so masked blocks come first.
 #pragma once
 
@@ -33,9 +34,10 @@ namespace flashgen::sm90 {
 
 using namespace cute;
 
-// Named barriers (CUTLASS offsets them past its reserved ones): the consumers' wgmma turns and
-// the epilogue's hand-over of the output tile in shared memory.
-enum class FwdBarrier : int { kTurn0 = 1, kTurn1 = 2, kEpilogue = 3, kEpilogue0 = 4, kEpilogue1 = 5 };
+// Named barriers (CUTLASS offsets them past its reserved ones): the consumers' wgmma turns
+// (kTurn0 + consumer) and the epilogue's hand-over of the output tile in shared memory (all
+// consumers, or kEpilogue0 + consumer), for up to three consumers.
+enum class FwdBarrier : int { kTurn0 = 1, kEpilogue = 4, kEpilogue0 = 5 };
 
 // FP8: probabilities are scaled by 2^8 before they are rounded to e4m3 (max 448), so that the
 // small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
@@ -323,17 +325,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kRowsPerThread = decltype(size<0>(acc_layout_rowcol(SFragment{}.layout())))::value;
 
   // Ping-pong turns: consumer c waits on barrier kTurn0 + c before issuing a wgmma batch and
-  // then signals the other's. Both walk the same tiles and key blocks, so the turns alternate
-  // across tiles too: consumer 1 hands consumer 0 the very first turn (at the first tile with
-  // work), and consumer 0 takes the last hand-over after the final tile. So a consumer done
-  // with its epilogue starts its next tile while the other still stores its rows. (Doing the
+  // then signals the next one's (a ring of two or three). All walk the same tiles and key
+  // blocks, so the turns go round across tiles too: the last consumer hands consumer 0 the very
+  // first turn (at the first tile with work), and consumer 0 takes the last hand-over after the
+  // final tile. So a consumer done with its epilogue starts its next tile while the others
+  // still store their rows. (Doing the
   // first hand-over before the tile loop instead made ptxas keep Q's descriptors in ordinary
   // registers: +41 instructions per key block at head dim 256, -6%.)
+  constexpr int kConsumers = Traits::kConsumers;
   const int consumer = tid / 128;
   const int my_turn = int(FwdBarrier::kTurn0) + consumer;
-  const int other_turn = int(FwdBarrier::kTurn0) + 1 - consumer;
-  auto begin_turn = [&]() __attribute__((always_inline)) { NamedBarrier::sync(kNumMmaThreads, my_turn); };
-  auto end_turn = [&]() __attribute__((always_inline)) { NamedBarrier::arrive(kNumMmaThreads, other_turn); };
+  const int next_turn = int(FwdBarrier::kTurn0) + (consumer + 1 == kConsumers ? 0 : consumer + 1);
+  // A turn barrier counts the waiting warpgroup and the one that hands it over.
+  auto begin_turn = [&]() __attribute__((always_inline)) { NamedBarrier::sync(2 * 128, my_turn); };
+  auto end_turn = [&]() __attribute__((always_inline)) { NamedBarrier::arrive(2 * 128, next_turn); };
 
   PipelineState read_k, read_v;
   int q_count = 0;  // tiles with work so far, as the producer counts them
@@ -344,7 +349,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const int index = storage.tile_index[slot];
     EmptyBarrier::arrive(&storage.tile_empty[slot]);
     if (index >= order.num_tiles) {
-      if (consumer == 0 && q_count > 0) { begin_turn(); }  // consumer 1's last hand-over
+      if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
       break;
     }
     const Tile t = make_tile(index);
@@ -470,7 +475,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       if constexpr (kHasDropout) { apply_dropout(scores, tScS_rc, dropout_key, row0, n * kBlockN); }
     };
 
-    if (consumer == 1 && q_count == 0) { end_turn(); }  // the very first turn
+    if (consumer == kConsumers - 1 && q_count == 0) { end_turn(); }  // the very first turn
     const int q_buffer = q_count % Traits::kQBuffers;
     FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
     ++q_count;
@@ -580,9 +585,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     } else {
       // O goes through shared memory for 16-byte, row-guarded global stores. With a separate
       // sO, each consumer writes and reads back its own 64 rows, ordered by its own barrier, so
-      // the other goes on with its GEMMs meanwhile; it reads and stores a row group at a time
-      // (the whole half tile at once would take 64 registers at head dim 256). An sO over sQ
-      // waits for both consumers' last reads of sQ, and they store the tile together.
+      // the others go on with their GEMMs meanwhile; it reads and stores a row group at a time
+      // (its 64 rows at once would take 64 registers at head dim 256). An sO over sQ waits for
+      // every consumer's last reads of sQ, and they store the tile together.
       with_out_type<Traits>(params, [&](auto out_tag) {
         using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
         Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
@@ -594,7 +599,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
           NamedBarrier::sync(128, barrier);
-          using HalfTile = Shape<Int<kBlockM / 2>, Int<kDimV>>;
+          using HalfTile = Shape<_64, Int<kDimV>>;  // this consumer's rows
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid % 128);
           Tensor tOsO = gmem_thr_copy_o.partition_S(local_tile(sO, HalfTile{}, make_coord(consumer, 0)));

@@ -29,11 +29,11 @@ inline int fwd_grid_override() {
   return mode;
 }
 
-template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
-          bool kHasDropout, bool kIsPaged>
-flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
-  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV,
-                           fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)))>;
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
+flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
+  using Element = typename Traits::Element;
+  constexpr int kHeadDimQK = Traits::kHeadDimQK;
+  constexpr int kHeadDimV = Traits::kHeadDimV;
   auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
   if (params.pack_gqa || params.num_splits < 1 || (params.num_splits > 1 && params.out_accum == nullptr) ||
       (params.block_table != nullptr) != kIsPaged ||
@@ -124,6 +124,23 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   // The combine kernel writes out in the output's type (FP8 kernels write 16 bits).
   const bool out_fp16 = Traits::kIsFp8 ? params.out_fp16 : std::is_same_v<Element, cutlass::half_t>;
   return run_fwd_combine(params, out_fp16 ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16, stream);
+}
+
+// The tile follows the spec (sm90_fwd_tile.h); a causal kernel whose tall tiles (three
+// consumers) lose on short queries also holds the 128-row kernel and picks per call, by the
+// rule the planner's workspace sizing uses (fwd_tall_rows).
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
+          bool kHasDropout, bool kIsPaged>
+flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
+  constexpr bool kWide = fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)));
+  using Tall = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true>;
+  using Short = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/false>;
+  if constexpr (kIsCausal && Tall::kBlockM != Short::kBlockM) {
+    if (!fwd_tall_rows(kIsCausal, params.seqlen_q)) {
+      return launch_fwd<Short, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
+    }
+  }
+  return launch_fwd<Tall, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
 }
 
 }  // namespace flashgen::sm90

@@ -9,12 +9,13 @@
 namespace flashgen::sm90 {
 
 struct FwdTile {
-  int block_m;  // query rows per CTA: 64 per consumer warpgroup
+  int block_m;  // query rows per CTA: 64 per consumer warpgroup (two, or three at head dim 64)
   int block_n;  // keys per main-loop iteration
   int stages;   // K and V shared-memory pipeline depth
 };
 
-// Two consumer warpgroups (64 rows each) share every K/V tile. The key block shrinks with the
+// Two consumer warpgroups (64 rows each) share every K/V tile; three at head dim 64 (below).
+// The key block shrinks with the
 // head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
 // registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
 // FP8 (element_bytes 1) halves the K/V stages' footprint, so they get one more stage.
@@ -26,23 +27,34 @@ struct FwdTile {
 // FP8 at head dim 256: `wide` (any kernel without pages, causal too) takes 128-key blocks in
 // two stages instead of 64 in three: +8-16% (H200); paged ones keep 64, so that 64-row pages
 // still fit whole blocks. Head dim 192 (not measured with 128 keys) keeps 64.
+// Head dim 64 (both types) takes 192 query rows, three consumer warpgroups: their softmax is as
+// long as their GEMMs, and with two warps per SM sub-partition neither the MUFU nor the tensor
+// cores had anything else to do while one waited for S or finished its row sums (+8-13% bf16,
+// +17-23% FP8 at 2k-16k non-causal, H200). Under a causal mask a 192-row tile straddles more of
+// the diagonal (at 512 keys 35% more scores than 128-row tiles; -12% at 512 and 1k), so causal
+// kernels also carry a 128-row instantiation for seqlen_q below kTallRowsMinSeqlenCausal,
+// chosen per call (`tall` = fwd_tall_rows).
+constexpr int kTallRowsMinSeqlenCausal = 2048;
+constexpr bool fwd_tall_rows(bool causal, int seqlen_q) { return !causal || seqlen_q >= kTallRowsMinSeqlenCausal; }
+
 constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_bytes = 2) {
   return element_bytes == 1 ? !paged && !dropout : !causal && !paged && !dropout;
 }
 
-constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false) {
+constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false,
+                           bool tall = true) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
+  const int short_block_m = d <= 64 && tall ? 192 : 128;
   if (element_bytes == 1) {
     if (d > 192 && wide) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
-    return {/*block_m=*/128, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
+    return {/*block_m=*/short_block_m, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
   }
-  if (d <= 64) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/3}; }
+  if (d <= 64) { return {/*block_m=*/short_block_m, /*block_n=*/128, /*stages=*/3}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
   return {/*block_m=*/128, /*block_n=*/wide && d > 192 ? 80 : 64, /*stages=*/2};
 }
 
-constexpr int kFwdConsumerWarpgroups = 2;
-constexpr int kFwdThreads = 128 * (1 + kFwdConsumerWarpgroups);  // one producer warpgroup
+constexpr int fwd_consumer_warpgroups(FwdTile t) { return t.block_m / 64; }
 
 struct FwdTileCoord {
   int m_block;

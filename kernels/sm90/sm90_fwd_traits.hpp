@@ -45,7 +45,7 @@ CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
   }
 }
 
-template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kWideKeys_ = false>
+template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kWideKeys_ = false, bool kTallRows_ = true>
 struct FwdTraits {
   using Element = Element_;
   // FP8: e4m3 Q, K and V (the latter in the PV layout: keys contiguous), P re-quantised to e4m3
@@ -59,24 +59,25 @@ struct FwdTraits {
   static constexpr int kMmaK = kIsFp8 ? 32 : 16;  // the k width of one wgmma
   static_assert(kHeadDimQK % kMmaK == 0 && kHeadDimV % kMmaK == 0, "head dims must be multiples of the wgmma k");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_);
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_, kTallRows_);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
-  static constexpr int kNumThreads = kFwdThreads;
-  static constexpr int kNumMmaThreads = 128 * kFwdConsumerWarpgroups;
-  static_assert(kBlockM == 64 * kFwdConsumerWarpgroups);
+  static constexpr int kConsumers = fwd_consumer_warpgroups(kTile);
+  static_assert(kBlockM == 64 * kConsumers && (kConsumers == 2 || kConsumers == 3));
+  static constexpr int kNumThreads = 128 * (1 + kConsumers);  // one producer warpgroup
+  static constexpr int kNumMmaThreads = 128 * kConsumers;
   // setmaxnreg: the producer warpgroup hands registers to the consumers. The pool is what the
-  // launch allocated (65536 / 384 threads, rounded down to 8: 168 each), so the consumers' gain
-  // must not exceed what the producer frees, or their setmaxnreg.inc waits forever (it hung
-  // with a 32-register producer).
-  static constexpr int kLaunchRegs = 65536 / kFwdThreads / 8 * 8;
+  // launch allocated (65536 / threads, rounded down to 8: 168 each with two consumers, 128 with
+  // three), so the consumers' gain must not exceed what the producer frees, or their
+  // setmaxnreg.inc waits forever (it hung with a 32-register producer and two consumers).
+  static constexpr int kLaunchRegs = 65536 / kNumThreads / 8 * 8;
   static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
+  static constexpr int kConsumerRegs = kConsumers == 3 ? 160 : 240;
   static_assert((kLaunchRegs - kProducerRegs) * 128 >= (kConsumerRegs - kLaunchRegs) * kNumMmaThreads);
 
   // One 64-row wgmma atom per consumer warpgroup, stacked along M.
-  using AtomLayout = Layout<Shape<Int<kFwdConsumerWarpgroups>, _1, _1>>;
+  using AtomLayout = Layout<Shape<Int<kConsumers>, _1, _1>>;
   using TiledMmaQK = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kBlockN>, Int<kHeadDimQK>>>(), AtomLayout{}));
   static_assert(size<1>(typename TiledMmaQK::AtomShape_MNK{}) == kBlockN,
