@@ -57,16 +57,18 @@ __global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at
 // Eight elements per thread: dq[r, h, c] = scale * dq_accum[(r * heads + h) * accum_dim + c].
 template <class T>
 __global__ void convert_dq_kernel(const float* dq_accum, int accum_dim, T* dq, RowAddress dq_at, int total_q,
-                                  int num_heads, int head_dim, float scale) {
+                                  int num_heads, int head_dim, float scale, bool permuted) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const int chunks = head_dim / 8;
   if (i >= int64_t(total_q) * num_heads * chunks) { return; }
   const int c = int(i % chunks) * 8;
   const int64_t rh = i / chunks;
   const int r = int(rh / num_heads), h = int(rh % num_heads);
-  const float* src = dq_accum + rh * accum_dim + c;
+  // Permuted (BwdParams::dq_accum_permuted): group n = c / 8 of a 32-column block at chunks n % 4
+  // and n % 4 + 4.
+  const float* src = dq_accum + rh * accum_dim + (permuted ? (c & ~31) + ((c / 8) % 4) * 4 : c);
   const float4 lo = *reinterpret_cast<const float4*>(src);
-  const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+  const float4 hi = *reinterpret_cast<const float4*>(src + (permuted ? 16 : 4));
   alignas(16) T v[8] = {from_float<T>(lo.x * scale), from_float<T>(lo.y * scale), from_float<T>(lo.z * scale),
                         from_float<T>(lo.w * scale), from_float<T>(hi.x * scale), from_float<T>(hi.y * scale),
                         from_float<T>(hi.z * scale), from_float<T>(hi.w * scale)};
@@ -132,7 +134,7 @@ flashgen_status_t postprocess(const BwdParams& p, cudaStream_t stream) {
   convert_dq_kernel<T><<<dim3(unsigned((work + threads - 1) / threads)), threads, 0, stream>>>(
       p.dq_accum, p.dq_accum_dim, static_cast<T*>(p.dq),
       row_address(p, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride), p.total_q, p.num_heads_q,
-      p.head_dim_qk, p.softmax_scale);
+      p.head_dim_qk, p.softmax_scale, p.dq_accum_permuted);
   flashgen_status_t status = check_launch("backward dq conversion kernel");
   if (status != FLASHGEN_STATUS_OK || p.sinks == nullptr || p.dsinks == nullptr) { return status; }
   const bool varlen = p.cu_seqlens_q != nullptr;

@@ -26,6 +26,10 @@ struct BwdParams : FwdParams {
   //   softmax_d[h * total_q + r]                           (rowsum(dO * O))
   float* dq_accum;
   int dq_accum_dim;  // the padded head_dim_qk
+  // The sm90 backward's TMA-reduced dQ tiles store each 32-column block's 4-float chunks permuted
+  // (columns 8 n + 4 b .. + 3 at chunk n % 4 + 4 b), which makes their staging stores free of
+  // bank conflicts; the dQ conversion undoes it. Set by that launcher only.
+  bool dq_accum_permuted = false;
   float* softmax_d;
   // Deterministic mode: one counter per (batch, head_q, query block); the CTA of key block n
   // adds its dQ part once the counter says every earlier key block has added its own.

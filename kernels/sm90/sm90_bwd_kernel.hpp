@@ -307,8 +307,9 @@ CUTE_DEVICE void hand_dq_to_writer(typename Traits::SharedStorage& storage, Acc 
 
 // The consumers' dQ of one step into Traits::SmemLayoutdQ (fp32 (kBlockM, head_dim) in 8 x 32
 // atoms with the 128-byte swizzle: 16-byte chunk c of row r stored at chunk c ^ (r % 8); atoms
-// down the rows first). A warpgroup holds 64 rows x kCols columns: in the head-dim split (64-row
-// tiles) half the columns, in the query split (128-row tiles) its 64 rows. Thread `tid` holds,
+// down the rows first), its chunks in dq_accum's permuted order (see below). A warpgroup holds
+// 64 rows x kCols columns: in the head-dim split (64-row tiles) half the columns, in the query
+// split (128-row tiles) its 64 rows. Thread `tid` holds,
 // per 8-column group n and row half h, columns 8 n + 2 (lane % 4) + {0, 1} of row 16 warp +
 // lane / 4 + 8 h of its part (wgmma's accumulator order), so its chunks' XOR with the row takes
 // four values: four base pointers, every store one of them plus a constant (CuTe's per-element
@@ -323,10 +324,14 @@ CUTE_DEVICE void stage_dq_swizzled(Acc const& acc_dq, float* tile, int tid) {
   const int lane = tid % 32, warp = (tid % 128) / 32, group = tid / 128;
   const int g = lane / 4, t = lane % 4;
   const int group_offset = kByRows ? group * 8 * 256 : group * (kCols / 32) * kColBlock;
-  float* base = tile + (2 * warp) * 256 + group_offset + g * 32 + 2 * (t % 2) + 4 * ((t / 2) ^ (g & 1));
+  // dq_accum's permuted chunk order (BwdParams::dq_accum_permuted): columns 8 n + 4 b .. + 3 of
+  // a 32-column block at logical chunk n % 4 + 4 b, physical chunk (n % 4 + 4 b) ^ (row % 8); a
+  // half-warp's 8 (row, b) pairs then meet 8 distinct chunks (in the plain order, 2 n + b, only
+  // 4: two wavefronts per half-warp).
+  float* base = tile + (2 * warp) * 256 + group_offset + g * 32 + 2 * (t % 2) + 16 * ((t / 2) ^ (g >> 2));
   float* chunk_base[4];
   CUTE_UNROLL
-  for (int k = 0; k < 4; ++k) { chunk_base[k] = base + 8 * (k ^ (g >> 1)); }
+  for (int k = 0; k < 4; ++k) { chunk_base[k] = base + 4 * (k ^ (g & 3)); }
   CUTE_UNROLL
   for (int n = 0; n < kCols / 8; ++n) {
     CUTE_UNROLL

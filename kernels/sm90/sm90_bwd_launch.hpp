@@ -80,7 +80,9 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
     status = check_launch("sm90 backward kernel");
     if (status != FLASHGEN_STATUS_OK) { return status; }
   }
-  return run_bwd_postprocess(params, kDtype, stream);
+  BwdParams post = params;
+  post.dq_accum_permuted = Traits::kDqTma;  // stage_dq_swizzled's chunk order
+  return run_bwd_postprocess(post, kDtype, stream);
 }
 
 }  // namespace flashgen::sm90
