@@ -15,9 +15,9 @@ struct FwdTile {
 };
 
 // Two consumer warpgroups (64 rows each) share every K/V tile; three at head dim 64 (below).
-// The key block shrinks with the
-// head dim so that S (block_n / 2 registers per thread), O (head_dim_v / 2) and P fit the 240
-// registers a consumer thread gets, and Q plus the K/V stages fit 227 KiB of shared memory.
+// The key block shrinks with the head dim so that S (block_n / 2 registers per thread), O
+// (head_dim_v / 2) and P fit the 240 registers a consumer thread gets, and Q plus the K/V stages
+// fit 227 KiB of shared memory.
 // FP8 (element_bytes 1) halves the K/V stages' footprint, so they get one more stage.
 // `wide` (fwd_wide_keys): a kernel without a causal mask, pages or dropout (every key block but
 // the last is whole, no page size has to hold whole blocks, no Philox state to keep live) takes
@@ -33,7 +33,8 @@ struct FwdTile {
 // +17-23% FP8 at 2k-16k non-causal, H200). Under a causal mask a 192-row tile straddles more of
 // the diagonal (at 512 keys 35% more scores than 128-row tiles; -12% at 512 and 1k), so causal
 // kernels also carry a 128-row instantiation for seqlen_q below kTallRowsMinSeqlenCausal,
-// chosen per call (`tall` = fwd_tall_rows).
+// chosen per call (`tall` = fwd_tall_rows). Smaller head dims (32, 48), not measured or tested
+// that way on a GPU, keep 128 rows.
 constexpr int kTallRowsMinSeqlenCausal = 2048;
 constexpr bool fwd_tall_rows(bool causal, int seqlen_q) { return !causal || seqlen_q >= kTallRowsMinSeqlenCausal; }
 
@@ -44,12 +45,12 @@ constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false,
                            bool tall = true) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
-  const int short_block_m = d <= 64 && tall ? 192 : 128;
+  const int block_m_d64 = d == 64 && tall ? 192 : 128;
   if (element_bytes == 1) {
     if (d > 192 && wide) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
-    return {/*block_m=*/short_block_m, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
+    return {/*block_m=*/block_m_d64, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
   }
-  if (d <= 64) { return {/*block_m=*/short_block_m, /*block_n=*/128, /*stages=*/3}; }
+  if (d <= 64) { return {/*block_m=*/block_m_d64, /*block_n=*/128, /*stages=*/3}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
   return {/*block_m=*/128, /*block_n=*/wide && d > 192 ? 80 : 64, /*stages=*/2};
 }
