@@ -7,9 +7,8 @@
 // thread issues TMA loads of each tile's Q and of its K and V blocks into a kStages-deep
 // shared-memory ring whose slots complete on mbarriers, running ahead into the next tile while
 // the consumers finish the current one. The other two (three at head dim 64) are consumers, 64
-// query rows each:
-// S = Q K^T by wgmma from shared memory, the online softmax in registers, then O += P V by
-// wgmma with P straight from registers. Within a consumer the softmax of block n overlaps the
+// query rows each: S = Q K^T by wgmma from shared memory, the online softmax in registers, then
+// O += P V by wgmma with P straight from registers. Within a consumer the softmax of block n overlaps the
 // P V wgmma of block n + 1; between the consumers, named barriers make them take turns issuing
 // wgmma (ping-pong), so one's softmax runs under the others' GEMMs. Key blocks are visited from
 // the last one down, as in the SM80 path, so masked blocks come first.
@@ -38,6 +37,8 @@ using namespace cute;
 // (kTurn0 + consumer) and the epilogue's hand-over of the output tile in shared memory (all
 // consumers, or kEpilogue0 + consumer), for up to three consumers.
 enum class FwdBarrier : int { kTurn0 = 1, kEpilogue = 4, kEpilogue0 = 5 };
+static_assert(int(cutlass::arch::ReservedNamedBarriers::FirstUserBarrier) + int(FwdBarrier::kEpilogue0) + 3 <= 16,
+              "the forward's named barriers exceed the 16 hardware barriers");
 
 // FP8: probabilities are scaled by 2^8 before they are rounded to e4m3 (max 448), so that the
 // small ones keep e4m3's normal precision; the row sums carry the same factor, which cancels.
@@ -329,9 +330,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   // blocks, so the turns go round across tiles too: the last consumer hands consumer 0 the very
   // first turn (at the first tile with work), and consumer 0 takes the last hand-over after the
   // final tile. So a consumer done with its epilogue starts its next tile while the others
-  // still store their rows. (Doing the
-  // first hand-over before the tile loop instead made ptxas keep Q's descriptors in ordinary
-  // registers: +41 instructions per key block at head dim 256, -6%.)
+  // still store their rows. (Doing the first hand-over before the tile loop instead made ptxas
+  // keep Q's descriptors in ordinary registers: +41 instructions per key block at head dim 256,
+  // -6%.)
   constexpr int kConsumers = Traits::kConsumers;
   const int consumer = tid / 128;
   const int my_turn = int(FwdBarrier::kTurn0) + consumer;
@@ -599,12 +600,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
           NamedBarrier::sync(128, barrier);
-          using HalfTile = Shape<_64, Int<kDimV>>;  // this consumer's rows
+          using ConsumerRows = Shape<_64, Int<kDimV>>;
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid % 128);
-          Tensor tOsO = gmem_thr_copy_o.partition_S(local_tile(sO, HalfTile{}, make_coord(consumer, 0)));
-          Tensor tOgO = gmem_thr_copy_o.partition_D(local_tile(out_tile(out_tag), HalfTile{}, make_coord(consumer, 0)));
-          Tensor tOcO = gmem_thr_copy_o.partition_D(local_tile(cO, HalfTile{}, make_coord(consumer, 0)));
+          Tensor tOsO = gmem_thr_copy_o.partition_S(local_tile(sO, ConsumerRows{}, make_coord(consumer, 0)));
+          Tensor tOgO =
+              gmem_thr_copy_o.partition_D(local_tile(out_tile(out_tag), ConsumerRows{}, make_coord(consumer, 0)));
+          Tensor tOcO = gmem_thr_copy_o.partition_D(local_tile(cO, ConsumerRows{}, make_coord(consumer, 0)));
           CUTE_UNROLL
           for (int m = 0; m < size<1>(tOsO); ++m) {
             if (get<0>(tOcO(0, m, 0)) >= rows_left) { continue; }
