@@ -228,9 +228,12 @@ def test_paged_cache_with_grad_is_rejected():
 
 
 def test_missing_backward_kernel_is_reported_before_the_forward():
+    # CPU tensors resolve their kernels in the sm80 family (dispatch knows no GPU for them).
     specs = [KernelSpec.parse(k["name"]) for k in manifest()["kernels"]]
-    spec = next(s for s in specs if s.direction == "fwd" and s.dtype != "e4m3"
-                and not (s.dropout or s.paged or s.softcap or s.alibi))
+    spec = next((s for s in specs if s.direction == "fwd" and s.arch == "sm80" and s.dtype != "e4m3"
+                 and not (s.dropout or s.paged or s.softcap or s.alibi)), None)
+    if spec is None:
+        pytest.skip("this build has no plain sm80 forward kernel, which a CPU-tensor call resolves to")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[spec.dtype]
     q = torch.randn(1, 3, 2, spec.head_dim_qk, dtype=dtype, requires_grad=True)
     k = torch.randn(1, 3, 2, spec.head_dim_qk, dtype=dtype)

@@ -94,6 +94,22 @@ CUTE_DEVICE void end_block_before_wait(Frag& frag, bool never) {
   }
 }
 
+// Loads a (16-byte vector, K) slice of a shared-memory tile into registers with ld.shared.v4.
+// A copy through CuTe's swizzled shared-memory pointer compiled to generic loads with 64-bit
+// addresses (the swizzle is applied to the pointer's integer value, which hides its space).
+template <class Src, class Dst>
+CUTE_DEVICE void load_shared_vec16(Src const& src, Dst& dst) {
+  static_assert(sizeof(typename Dst::value_type) * decltype(size<0>(src))::value == 16);
+  Tensor words = recast<uint32_t>(dst);
+  CUTE_UNROLL
+  for (int k = 0; k < size<1>(src); ++k) {
+    const uint32_t addr = cast_smem_ptr_to_uint(raw_pointer_cast(&src(0, k)));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(words(4 * k)), "=r"(words(4 * k + 1)), "=r"(words(4 * k + 2)), "=r"(words(4 * k + 3))
+                 : "r"(addr));
+  }
+}
+
 // Issues acc (+)= A B as one wgmma batch over all k slices and commits it; the caller waits
 // with warpgroup_wait<N>(). kZeroInit overwrites acc instead of accumulating.
 template <bool kZeroInit, class TiledMma, class FragA, class FragB, class Acc>

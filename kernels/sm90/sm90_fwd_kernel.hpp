@@ -3,7 +3,7 @@
 // A grid of at most one CTA per SM walks the (query block, head, batch entry) tiles in the order
 // of sm90_fwd_tile.h: CTA c starts with tile c and then takes the next one from a global counter
 // (or tile + gridDim.x without one) when its loads of the current one are issued, and passes
-// each index to its consumers through shared memory. Warpgroup 0 is the producer: one
+// each tile's coordinates to its consumers through shared memory. Warpgroup 0 is the producer: one
 // thread issues TMA loads of each tile's Q and of its K and V blocks into a kStages-deep
 // shared-memory ring whose slots complete on mbarriers, running ahead into the next tile while
 // the consumers finish the current one. The other two (three at head dim 64) are consumers, 64
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   Pipeline pipeline_v(storage.pipeline_v, pipe_params, Shape<_1, _1, _1>{});
   __syncthreads();  // barrier initialisation is visible to every thread
 
-  // What producer and consumers both derive from a tile index, identically.
+  // What producer and consumers both derive from a tile's coordinates, identically.
   struct Tile {
     int m_block, head, batch, split;
     SeqInfo seq;
@@ -162,8 +162,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     bool in_range;  // the query block holds rows (varlen entries are shorter than the maximum)
     bool has_work;  // some key is visible to some row
   };
-  auto make_tile = [&](int index) __attribute__((always_inline)) {
-    const FwdTileCoord c = order.coord(index);
+  auto make_tile = [&](FwdTileCoord const& c) __attribute__((always_inline)) {
     const SeqInfo seq(params, c.batch);
     const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
     Tile t{c.m_block, c.head, c.batch, c.split, seq, mask, mask.blocks(c.m_block), false, false};
@@ -186,11 +185,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     Tensor mVt = kp.tma_v.get_tma_tensor(make_shape(kDimV, kp.v_cols, params.num_heads_kv, kp.k_batches));
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     int q_count = 0;  // tiles with work so far
-    // Publishes the k-th tile index to the consumers (slot k % 2; waits until they took k - 2).
-    auto publish = [&](int k, int index) __attribute__((always_inline)) {
+    // Publishes the k-th tile to the consumers (slot k % 2; waits until they took k - 2), decoded:
+    // the tile order's divisions then run once per tile, in this thread, instead of in every
+    // consumer thread ahead of its first wgmma. m_block < 0 ends the sequence.
+    auto publish = [&](int k, FwdTileCoord const& c) __attribute__((always_inline)) {
       const int slot = k & 1;
       if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
-      storage.tile_index[slot] = index;
+      storage.tile[slot] = c;
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
     // The next tile is claimed once this one's loads are all issued, i.e. when the consumers
@@ -203,9 +204,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
                                              : index + int(gridDim.x);
     };
     for (int k = 0;; ++k) {
-      publish(k, index);
-      if (index >= order.num_tiles) { break; }
-      const Tile t = make_tile(index);
+      if (index >= order.num_tiles) {
+        publish(k, FwdTileCoord{-1, 0, 0, 0});
+        break;
+      }
+      const FwdTileCoord c = order.coord(index);
+      publish(k, c);
+      const Tile t = make_tile(c);
       if (!t.has_work) {
         claim_next();
         continue;
@@ -347,13 +352,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   for (int k = 0;; ++k) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
-    const int index = storage.tile_index[slot];
+    const FwdTileCoord coord = storage.tile[slot];
     EmptyBarrier::arrive(&storage.tile_empty[slot]);
-    if (index >= order.num_tiles) {
+    if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
       break;
     }
-    const Tile t = make_tile(index);
+    const Tile t = make_tile(coord);
     if (!t.in_range) { continue; }
     const SeqInfo& seq = t.seq;
     const int m_block = t.m_block, head = t.head;
@@ -494,7 +499,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
       ++read_k;
-      scores_to_probs(acc_s, n, true_type{}, /*masked=*/true, k_scale, /*v_ratio=*/1.f);  // masking all is harmless
+      scores_to_probs(acc_s, n, true_type{}, range.needs_mask(n), k_scale, /*v_ratio=*/1.f);
       scores_into_p(acc_s);
     }
     for (--n; n >= range.n_min; --n) {
@@ -593,7 +598,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
         Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
         Tensor out = convert_fragment<ElementOut>(acc_o);
-        auto smem_copy_o = make_tiled_copy_C(Copy_Atom<DefaultCopy, ElementOut>{}, mma_pv);
+        // stmatrix: four 8 x 8 blocks from the accumulator's register order per instruction.
+        // (Element-wise copies through CuTe's swizzled pointer compiled to 32 generic 4-byte
+        // stores per thread, each with its own 64-bit address.)
+        auto smem_copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, ElementOut>{}, mma_pv);
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
         if constexpr (Traits::kSeparateO) {
           const int barrier = int(FwdBarrier::kEpilogue0) + consumer;
@@ -611,7 +619,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           for (int m = 0; m < size<1>(tOsO); ++m) {
             if (get<0>(tOcO(0, m, 0)) >= rows_left) { continue; }
             Tensor row = make_fragment_like<ElementOut>(tOsO(_, m, _));
-            copy(gmem_copy_o, tOsO(_, m, _), row);
+            load_shared_vec16(tOsO(_, m, _), row);
             copy(gmem_copy_o, row, tOgO(_, m, _));
           }
         } else {
@@ -622,7 +630,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
           Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
           Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
-          copy(gmem_copy_o, tOsO, tOrO);
+          CUTE_UNROLL
+          for (int m = 0; m < size<1>(tOsO); ++m) {
+            Tensor row = tOrO(_, m, _);
+            load_shared_vec16(tOsO(_, m, _), row);
+          }
           EmptyBarrier::arrive(&storage.q_empty[q_buffer]);
           copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
               gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),

@@ -135,7 +135,7 @@ struct FwdTraits {
     // The tile sequence, from the producer to the consumers: a two-slot ring.
     alignas(8) uint64_t tile_full[2];
     alignas(8) uint64_t tile_empty[2];
-    int tile_index[2];
+    alignas(16) FwdTileCoord tile[2];
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
