@@ -175,6 +175,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     t.has_work = t.in_range && t.range.n_max > t.range.n_min;
     return t;
   };
+  // The mbarrier waits and arrives are volatile asm without a memory clobber: these fences keep
+  // the compiler from moving a tile slot's ordinary store and load across them.
+  auto compiler_fence = []() __attribute__((always_inline)) { asm volatile("" ::: "memory"); };
 
   if (warp_group == 0) {
     // ---- Producer ----
@@ -191,7 +194,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     auto publish = [&](int k, FwdTileCoord const& c) __attribute__((always_inline)) {
       const int slot = k & 1;
       if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
+      compiler_fence();
       storage.tile[slot] = c;
+      compiler_fence();
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
     // The next tile is claimed once this one's loads are all issued, i.e. when the consumers
@@ -352,7 +357,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   for (int k = 0;; ++k) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
+    compiler_fence();
     const FwdTileCoord coord = storage.tile[slot];
+    compiler_fence();
     EmptyBarrier::arrive(&storage.tile_empty[slot]);
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
