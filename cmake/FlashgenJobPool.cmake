@@ -1,6 +1,6 @@
 # A Ninja job pool for libflashgen's compile jobs, so a wide build cannot run out of memory.
 #
-# One kernel translation unit makes nvcc (cicc, ptxas) hold up to ~3 GB at its peak (forward
+# One kernel translation unit makes nvcc (cicc, ptxas) hold up to ~4.3 GB at its peak (forward
 # kernels, measured; codegen/estimate.py), so the number of concurrent compiles is bounded by
 # RAM as well as by cores. The default budget of 5 GB per job leaves room for the host
 # compiler and for heavier instantiations. CMAKE_BUILD_PARALLEL_LEVEL (or ninja -j) still sets the overall

@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .estimate import default_jobs, estimate
+from .estimate import default_jobs, estimate, sm80_forward_tiles
 from .render import render
 from .selection import BuildSelection, SelectionError
 
@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             backward = sum(1 for s in specs if s.direction == "bwd" and s.arch == "sm80")
             sm90_backward = sum(1 for s in specs if s.direction == "bwd" and s.arch == "sm90")
             decode = sum(1 for s in specs if s.direction == "decode")
+            two_tile = sum(1 for s in specs if s.direction == "fwd" and s.arch == "sm80"
+                           and sm80_forward_tiles(s.head_dim_qk, s.head_dim_v) == 2)
             est = estimate(len(specs), len(selection.cuda_archs), jobs, backward, by_family.get("sm90", 0), decode,
-                           sm90_backward)
+                           sm90_backward, two_tile)
             print(f"# {len(specs)} kernel(s) ({families or 'none'}) for CUDA archs "
                   f"{';'.join(selection.cuda_archs)}: {est.images} compiled images (sm90 kernels: sm_90a only)")
             print(est.describe())

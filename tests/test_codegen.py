@@ -342,6 +342,30 @@ def test_compile_estimate_counts_sm90_kernels_once():
     assert est.core_seconds == (5 * 2 + 3) * 30.0 + 2 * 2 * 50.0
 
 
+def test_compile_estimate_prices_two_tile_sm80_forward_kernels():
+    from codegen.estimate import SECONDS_PER_IMAGE, SECONDS_PER_TWO_TILE_IMAGE, estimate, sm80_forward_tiles
+
+    # Padded head dims above 128 (136 pads to 160) hold the wide and the narrow tile.
+    assert [sm80_forward_tiles(d, d) for d in (64, 128, 136, 192, 256)] == [1, 1, 2, 2, 2]
+    assert sm80_forward_tiles(192, 128) == 2 and sm80_forward_tiles(128, 96) == 1
+    est = estimate(num_kernels=5, num_archs=2, jobs=4, num_two_tile=3)
+    assert est.images == 10
+    assert est.core_seconds == (2 * SECONDS_PER_IMAGE + 3 * SECONDS_PER_TWO_TILE_IMAGE) * 2
+
+
+def test_cli_list_prices_two_tile_kernels():
+    env = dict(os.environ, FLASHGEN_CUDA_ARCHS="80", FLASHGEN_DTYPES="bf16", FLASHGEN_VARIANTS="plain",
+               FLASHGEN_DIRECTIONS="fwd")
+    env.pop("FLASHGEN_KERNELS", None)
+    env.pop("FLASHGEN_KERNELS_EXCLUDE", None)
+
+    def core_minutes(head_dims):
+        out = subprocess.run([sys.executable, "-m", "codegen", "--list", "--head-dims", head_dims], cwd=REPO_ROOT,
+                             env=env, capture_output=True, text=True, check=True).stdout
+        return float(re.search(r"compile time: ([0-9.]+) core-minute", out).group(1))
+    assert core_minutes("256") > core_minutes("128")
+
+
 def test_compile_estimate_prices_decode_and_sm90_backward_kernels():
     from codegen.estimate import SECONDS_PER_BWD_IMAGE, SECONDS_PER_DECODE_IMAGE, SECONDS_PER_IMAGE, estimate
 

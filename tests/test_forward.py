@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import flashgen
+from flashgen.codegen.estimate import sm80_forward_tiles
 
 from conftest import requires_gpu
 from gpu_common import kernels, make_qkv, ramped_keys
@@ -199,6 +200,44 @@ def test_sm90_agrees_with_sm80(spec, monkeypatch):
     torch.testing.assert_close(o90.float(), o80.float(), atol=2e-2, rtol=0)
     torch.testing.assert_close(lse90, lse80, atol=1e-3, rtol=1e-4)
     assert (o90.float() - o80.float()).abs().mean() < 2e-3
+
+
+# sm80 kernels above head dim 128 hold a wide (128-row) and a narrow (64-row) tile, and auto mode
+# takes one per device (kernels/sm80/sm80_fwd_tile.h), so the other is run here by forcing it.
+# FLASHGEN_SM80_FWD_ROWS is read on every call, like FLASHGEN_FWD_BACKEND.
+TWO_TILE_KERNELS = [s for s in FWD_KERNELS if s.arch == "sm80" and sm80_forward_tiles(s.head_dim_qk, s.head_dim_v) == 2]
+
+
+@pytest.mark.parametrize("rows", ["wide", "narrow"])
+@pytest.mark.parametrize("spec", TWO_TILE_KERNELS, ids=lambda s: s.name)
+def test_sm80_wide_and_narrow_tiles(spec, rows, monkeypatch):
+    monkeypatch.setenv("FLASHGEN_SM80_FWD_ROWS", rows)
+    q, k, v = make_qkv(spec, b=2, sq=113, sk=203, h=3, hkv=3)
+    try:
+        run_and_check(spec, q, k, v)
+    except RuntimeError as err:
+        # The wide tile needs more shared memory per block than sm86/sm89/sm120 allow.
+        if rows == "wide" and "shared memory" in str(err):
+            pytest.skip(str(err))
+        raise
+    for sq, sk in ((1, 239), (17, 17), (239, 113), (1023, 1023), (2111, 2201)):
+        q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=3, hkv=3)
+        run_and_check(spec, q, k, v)
+    # Packed GQA rows (17 x 3 rows fit either tile twice) and split keys, which the planner sizes
+    # with the tile it chose; a sliding window's masked blocks.
+    q, k, v = make_qkv(spec, b=2, sq=17, sk=1023, h=6, hkv=2)
+    run_and_check(spec, q, k, v)
+    run_and_check(spec, q, k, v, num_splits=3)
+    q, k, v = make_qkv(spec, b=2, sq=239, sk=301, h=4, hkv=2)
+    run_and_check(spec, q, k, v, window_size=(100, 37))
+
+
+def test_sm80_rows_override_is_validated(monkeypatch):
+    monkeypatch.setenv("FLASHGEN_SM80_FWD_ROWS", "tall")
+    spec = FWD_KERNELS[0]
+    q, k, v = make_qkv(spec, b=1, sq=8, sk=8, h=2, hkv=2)
+    with pytest.raises(ValueError, match="FLASHGEN_SM80_FWD_ROWS"):
+        flashgen.flash_attn_func(q, k, v, causal=spec.causal)
 
 
 def test_backend_override_is_validated(monkeypatch):

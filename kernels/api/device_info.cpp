@@ -21,12 +21,18 @@ flashgen_status_t current_device_info(DeviceInfo* info) {
       *info = it->second;
       return FLASHGEN_STATUS_OK;
     }
-    int major = 0, minor = 0, sms = 0;
+    int major = 0, minor = 0, sms = 0, smem_sm = 0, smem_block = 0;
     err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device); }
     if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); }
     if (err == cudaSuccess) {
-      *info = DeviceInfo{device, major * 10 + minor, sms};
+      err = cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    }
+    if (err == cudaSuccess) {
+      err = cudaDeviceGetAttribute(&smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    }
+    if (err == cudaSuccess) {
+      *info = DeviceInfo{device, major * 10 + minor, sms, smem_sm, smem_block};
       cache[device] = *info;
       return FLASHGEN_STATUS_OK;
     }

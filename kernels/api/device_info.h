@@ -9,6 +9,8 @@ struct DeviceInfo {
   int device;
   int compute_capability;  // major * 10 + minor
   int num_sms;
+  int smem_per_sm;           // bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor
+  int smem_per_block_optin;  // bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin
 };
 
 flashgen_status_t current_device_info(DeviceInfo* info);

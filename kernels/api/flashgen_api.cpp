@@ -345,6 +345,21 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   return FLASHGEN_STATUS_OK;
 }
 
+// FLASHGEN_SM80_FWD_ROWS=wide|narrow forces the SM80 forward's tile at head dims above 128, for
+// A/B runs (unset, empty or auto: sm80::fwd_narrow_rows). Read on each call, as
+// FLASHGEN_FWD_BACKEND is, so that one process (the tests) can run both tiles.
+enum class Sm80Rows { kAuto, kWide, kNarrow };
+
+flashgen_status_t sm80_rows_override(Sm80Rows* rows) {
+  const char* value = std::getenv("FLASHGEN_SM80_FWD_ROWS");
+  *rows = Sm80Rows::kAuto;
+  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "wide") == 0) { *rows = Sm80Rows::kWide; return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(value, "narrow") == 0) { *rows = Sm80Rows::kNarrow; return FLASHGEN_STATUS_OK; }
+  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_SM80_FWD_ROWS='%s': expected auto, wide or narrow",
+                   value);
+}
+
 // workspace_available: whether an automatic split count may ask for workspace.
 flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_available, Plan* plan) {
   clear_error();
@@ -369,6 +384,9 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                 /*dropout=*/args->dropout_p > 0.f, /*paged=*/args->block_table != nullptr};
   int backend = 0;
   status = family_override("FLASHGEN_FWD_BACKEND", &backend);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  Sm80Rows sm80_rows = Sm80Rows::kAuto;
+  status = sm80_rows_override(&sm80_rows);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
@@ -419,8 +437,13 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   plan->params = to_fwd_params(*args);
   FwdParams& p = plan->params;
 
-  // The SM80-path plan: packed GQA rows and split-KV for short queries.
-  const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v);
+  // The SM80-path plan: its tile (two above head dim 128, chosen by the device's shared memory),
+  // packed GQA rows and split-KV for short queries, both sized with that tile.
+  p.sm80_narrow = sm80_rows == Sm80Rows::kAuto
+                      ? sm80::fwd_narrow_rows(p.head_dim_qk, p.head_dim_v, /*element_bytes=*/2, device.smem_per_sm,
+                                              device.smem_per_block_optin)
+                      : sm80_rows == Sm80Rows::kNarrow && sm80::fwd_has_narrow_tile(p.head_dim_qk, p.head_dim_v);
+  const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v, p.sm80_narrow);
   // Short queries under GQA: the query heads of a group share one tile and one read of K/V.
   // ALiBi slopes and dropout streams are per head, so those kernels keep one head per tile.
   p.pack_gqa = p.group_size > 1 && p.seqlen_q * p.group_size <= 2 * tile.block_m && !key.alibi && !key.dropout;

@@ -33,6 +33,10 @@ struct FwdParams {
   // R / group_size of head head_kv * group_size + R % group_size): one read of K/V serves the
   // whole group, and a decode step fills a tile. Grid y then runs over KV heads.
   bool pack_gqa;
+  // SM80-path kernels of padded head dims above 128: run the narrow tile (64 rows, 4 warps)
+  // instead of the wide one (128 rows, 8 warps). Set by the planner (sm80::fwd_narrow_rows or
+  // FLASHGEN_SM80_FWD_ROWS), which sizes pack_gqa and num_splits with the same tile.
+  bool sm80_narrow;
   int head_dim_qk;
   int head_dim_v;
   int total_q;  // rows of q over the whole batch: batch * seqlen_q, or total_q when varlen

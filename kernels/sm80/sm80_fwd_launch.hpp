@@ -13,10 +13,9 @@
 
 namespace flashgen::sm80 {
 
-template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
-          bool kHasDropout, bool kIsPaged>
-flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
-  using Traits = FwdTraits<Element, kHeadDimQK, kHeadDimV>;
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
+flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
+  using Element = typename Traits::Element;
   auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
   constexpr int kSmemBytes = Traits::kSmemBytes;
 
@@ -32,6 +31,21 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   constexpr flashgen_dtype_t kDtype =
       std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
   return run_fwd_combine(params, kDtype, stream);
+}
+
+// Head dims above 128 hold both tiles (sm80_fwd_tile.h) and take the one the planner sized its
+// packing and splits for (params.sm80_narrow); smaller ones hold one kernel.
+template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
+          bool kHasDropout, bool kIsPaged>
+flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
+  if constexpr (fwd_has_narrow_tile(kHeadDimQK, kHeadDimV)) {
+    if (params.sm80_narrow) {
+      using Narrow = FwdTraits<Element, kHeadDimQK, kHeadDimV, /*kNarrow=*/true>;
+      return launch_fwd<Narrow, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
+    }
+  }
+  using Wide = FwdTraits<Element, kHeadDimQK, kHeadDimV, /*kNarrow=*/false>;
+  return launch_fwd<Wide, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
 }
 
 }  // namespace flashgen::sm80

@@ -49,7 +49,8 @@ struct HeadDimTraits {
                                    SM80_16x8x16_F32BF16BF16F32_TN>;
 };
 
-template <class Element_, int kHeadDimQK_, int kHeadDimV_>
+// kNarrow: the narrow tile of head dims above 128 (sm80_fwd_tile.h).
+template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kNarrow>
 struct FwdTraits : HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_> {
   using Base = HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_>;
   using typename Base::Element;
@@ -59,7 +60,8 @@ struct FwdTraits : HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_> {
   using Base::kPadQK;
   using Base::kPadV;
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV);
+  static_assert(!kNarrow || fwd_has_narrow_tile(kHeadDimQK, kHeadDimV));
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, kNarrow);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kNumWarps = kTile.num_warps;
@@ -87,7 +89,7 @@ struct FwdTraits : HeadDimTraits<Element_, kHeadDimQK_, kHeadDimV_> {
   static constexpr int kSmemInputElems = int(cosize_v<SmemLayoutQ> + cosize_v<SmemLayoutK> + cosize_v<SmemLayoutV>);
   static constexpr int kSmemBytes =
       int(sizeof(Element)) * (kSmemInputElems > int(cosize_v<SmemLayoutO>) ? kSmemInputElems : int(cosize_v<SmemLayoutO>));
-  static_assert(kSmemBytes == fwd_smem_bytes(kHeadDimQK, kHeadDimV, sizeof(Element)));
+  static_assert(kSmemBytes == fwd_smem_bytes(kHeadDimQK, kHeadDimV, sizeof(Element), kNarrow));
 };
 
 }  // namespace flashgen::sm80

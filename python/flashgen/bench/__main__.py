@@ -88,9 +88,14 @@ def main(argv=None) -> int:
                         help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
     parser.add_argument("--bwd-backend", choices=("auto", "sm80", "sm90"), default=None,
                         help="force the backward kernel family (sets FLASHGEN_BWD_BACKEND)")
+    parser.add_argument("--sm80-rows", choices=("auto", "wide", "narrow"), default=None,
+                        help="force the sm80 forward's tile above head dim 128: 128 or 64 query rows "
+                             "(sets FLASHGEN_SM80_FWD_ROWS)")
     args = parser.parse_args(argv)
     if args.backend is not None:
         os.environ["FLASHGEN_FWD_BACKEND"] = args.backend
+    if args.sm80_rows is not None:
+        os.environ["FLASHGEN_SM80_FWD_ROWS"] = args.sm80_rows
     if args.bwd_backend is not None:
         os.environ["FLASHGEN_BWD_BACKEND"] = args.bwd_backend
     if not torch.cuda.is_available():
@@ -104,7 +109,9 @@ def main(argv=None) -> int:
         f"cuDNN {torch.backends.cudnn.version()}",
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
-        f"flashgen kernel families (bf16, head dim 128): forward {_family('fwd')}, backward {_family('bwd')}",
+        f"flashgen kernel families (bf16, head dim 128): forward {_family('fwd')}, backward {_family('bwd')}"
+        + (f"; FLASHGEN_SM80_FWD_ROWS={os.environ['FLASHGEN_SM80_FWD_ROWS']}"
+           if os.environ.get("FLASHGEN_SM80_FWD_ROWS") else ""),
     ]
     for line in header:
         print(line, flush=True)
