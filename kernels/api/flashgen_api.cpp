@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "api/device_info.h"
 #include "api/fwd_args.h"
@@ -471,11 +472,16 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
     if (sm80_entry != nullptr) { entry = sm80_entry; }
   }
   if (entry->key.family == KernelFamily::kSm90 && !sm90_pages_fit) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+    // Forced sm90: the call itself is what cannot run. Otherwise the build lacks the SM80-path
+    // kernel of the same spec, which serves any page size: name it.
+    const std::string name(entry->name);
+    const std::string sm80_name = name.substr(0, name.find("_sm90_")) + "_sm80_" + name.substr(name.find("_sm90_") + 6);
+    return set_error(backend == 90 ? FLASHGEN_STATUS_INVALID_ARGUMENT : FLASHGEN_STATUS_NOT_BUILT,
                      "the sm90 paged kernel needs page_size to be a multiple of %d for head dim %d (got %d); other "
-                     "page sizes run on the sm80 kernel %s",
-                     t90.block_n, key.head_dim_qk, p.page_size,
-                     backend == 90 ? "(FLASHGEN_FWD_BACKEND=sm90 forbids it)" : "(not built)");
+                     "page sizes run on the sm80 kernel %s %s",
+                     t90.block_n, key.head_dim_qk, p.page_size, sm80_name.c_str(),
+                     backend == 90 ? "(FLASHGEN_FWD_BACKEND=sm90 forbids it)"
+                                   : "(not built: rebuild with FLASHGEN_KERNELS selecting it)");
   }
   plan->entry = entry;
   const bool hopper = entry->key.family == KernelFamily::kSm90;
