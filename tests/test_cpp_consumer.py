@@ -72,15 +72,21 @@ def test_example_builds_against_installed_package(example_binary):
 
 
 def _example_args():
-    """A dtype and head dim whose plain (and, if built, paged) non-causal kernels exist."""
+    """A dtype and head dim whose plain non-causal kernels exist, and, when one is built, a kernel
+    for the example's paged decode (page_size 16: a decode kernel or the sm80 paged one; the sm90
+    paged kernels need pages of whole key blocks)."""
     from flashgen._library import manifest
 
-    def built(paged):
-        return {(k["dtype"], k["head_dim_qk"]) for k in manifest()["kernels"]
-                if k["direction"] == "fwd" and k["head_dim_qk"] == k["head_dim_v"] and k["dtype"] in ("bf16", "fp16")
-                and not (k["causal"] or k["softcap"] or k["alibi"] or k["dropout"]) and k["paged"] == paged}
+    kernels = manifest()["kernels"]
 
-    plain, paged = built(False), built(True)
+    def built(paged, arch=None):
+        return {(k["dtype"], k["head_dim_qk"]) for k in kernels
+                if k["direction"] == "fwd" and k["head_dim_qk"] == k["head_dim_v"] and k["dtype"] in ("bf16", "fp16")
+                and not (k["causal"] or k["softcap"] or k["alibi"] or k["dropout"]) and k["paged"] == paged
+                and (arch is None or k["arch"] == arch)}
+
+    decode = {(k["dtype"], k["head_dim_qk"]) for k in kernels if k["direction"] == "decode"}
+    plain, paged = built(False), built(True, arch="sm80") | decode
     if not plain:
         pytest.skip("the build has no plain non-causal fp16/bf16 forward kernel for the example")
     both = sorted(plain & paged, key=lambda key: (key != ("bf16", 64), key))
