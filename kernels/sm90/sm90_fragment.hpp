@@ -95,8 +95,8 @@ CUTE_DEVICE void end_block_before_wait(Frag& frag, bool never) {
 }
 
 // Loads a (16-byte vector, K) slice of a shared-memory tile into registers with ld.shared.v4.
-// A copy through CuTe's swizzled shared-memory pointer compiled to generic loads with 64-bit
-// addresses (the swizzle is applied to the pointer's integer value, which hides its space).
+// CuTe's copy through the swizzled shared-memory tensor compiled to generic loads (LD.E.128)
+// with 64-bit addresses: the compiler did not see that the pointer is a shared-memory one.
 template <class Src, class Dst>
 CUTE_DEVICE void load_shared_vec16(Src const& src, Dst& dst) {
   static_assert(sizeof(typename Dst::value_type) * decltype(size<0>(src))::value == 16);

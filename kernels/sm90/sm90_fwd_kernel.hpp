@@ -606,8 +606,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         Tensor sO = make_tensor(make_smem_ptr(static_cast<ElementOut*>(smem_o)), typename Traits::SmemLayoutO{});
         Tensor out = convert_fragment<ElementOut>(acc_o);
         // stmatrix: four 8 x 8 blocks from the accumulator's register order per instruction.
-        // (Element-wise copies through CuTe's swizzled pointer compiled to 32 generic 4-byte
-        // stores per thread, each with its own 64-bit address.)
+        // (The element-wise copy through CuTe's swizzled pointer compiled to 64 generic 2-byte
+        // stores per thread at head dim 128, each with its own 64-bit address.)
         auto smem_copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, ElementOut>{}, mma_pv);
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
         if constexpr (Traits::kSeparateO) {
