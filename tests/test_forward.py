@@ -232,17 +232,10 @@ def test_sm80_wide_and_narrow_tiles(spec, rows, monkeypatch):
     run_and_check(spec, q, k, v, window_size=(100, 37))
 
 
-def test_sm80_rows_override_is_validated(monkeypatch):
-    monkeypatch.setenv("FLASHGEN_SM80_FWD_ROWS", "tall")
+@pytest.mark.parametrize("variable, value", [("FLASHGEN_FWD_BACKEND", "sm75"), ("FLASHGEN_SM80_FWD_ROWS", "tall")])
+def test_override_is_validated(variable, value, monkeypatch):
+    monkeypatch.setenv(variable, value)
     spec = FWD_KERNELS[0]
     q, k, v = make_qkv(spec, b=1, sq=8, sk=8, h=2, hkv=2)
-    with pytest.raises(ValueError, match="FLASHGEN_SM80_FWD_ROWS"):
-        flashgen.flash_attn_func(q, k, v, causal=spec.causal)
-
-
-def test_backend_override_is_validated(monkeypatch):
-    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm75")
-    spec = FWD_KERNELS[0]
-    q, k, v = make_qkv(spec, b=1, sq=8, sk=8, h=2, hkv=2)
-    with pytest.raises(ValueError, match="FLASHGEN_FWD_BACKEND"):
+    with pytest.raises(ValueError, match=variable):
         flashgen.flash_attn_func(q, k, v, causal=spec.causal)
