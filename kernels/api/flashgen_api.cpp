@@ -41,14 +41,25 @@ bool strides_aligned(int64_t a, int64_t b, int64_t c, int64_t elems) {
   return a % elems == 0 && b % elems == 0 && c % elems == 0;
 }
 
-flashgen_status_t family_override(const char* env_var, int* family) {
+flashgen_status_t env_choice(const char* env_var, const char* const* names, const int* values, int count, int* out) {
   const char* value = std::getenv(env_var);
-  *family = 0;
+  *out = 0;
   if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "sm80") == 0) { *family = 80; return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "sm90") == 0) { *family = 90; return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "decode") == 0) { *family = kDecodeBackend; return FLASHGEN_STATUS_OK; }
-  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, sm80, sm90 or decode", env_var, value);
+  std::string expected = "auto";
+  for (int i = 0; i < count; ++i) {
+    if (std::strcmp(value, names[i]) == 0) {
+      *out = values[i];
+      return FLASHGEN_STATUS_OK;
+    }
+    expected += (i + 1 == count ? " or " : ", ") + std::string(names[i]);
+  }
+  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected %s", env_var, value, expected.c_str());
+}
+
+flashgen_status_t family_override(const char* env_var, int* family) {
+  static const char* const kNames[] = {"sm80", "sm90", "decode"};
+  static const int kValues[] = {80, 90, kDecodeBackend};
+  return env_choice(env_var, kNames, kValues, 3, family);
 }
 
 namespace {
@@ -347,18 +358,14 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
 }
 
 // FLASHGEN_SM80_FWD_ROWS=wide|narrow forces the SM80 forward's tile at head dims above 128, for
-// A/B runs (unset, empty or auto: sm80::fwd_narrow_rows). Read on each call, as
-// FLASHGEN_FWD_BACKEND is, so that one process (the tests) can run both tiles.
-enum class Sm80Rows { kAuto, kWide, kNarrow };
+// A/B runs (auto: sm80::fwd_narrow_rows). Read on each call, as FLASHGEN_FWD_BACKEND is, so that
+// one process (the tests) can run both tiles.
+enum Sm80Rows : int { kSm80RowsAuto = 0, kSm80RowsWide = 1, kSm80RowsNarrow = 2 };
 
-flashgen_status_t sm80_rows_override(Sm80Rows* rows) {
-  const char* value = std::getenv("FLASHGEN_SM80_FWD_ROWS");
-  *rows = Sm80Rows::kAuto;
-  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "auto") == 0) { return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "wide") == 0) { *rows = Sm80Rows::kWide; return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(value, "narrow") == 0) { *rows = Sm80Rows::kNarrow; return FLASHGEN_STATUS_OK; }
-  return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_SM80_FWD_ROWS='%s': expected auto, wide or narrow",
-                   value);
+flashgen_status_t sm80_rows_override(int* rows) {
+  static const char* const kNames[] = {"wide", "narrow"};
+  static const int kValues[] = {kSm80RowsWide, kSm80RowsNarrow};
+  return env_choice("FLASHGEN_SM80_FWD_ROWS", kNames, kValues, 2, rows);
 }
 
 // workspace_available: whether an automatic split count may ask for workspace.
@@ -386,7 +393,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   int backend = 0;
   status = family_override("FLASHGEN_FWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  Sm80Rows sm80_rows = Sm80Rows::kAuto;
+  int sm80_rows = kSm80RowsAuto;
   status = sm80_rows_override(&sm80_rows);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
@@ -440,10 +447,10 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
 
   // The SM80-path plan: its tile (two above head dim 128, chosen by the device's shared memory),
   // packed GQA rows and split-KV for short queries, both sized with that tile.
-  p.sm80_narrow = sm80_rows == Sm80Rows::kAuto
+  p.sm80_narrow = sm80_rows == kSm80RowsAuto
                       ? sm80::fwd_narrow_rows(p.head_dim_qk, p.head_dim_v, /*element_bytes=*/2, device.smem_per_sm,
                                               device.smem_per_block_optin)
-                      : sm80_rows == Sm80Rows::kNarrow && sm80::fwd_has_narrow_tile(p.head_dim_qk, p.head_dim_v);
+                      : sm80_rows == kSm80RowsNarrow && sm80::fwd_has_narrow_tile(p.head_dim_qk, p.head_dim_v);
   const sm80::FwdTile tile = sm80::fwd_tile(p.head_dim_qk, p.head_dim_v, p.sm80_narrow);
   // Short queries under GQA: the query heads of a group share one tile and one read of K/V.
   // ALiBi slopes and dropout streams are per head, so those kernels keep one head per tile.
@@ -474,8 +481,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   if (entry->key.family == KernelFamily::kSm90 && !sm90_pages_fit) {
     // Forced sm90: the call itself is what cannot run. Otherwise the build lacks the SM80-path
     // kernel of the same spec, which serves any page size: name it.
-    const std::string name(entry->name);
-    const std::string sm80_name = name.substr(0, name.find("_sm90_")) + "_sm80_" + name.substr(name.find("_sm90_") + 6);
+    std::string sm80_name(entry->name);
+    sm80_name.replace(sm80_name.find("_sm90_"), 6, "_sm80_");
     return set_error(backend == 90 ? FLASHGEN_STATUS_INVALID_ARGUMENT : FLASHGEN_STATUS_NOT_BUILT,
                      "the sm90 paged kernel needs page_size to be a multiple of %d for head dim %d (got %d); other "
                      "page sizes run on the sm80 kernel %s %s",

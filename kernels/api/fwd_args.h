@@ -15,6 +15,10 @@ bool aligned16(const void* p);
 // multiples of `elems` elements (8 of 16 bits, 16 of FP8).
 bool strides_aligned(int64_t batch, int64_t row, int64_t head, int64_t elems = 8);
 
+// A tuning or comparison knob read from the environment on each call: unset, empty or "auto"
+// -> 0, names[i] -> values[i]; any other value is an INVALID_ARGUMENT error that lists them.
+flashgen_status_t env_choice(const char* env_var, const char* const* names, const int* values, int count, int* out);
+
 // A kernel family forced by an environment variable (FLASHGEN_FWD_BACKEND,
 // FLASHGEN_BWD_BACKEND): "sm80" -> 80, "sm90" -> 90, "decode" -> kDecodeBackend (the decode
 // kernels, forward only), unset, empty or "auto" -> 0.

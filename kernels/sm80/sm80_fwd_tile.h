@@ -44,9 +44,9 @@ constexpr int fwd_smem_bytes(int head_dim_qk, int head_dim_v, int element_bytes,
 // or where an SM's shared memory holds two narrow CTAs (H100/H200/B200: 228 KiB, 2 x 96 KiB at
 // head dim 256). An A100 (164 KiB per SM) keeps the wide tile at 224 and 256, where two narrow
 // CTAs do not fit, and takes the narrow one at 160 and 192.
-// Measured on an H200 at head dim 256, causal, seqlen 512, batch 32, 8 heads: FA2 with the
-// narrow tile 208 us, our wide tile 244 us. Other shapes and devices are not measured yet;
-// FLASHGEN_SM80_FWD_ROWS=wide|narrow forces either tile for A/B runs.
+// Measured on an H200 at head dim 256 over the standard sweep (bench/RESULTS.md, session 16):
+// narrow against wide +5-15% causal from 512 to 4k keys, -1% to +2% elsewhere. Not measured on
+// other devices; FLASHGEN_SM80_FWD_ROWS=wide|narrow forces either tile for A/B runs.
 constexpr bool fwd_narrow_rows(int head_dim_qk, int head_dim_v, int element_bytes, int smem_per_sm,
                                int smem_per_block_optin) {
   if (!fwd_has_narrow_tile(head_dim_qk, head_dim_v)) { return false; }

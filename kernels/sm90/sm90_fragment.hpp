@@ -98,8 +98,8 @@ CUTE_DEVICE void end_block_before_wait(Frag& frag, bool never) {
 // CuTe's copy through the swizzled shared-memory tensor compiled to generic loads (LD.E.128)
 // with 64-bit addresses: the compiler did not see that the pointer is a shared-memory one.
 template <class Src, class Dst>
-CUTE_DEVICE void load_shared_vec16(Src const& src, Dst& dst) {
-  static_assert(sizeof(typename Dst::value_type) * decltype(size<0>(src))::value == 16);
+CUTE_DEVICE void load_shared_vec16(Src const& src, Dst&& dst) {
+  static_assert(sizeof(typename std::remove_reference_t<Dst>::value_type) * decltype(size<0>(src))::value == 16);
   Tensor words = recast<uint32_t>(dst);
   CUTE_UNROLL
   for (int k = 0; k < size<1>(src); ++k) {

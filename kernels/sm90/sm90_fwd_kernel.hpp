@@ -638,10 +638,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           Tensor tOsO = gmem_thr_copy_o.partition_S(sO);
           Tensor tOrO = make_fragment_like<ElementOut>(tOsO);
           CUTE_UNROLL
-          for (int m = 0; m < size<1>(tOsO); ++m) {
-            Tensor row = tOrO(_, m, _);
-            load_shared_vec16(tOsO(_, m, _), row);
-          }
+          for (int m = 0; m < size<1>(tOsO); ++m) { load_shared_vec16(tOsO(_, m, _), tOrO(_, m, _)); }
           EmptyBarrier::arrive(&storage.q_empty[q_buffer]);
           copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
               gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
