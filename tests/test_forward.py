@@ -232,7 +232,27 @@ def test_sm80_wide_and_narrow_tiles(spec, rows, monkeypatch):
     run_and_check(spec, q, k, v, window_size=(100, 37))
 
 
-@pytest.mark.parametrize("variable, value", [("FLASHGEN_FWD_BACKEND", "sm75"), ("FLASHGEN_SM80_FWD_ROWS", "tall")])
+# sm90 causal kernels at head dim 64 hold a 192-row and a 128-row tile and take the 128-row one
+# below 2048 queries (kernels/sm90/sm90_fwd_tile.h); FLASHGEN_SM90_FWD_ROWS forces either.
+SM90_TWO_TILE_KERNELS = [s for s in FWD_KERNELS if s.arch == "sm90" and s.causal and s.dtype != "e4m3"
+                         and max(s.head_dim_qk, s.head_dim_v) == 64]
+
+
+@pytest.mark.parametrize("rows", ["tall", "short"])
+@pytest.mark.parametrize("spec", SM90_TWO_TILE_KERNELS, ids=lambda s: s.name)
+def test_sm90_tall_and_short_tiles(spec, rows, monkeypatch):
+    monkeypatch.setenv("FLASHGEN_SM90_FWD_ROWS", rows)
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "sm90")  # split keys too run on it
+    for sq, sk in ((113, 203), (239, 113), (1023, 1023), (2111, 2201)):
+        q, k, v = make_qkv(spec, b=2, sq=sq, sk=sk, h=4, hkv=2)
+        run_and_check(spec, q, k, v)
+    # Split keys (auto mode would hand them to the sm80 kernel), sized with the tile chosen.
+    q, k, v = make_qkv(spec, b=1, sq=301, sk=2111, h=2, hkv=2)
+    run_and_check(spec, q, k, v, num_splits=3)
+
+
+@pytest.mark.parametrize("variable, value", [("FLASHGEN_FWD_BACKEND", "sm75"), ("FLASHGEN_SM80_FWD_ROWS", "tall"),
+                                             ("FLASHGEN_SM90_FWD_ROWS", "narrow")])
 def test_override_is_validated(variable, value, monkeypatch):
     monkeypatch.setenv(variable, value)
     spec = FWD_KERNELS[0]

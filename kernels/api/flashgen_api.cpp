@@ -357,15 +357,20 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   return FLASHGEN_STATUS_OK;
 }
 
-// FLASHGEN_SM80_FWD_ROWS=wide|narrow forces the SM80 forward's tile at head dims above 128, for
-// A/B runs (auto: sm80::fwd_narrow_rows). Read on each call, as FLASHGEN_FWD_BACKEND is, so that
-// one process (the tests) can run both tiles.
-enum Sm80Rows : int { kSm80RowsAuto = 0, kSm80RowsWide = 1, kSm80RowsNarrow = 2 };
+// FLASHGEN_SM80_FWD_ROWS=wide|narrow forces the SM80 forward's tile at head dims above 128, and
+// FLASHGEN_SM90_FWD_ROWS=tall|short the sm90 causal forward's at head dim 64, for A/B runs (auto:
+// sm80::fwd_narrow_rows, sm90::fwd_tall_rows). Read on each call, as FLASHGEN_FWD_BACKEND is, so
+// that one process (the tests) can run both tiles.
+enum RowsChoice : int { kRowsAuto = 0, kSm80RowsWide = 1, kSm80RowsNarrow = 2, kSm90RowsTall = 3, kSm90RowsShort = 4 };
 
-flashgen_status_t sm80_rows_override(int* rows) {
-  static const char* const kNames[] = {"wide", "narrow"};
-  static const int kValues[] = {kSm80RowsWide, kSm80RowsNarrow};
-  return env_choice("FLASHGEN_SM80_FWD_ROWS", kNames, kValues, 2, rows);
+flashgen_status_t rows_overrides(int* sm80_rows, int* sm90_rows) {
+  static const char* const kSm80Names[] = {"wide", "narrow"};
+  static const int kSm80Values[] = {kSm80RowsWide, kSm80RowsNarrow};
+  static const char* const kSm90Names[] = {"tall", "short"};
+  static const int kSm90Values[] = {kSm90RowsTall, kSm90RowsShort};
+  const flashgen_status_t status = env_choice("FLASHGEN_SM80_FWD_ROWS", kSm80Names, kSm80Values, 2, sm80_rows);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  return env_choice("FLASHGEN_SM90_FWD_ROWS", kSm90Names, kSm90Values, 2, sm90_rows);
 }
 
 // workspace_available: whether an automatic split count may ask for workspace.
@@ -393,8 +398,8 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   int backend = 0;
   status = family_override("FLASHGEN_FWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  int sm80_rows = kSm80RowsAuto;
-  status = sm80_rows_override(&sm80_rows);
+  int sm80_rows = kRowsAuto, sm90_rows = kRowsAuto;
+  status = rows_overrides(&sm80_rows, &sm90_rows);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
@@ -447,7 +452,7 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
 
   // The SM80-path plan: its tile (two above head dim 128, chosen by the device's shared memory),
   // packed GQA rows and split-KV for short queries, both sized with that tile.
-  p.sm80_narrow = sm80_rows == kSm80RowsAuto
+  p.sm80_narrow = sm80_rows == kRowsAuto
                       ? sm80::fwd_narrow_rows(p.head_dim_qk, p.head_dim_v, /*element_bytes=*/2, device.smem_per_sm,
                                               device.smem_per_block_optin)
                       : sm80_rows == kSm80RowsNarrow && sm80::fwd_has_narrow_tile(p.head_dim_qk, p.head_dim_v);
@@ -468,9 +473,11 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   // The sm90 paged kernel loads each key block from one page with one TMA copy, so the pages
   // must hold whole blocks; other page sizes take the SM80 path.
   const int element_bytes = args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2;
+  p.sm90_tall = sm90_rows == kRowsAuto ? sm90::fwd_tall_rows(key.causal, p.seqlen_q)
+                                       : sm90_rows == kSm90RowsTall || !key.causal;
   const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes,
                                            sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes),
-                                           sm90::fwd_tall_rows(key.causal, p.seqlen_q));
+                                           p.sm90_tall);
   const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;
   if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
     // Short queries (decode) are served better by the SM80 path's packed GQA rows and split

@@ -37,6 +37,11 @@ struct FwdParams {
   // instead of the wide one (128 rows, 8 warps). Set by the planner (sm80::fwd_narrow_rows or
   // FLASHGEN_SM80_FWD_ROWS), which sizes pack_gqa and num_splits with the same tile.
   bool sm80_narrow;
+  // sm90 causal kernels at head dim 64, which hold a 192-row (three consumers) and a 128-row
+  // instantiation: run the 192-row one. Set by the planner (sm90::fwd_tall_rows or
+  // FLASHGEN_SM90_FWD_ROWS), which sizes split workspaces with the same tile; true for the
+  // other sm90 kernels, which hold one.
+  bool sm90_tall;
   int head_dim_qk;
   int head_dim_v;
   int total_q;  // rows of q over the whole batch: batch * seqlen_q, or total_q when varlen

@@ -128,7 +128,7 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
 
 // The tile follows the spec (sm90_fwd_tile.h); a causal kernel whose tall tiles (three
 // consumers) lose on short queries also holds the 128-row kernel and picks per call, by the
-// rule the planner's workspace sizing uses (fwd_tall_rows).
+// planner's choice (FwdParams::sm90_tall), with which it sized the split workspace.
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
           bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
@@ -136,7 +136,7 @@ flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   using Tall = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true>;
   using Short = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/false>;
   if constexpr (kIsCausal && Tall::kBlockM != Short::kBlockM) {
-    if (!fwd_tall_rows(kIsCausal, params.seqlen_q)) {
+    if (!params.sm90_tall) {
       return launch_fwd<Short, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
     }
   }

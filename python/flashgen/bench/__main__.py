@@ -91,11 +91,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sm80-rows", choices=("auto", "wide", "narrow"), default=None,
                         help="force the sm80 forward's tile above head dim 128: 128 or 64 query rows "
                              "(sets FLASHGEN_SM80_FWD_ROWS)")
+    parser.add_argument("--sm90-rows", choices=("auto", "tall", "short"), default=None,
+                        help="force the sm90 causal forward's tile at head dim 64: 192 or 128 query rows "
+                             "(sets FLASHGEN_SM90_FWD_ROWS)")
     args = parser.parse_args(argv)
     if args.backend is not None:
         os.environ["FLASHGEN_FWD_BACKEND"] = args.backend
-    if args.sm80_rows is not None:
-        os.environ["FLASHGEN_SM80_FWD_ROWS"] = args.sm80_rows
+    for knob, value in (("FLASHGEN_SM80_FWD_ROWS", args.sm80_rows), ("FLASHGEN_SM90_FWD_ROWS", args.sm90_rows)):
+        if value is not None:
+            os.environ[knob] = value
     if args.bwd_backend is not None:
         os.environ["FLASHGEN_BWD_BACKEND"] = args.bwd_backend
     if not torch.cuda.is_available():
@@ -110,8 +114,8 @@ def main(argv=None) -> int:
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
         f"flashgen kernel families (bf16, head dim 128): forward {_family('fwd')}, backward {_family('bwd')}"
-        + (f"; FLASHGEN_SM80_FWD_ROWS={os.environ['FLASHGEN_SM80_FWD_ROWS']}"
-           if os.environ.get("FLASHGEN_SM80_FWD_ROWS") else ""),
+        + "".join(f"; {knob}={os.environ[knob]}" for knob in ("FLASHGEN_SM80_FWD_ROWS", "FLASHGEN_SM90_FWD_ROWS")
+                  if os.environ.get(knob)),
     ]
     for line in header:
         print(line, flush=True)
