@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# ncu profiles of forward calls on standard-sweep shapes (tools/profile_fwd.py), on a machine
+# ncu profiles of standard-sweep shapes (tools/profile_fwd.py, tools/profile_bwd.py), on a machine
 # where flashgen is installed (run tools/gpu_check.sh with STEPS=build first). Logs land in $OUT.
 #   CASES="2048:128:0 8192:128:0"   seqlen:head_dim:causal, one ncu run each
-#   PEERS=1                         also profile torch SDPA's FLASH and CUDNN kernels of each case
+#   PEERS=1                         also the peers' kernels of each case: speed of light, stalls,
+#                                   instruction counts, occupancy (FA2's and cuDNN's forward;
+#                                   FA2's backward)
+#   PEERS=full                      instead the first peer kernel (FA2's) profiled like ours: its
+#                                   own stall table, and ours against it metric by metric
+#                                   (tools/ncu_raw_compare.py: L1 / shared-memory wavefronts, bank
+#                                   conflicts, instruction classes)
 #   FLASHGEN_FWD_BACKEND=sm80       profile the SM80-path kernels instead of the sm90 ones
-#   MODE=bwd                        the backward instead (tools/profile_bwd.py; FLASHGEN_BWD_BACKEND
-#                                   picks the family; the peers are FA2's and cuDNN's backward)
+#   MODE=bwd                        the backward instead (FLASHGEN_BWD_BACKEND picks the family)
 # Per case one file, <tag>.txt: flashgen's kernel's instructions with the most stall samples
 # (tools/ncu_source_stalls.py), its ncu details page (speed of light, stalls, instruction mix)
 # and the peers'; KEEP_REP=1 also keeps the .ncu-rep (the device tool returns only a few files).
@@ -16,28 +21,38 @@ CASES=${CASES:-"2048:128:0 8192:128:0"}
 PEERS=${PEERS:-1}
 MODE=${MODE:-fwd}
 if [[ "$MODE" == bwd ]]; then
-  script=tools/profile_bwd.py; ours='^bwd_kernel'; peers='flash_bwd_dq|cudnn|bprop|dgrad'; backend=${FLASHGEN_BWD_BACKEND:-auto}
+  script=tools/profile_bwd.py; ours='^bwd_kernel'; peers='flash_bwd_dq|cudnn|bprop|dgrad'; fa2='flash_bwd_dq'
+  backend=${FLASHGEN_BWD_BACKEND:-auto}
 else
-  script=tools/profile_fwd.py; ours='^fwd_kernel'; peers='flash_fwd|cudnn|sdpa|fmha|fprop'; backend=${FLASHGEN_FWD_BACKEND:-auto}
+  script=tools/profile_fwd.py; ours='^fwd_kernel'; peers='flash_fwd|cudnn|sdpa|fmha|fprop'; fa2='^flash_fwd_kernel'
+  backend=${FLASHGEN_FWD_BACKEND:-auto}
 fi
+
+# profile REGEX NAME: the first launch matching REGEX under ncu's full set; its stall table, log
+# and details page into $OUT/NAME.txt, the report in /tmp/NAME.ncu-rep.
+profile() {
+  ncu --set full --import-source no -k regex:"$1" -c 1 -o "/tmp/$2" -f python3 $script "${args[@]}" > "/tmp/$2.log" 2>&1
+  ncu -i "/tmp/$2.ncu-rep" --page source --csv --print-source sass > "/tmp/$2.source.csv" 2>/dev/null
+  {
+    echo "== $2: stall samples"; python3 tools/ncu_source_stalls.py "/tmp/$2.source.csv" 40 2>&1
+    echo "== $2: ncu's log"; cat "/tmp/$2.log"
+    echo "== $2: details"; ncu -i "/tmp/$2.ncu-rep" --page details 2>&1
+  } > "$OUT/$2.txt"
+  echo "== $2"; sed -n 2,17p "$OUT/$2.txt"
+  grep -E "Duration|Executed Instructions  |Compute \(SM\) Throughput" "$OUT/$2.txt" | head -3
+}
+
 for c in $CASES; do
   IFS=: read -r s d causal <<< "$c"
   tag="${MODE}_s${s}_d${d}_c${causal}_${backend}"
   if [[ "$MODE" == bwd ]]; then args=("$s" "$d"); [[ "$causal" == 1 ]] && args+=(causal); else args=("$s" "$d" "$causal"); fi
-  # flashgen's kernel is the first launch named fwd_kernel (bwd_kernel); FA2's flash_fwd_kernel.
-  ncu --set full --import-source no -k regex:"$ours" -c 1 -o "$OUT/$tag" -f \
-    python3 $script "${args[@]}" > "$OUT/$tag.ncu.log" 2>&1
-  ncu -i "$OUT/$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/$tag.source.csv" 2>/dev/null
-  {
-    echo "== $tag: stall samples"; python3 tools/ncu_source_stalls.py "$OUT/$tag.source.csv" 40 2>&1
-    echo "== $tag: ncu's log"; cat "$OUT/$tag.ncu.log"
-    echo "== $tag: details"; ncu -i "$OUT/$tag.ncu-rep" --page details 2>&1
-  } > "$OUT/$tag.txt"
-  rm -f "$OUT/$tag.source.csv" "$OUT/$tag.ncu.log"
-  [[ "${KEEP_REP:-0}" == 1 ]] || rm -f "$OUT/$tag.ncu-rep"
-  echo "== $tag"; sed -n 2,17p "$OUT/$tag.txt"
-  grep -E "Duration|Executed Instructions  |Compute \(SM\) Throughput" "$OUT/$tag.txt" | head -6
-  if [[ "$PEERS" == 1 ]]; then
+  profile "$ours" "$tag"
+  if [[ "$PEERS" == full ]]; then
+    profile "$fa2" "${tag}_fa2"
+    { echo "== $tag against FA2, raw metrics"
+      python3 tools/ncu_raw_compare.py "/tmp/$tag.ncu-rep" "/tmp/${tag}_fa2.ncu-rep"; } > "$OUT/${tag}_raw.txt" 2>&1
+    head -40 "$OUT/${tag}_raw.txt"
+  elif [[ "$PEERS" == 1 ]]; then
     # The first iteration's peer kernels (the regex skips the SDPA launches' small helpers).
     { echo "== $tag: peers"
       ncu --section SpeedOfLight --section WarpStateStats --section InstructionStats --section Occupancy \
@@ -45,4 +60,6 @@ for c in $CASES; do
         python3 $script "${args[@]}" 2>&1; } >> "$OUT/$tag.txt"
     sed -n '/: peers$/,$p' "$OUT/$tag.txt" | grep -E "^  [a-z_].*\(|Duration|Executed Instructions  |Compute \(SM\) Throughput" | head -12
   fi
+  if [[ "${KEEP_REP:-0}" == 1 ]]; then cp /tmp/"$tag"*.ncu-rep "$OUT"/; fi
+  rm -f /tmp/"$tag"*.ncu-rep /tmp/"$tag"*.source.csv /tmp/"$tag"*.log
 done
