@@ -417,7 +417,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
       __syncthreads();
       if (tid == 0) { atomicAdd(semaphore, 1); }
     }
-    // dK last: its MMAs overlap the dQ reductions still draining from the LSU queue.
+    // dK last, for its MMAs to overlap the dQ reductions draining from the LSU queue. In the
+    // SASS they do not interleave: the row guards and the deterministic branches above end the
+    // basic block, so the REDs issue as one cluster (bench/NOTES.md, session 17, and
+    // bench/experiments/s17_sm80_bwd_red_interleave.patch).
     gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
   };
