@@ -387,42 +387,50 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
 
     gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, shifted(tdVsdOt, stage * Traits::kStageElemsdO),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
-    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
-    clear(acc_dq);
-    gemm_smem_smem(mma_dq, acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, copy_dq_a, copy_dq_b, thr_dq_a, thr_dq_b);
-    Tensor dq = make_tensor(acc_dq.data(), acc_layout_rowcol(acc_dq.layout()));
-
     int* semaphore = nullptr;
     if (params.deterministic) {
-      // Key blocks add their dQ parts in DqOrder's order.
+      // Key blocks add their dQ parts in DqOrder's order. Waited for ahead of the dQ GEMM, so
+      // that no branch separates the GEMM's last MMAs from the reductions of their results.
       semaphore = DqOrder::counter(params, batch, h, m);
       if (tid == 0) { dq_order.wait_turn(semaphore, mask, m, n_block); }
       __syncthreads();
       __threadfence();
     }
+    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
+    clear(acc_dq);
+    gemm_smem_smem(mma_dq, acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, copy_dq_a, copy_dq_b, thr_dq_a, thr_dq_b);
+    Tensor dq = make_tensor(acc_dq.data(), acc_layout_rowcol(acc_dq.layout()));
     float* dq_head = params.dq_accum + (int64_t(seq.row_base) * params.num_heads_q + h) * params.dq_accum_dim;
     const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
-    CUTE_UNROLL
-    for (int r = 0; r < size<0>(dq); ++r) {
-      const int row = m * kBlockM + get<0>(tdQcdQ_rc(r, 0));
-      if (row >= seq.seqlen_q) { continue; }
-      float* dst = dq_head + row * dq_row_stride;
+    // The dQ reductions and the dK GEMM in one basic block, so that ptxas spreads the REDs among
+    // the GEMM's MMAs (as it does in FA2's kernel) instead of issuing them back to back and then
+    // stalling the GEMM's first fragment loads on registers the queued REDs have yet to read.
+    // A row guard is a branch, so whole query blocks take a copy without guards; the
+    // deterministic order's counter is advanced after the GEMM.
+    auto reduce_dq_then_dk = [&](auto guarded) __attribute__((always_inline)) {
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(dq); c += 2) {  // columns c, c + 1 are adjacent
-        red_add_f32x2(dst + get<1>(tdQcdQ_rc(r, c)), dq(r, c), dq(r, c + 1));
+      for (int r = 0; r < size<0>(dq); ++r) {
+        const int row = m * kBlockM + get<0>(tdQcdQ_rc(r, 0));
+        if (decltype(guarded)::value && row >= seq.seqlen_q) { continue; }
+        float* dst = dq_head + row * dq_row_stride;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(dq); c += 2) {  // columns c, c + 1 are adjacent
+          red_add_f32x2(dst + get<1>(tdQcdQ_rc(r, c)), dq(r, c), dq(r, c + 1));
+        }
       }
+      gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
+                     copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
+    };
+    if ((m + 1) * kBlockM <= seq.seqlen_q) {
+      reduce_dq_then_dk(cute::false_type{});
+    } else {
+      reduce_dq_then_dk(cute::true_type{});
     }
     if (params.deterministic) {
       __threadfence();
       __syncthreads();
       if (tid == 0) { atomicAdd(semaphore, 1); }
     }
-    // dK last, for its MMAs to overlap the dQ reductions draining from the LSU queue. In the
-    // SASS they do not interleave: the row guards and the deterministic branches above end the
-    // basic block, so the REDs issue as one cluster (bench/NOTES.md, session 17, and
-    // bench/experiments/s17_sm80_bwd_red_interleave.patch).
-    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
-                   copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
   };
 
   // Query blocks [full_lo, full_hi) see key block n whole (no element mask); like the visible
