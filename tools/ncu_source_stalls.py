@@ -49,6 +49,19 @@ def main(path: str, top: int = 40) -> None:
     for s, off, n, src, top3 in items[:top]:
         why = " ".join(f"{h[6:]}={v:.0f}" for v, h in top3 if v > 0)
         print(f"{s:8.0f} {off:#7x} {n:10.0f}  {src[:64]:64s} {why}")
+    # Shared-memory wavefronts beyond the ideal (bank conflicts), per instruction, where the
+    # export has them (ncu names: "L1 Wavefronts Shared Excessive", "... Shared Ideal").
+    shared_cols = [h for h in header if "Shared" in h]
+    print("\ncolumns with 'Shared':", shared_cols)
+    extra = [h for h in shared_cols if "Excessive" in h]
+    if extra:
+        key = extra[0]
+        ranked = sorted(((_num(r[col[key]]), int(r[col["Address"]], 16) - base, r[col["Source"]].strip()) for r in data),
+                        reverse=True)
+        print(f"\ntop instructions by '{key}' (total {sum(v for v, _, _ in ranked):.0f}):")
+        for v, off, src in ranked[:top]:
+            if v > 0:
+                print(f"{v:12.0f} {off:#7x}  {src[:72]}")
 
 
 if __name__ == "__main__":

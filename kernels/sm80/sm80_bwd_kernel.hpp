@@ -303,7 +303,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   const float scale_log2 = params.logit_scale_log2;
 
-  auto step = [&](int h, int m, int stage, auto needs_mask) __attribute__((always_inline)) {
+  // issue_next: starts the next item's Q / dO loads into the other stage. Called once the dV
+  // GEMM is issued (FA2 issues its loads around there too) rather than at the step's start:
+  // +5-6% at head dim 128 (bench/NOTES.md, session 18), where ncu had counted ~50 shared-memory
+  // bank conflicts per warp and step on loads that per-instruction were conflict-free, i.e.
+  // (the guess) fills landing under the S / dP GEMMs' ldmatrix reads.
+  auto step = [&](int h, int m, int stage, auto needs_mask, auto&& issue_next) __attribute__((always_inline)) {
     constexpr bool kMasked = decltype(needs_mask)::value;
 
     Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -387,6 +392,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
 
     gemm_smem_smem(mma_dkv, acc_dv, tdVrPt, tdVrdOt, tdVsPt, shifted(tdVsdOt, stage * Traits::kStageElemsdO),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
+    issue_next();
     int* semaphore = nullptr;
     if (params.deterministic) {
       // Key blocks add their dQ parts in DqOrder's order. Waited for ahead of the dQ GEMM, so
@@ -447,14 +453,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     __syncthreads();
     const int next_m = m + 1 < m_hi ? m + 1 : m_lo;
     const int next_h = m + 1 < m_hi ? h : h + 1;
-    if (t + 1 < num_items) {
-      load_q_do(next_h, next_m, (t + 1) & 1);
-      cp_async_fence();
-    }
+    auto issue_next = [&]() __attribute__((always_inline)) {
+      if (t + 1 < num_items) {
+        load_q_do(next_h, next_m, (t + 1) & 1);
+        cp_async_fence();
+      }
+    };
     if (m >= full_lo && m < full_hi) {
-      step(h, m, t & 1, false_type{});
+      step(h, m, t & 1, false_type{}, issue_next);
     } else {
-      step(h, m, t & 1, true_type{});
+      step(h, m, t & 1, true_type{}, issue_next);
     }
     h = next_h;
     m = next_m;
