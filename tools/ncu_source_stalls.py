@@ -1,5 +1,6 @@
-"""Summarise an ncu source-page export: stall reasons over the whole kernel and the instructions
-with the most warp samples. Session 10 found the sm90 forward's misplaced P V wait this way.
+"""Summarise an ncu source-page export: stall reasons over the whole kernel, the instructions
+with the most warp samples, and those with excessive shared-memory wavefronts (bank conflicts
+in their own addresses). Session 10 found the sm90 forward's misplaced P V wait this way.
 
 On the GPU machine:
     ncu --set full --import-source no -k fwd_kernel -c 1 -o prof python3 tools/profile_fwd.py 8192 128 0
