@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Same-call A/B on a GPU machine: builds ab_base/ (A, from tools/ab_prepare.sh REV) and the working
-# tree (B) with the same FLASHGEN_* selection, side by side (half the cores each), into separate
-# --target directories, then runs the same benchmark under each, alternating A, B, A, B, ... so
-# that clock and thermal drift falls on both. Logs land in $OUT; the last lines compare the
-# flashgen column of every row (median over the rounds).
+# Same-call A/B on a GPU machine: builds ab_base/ (A, from tools/ab_prepare.sh REV), the working
+# tree (B) and, when present, ab_c/ and ab_d/ (more variants: tools/ab_prepare.sh REV ab_c, then
+# patch it) with the same FLASHGEN_* selection, side by side (the cores split between them), into
+# separate --target directories, then runs the same benchmark under each, alternating A, B, ...
+# so that clock and thermal drift falls on all. Logs land in $OUT; the last lines compare the
+# flashgen column of every row (median over the rounds) against A.
 #   FLASHGEN_KERNELS=... BENCH_ARGS="--mode fwd --head-dims 128 --seqlens 2048,8192 --causal no" \
 #     ROUNDS=2 tools/gpu_ab.sh
 #   PRE_BENCH="python3 -m pytest -q tests/test_forward.py -x"   optional, run under B only
@@ -17,32 +18,39 @@ BENCH_ARGS=${BENCH_ARGS:---mode fwd}
 if compgen -G ".whl/nvidia_cutlass-*.whl" >/dev/null; then
   python3 -m pip install -q --no-deps --no-index .whl/nvidia_cutlass-*.whl || exit 1
 fi
-half=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+declare -A src=([a]=ab_base [b]=.)
+sides=(a b)
+for extra in c d; do
+  if [[ -d ab_$extra ]]; then src[$extra]=ab_$extra; sides+=("$extra"); fi
+done
+jobs_per=$(( $(nproc) / ${#sides[@]} > 0 ? $(nproc) / ${#sides[@]} : 1 ))
 build() {  # source dir, target dir, tag
   local start=$(date +%s)
-  (cd "$1" && CMAKE_BUILD_PARALLEL_LEVEL=$half python3 -m pip install --no-build-isolation --no-deps \
+  (cd "$1" && CMAKE_BUILD_PARALLEL_LEVEL=$jobs_per python3 -m pip install --no-build-isolation --no-deps \
      --target "$2" . > "$OUT/build_$3.log" 2>&1) || { echo "build $3 failed"; tail -30 "$OUT/build_$3.log"; return 1; }
   echo "build $3: $(( $(date +%s) - start )) s"
 }
-rm -rf /tmp/ab_a /tmp/ab_b
-build ab_base /tmp/ab_a a & pid_a=$!
-build . /tmp/ab_b b & pid_b=$!
-wait $pid_a || exit 1
-wait $pid_b || exit 1
-echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tree"
+pids=()
+for s in "${sides[@]}"; do
+  rm -rf "/tmp/ab_$s"
+  build "${src[$s]}" "/tmp/ab_$s" "$s" & pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tree$(for s in "${sides[@]:2}"; do
+  printf ', %s = %s' "${s^^}" "$(cat "ab_$s/AB_REVISION" 2>/dev/null || echo "ab_$s")"; done)"
 if [[ -n "${PRE_BENCH:-}" ]]; then
   PYTHONPATH=/tmp/ab_b bash -c "$PRE_BENCH" > "$OUT/pre_bench.log" 2>&1
   echo "pre-bench (B): rc $? ($(tail -1 "$OUT/pre_bench.log"))"
 fi
 for ((i = 0; i < ROUNDS; ++i)); do
-  for side in a b; do
+  for side in "${sides[@]}"; do
     # shellcheck disable=SC2086
     PYTHONPATH=/tmp/ab_$side python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' > "$OUT/bench_${side}_$i.txt"
   done
 done
-python3 - "$OUT" "$ROUNDS" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "${sides[@]}" <<'PY'
 import statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, sides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def rows(path):
     table = {}
     for line in open(path):
@@ -53,15 +61,22 @@ def rows(path):
             except ValueError:
                 pass
     return table
-sides = {s: [rows(f"{out}/bench_{s}_{i}.txt") for i in range(rounds)] for s in "ab"}
-print("| hdim | seqlen | causal | A | B | B / A | 6th column (A; B) |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-for key in sides["a"][0]:
-    a = [t[key][0] for t in sides["a"] if key in t]
-    b = [t[key][0] for t in sides["b"] if key in t]
-    if not a or not b:
+runs = {s: [rows(f"{out}/bench_{s}_{i}.txt") for i in range(rounds)] for s in sides}
+others = sides[1:]
+print("| hdim | seqlen | causal | A | " + " | ".join(f"{s.upper()} | {s.upper()} / A" for s in others)
+      + " | 6th column (A; " + "; ".join(s.upper() for s in others) + ") |")
+print("| --- " * (4 + 2 * len(others) + 1) + "|")
+for key in runs["a"][0]:
+    med = {}
+    for s in sides:
+        vals = [t[key][0] for t in runs[s] if key in t]
+        if vals:
+            med[s] = statistics.median(vals)
+    if "a" not in med:
         continue
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"| {' | '.join(key)} | {ma:.0f} | {mb:.0f} | {mb / ma:.3f} | {sides['a'][0][key][1]}; "
-          f"{sides['b'][0].get(key, ('', '?'))[1]} |")
-EOF
+    cells = [f"{med['a']:.0f}"]
+    for s in others:
+        cells += [f"{med[s]:.0f}", f"{med[s] / med['a']:.3f}"] if s in med else ["?", "?"]
+    sixth = "; ".join(runs[s][0].get(key, ("", "?"))[1] for s in sides)
+    print(f"| {' | '.join(key)} | {' | '.join(cells)} | {sixth} |")
+PY

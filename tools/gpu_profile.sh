@@ -13,7 +13,10 @@
 #   MODE=bwd                        the backward instead (FLASHGEN_BWD_BACKEND picks the family)
 # Per case one file, <tag>.txt: flashgen's kernel's instructions with the most stall samples
 # (tools/ncu_source_stalls.py), its ncu details page (speed of light, stalls, instruction mix)
-# and the peers'; KEEP_REP=1 also keeps the .ncu-rep (the device tool returns only a few files).
+# and the peers'; KEEP_REP=1 also keeps the .ncu-rep (the device tool returns only a few files),
+# STALL_BY=lg ranks the instructions by another stall reason than MIO's (ncu_source_stalls.py),
+# KEEP_CSV=1 the source-page exports (per-instruction stalls and counters, for
+# tools/ncu_source_stalls.py --by REASON on this side).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -34,7 +37,7 @@ profile() {
   ncu --set full --import-source no -k regex:"$1" -c 1 -o "/tmp/$2" -f python3 $script "${args[@]}" > "/tmp/$2.log" 2>&1
   ncu -i "/tmp/$2.ncu-rep" --page source --csv --print-source sass > "/tmp/$2.source.csv" 2>/dev/null
   {
-    echo "== $2: stall samples"; python3 tools/ncu_source_stalls.py "/tmp/$2.source.csv" 40 2>&1
+    echo "== $2: stall samples"; python3 tools/ncu_source_stalls.py "/tmp/$2.source.csv" 40 "${STALL_BY:-mio}" 2>&1
     echo "== $2: ncu's log"; cat "/tmp/$2.log"
     echo "== $2: details"; ncu -i "/tmp/$2.ncu-rep" --page details 2>&1
   } > "$OUT/$2.txt"
@@ -61,5 +64,6 @@ for c in $CASES; do
     sed -n '/: peers$/,$p' "$OUT/$tag.txt" | grep -E "^  [a-z_].*\(|Duration|Executed Instructions  |Compute \(SM\) Throughput" | head -12
   fi
   if [[ "${KEEP_REP:-0}" == 1 ]]; then cp /tmp/"$tag"*.ncu-rep "$OUT"/; fi
+  if [[ "${KEEP_CSV:-0}" == 1 ]]; then for f in /tmp/"$tag"*.source.csv; do gzip -c "$f" > "$OUT/$(basename "$f").gz"; done; fi
   rm -f /tmp/"$tag"*.ncu-rep /tmp/"$tag"*.source.csv /tmp/"$tag"*.log
 done

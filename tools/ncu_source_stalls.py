@@ -5,7 +5,13 @@ in their own addresses). Session 10 found the sm90 forward's misplaced P V wait 
 On the GPU machine:
     ncu --set full --import-source no -k fwd_kernel -c 1 -o prof python3 tools/profile_fwd.py 8192 128 0
     ncu -i prof.ncu-rep --page source --csv --print-source sass > source.csv
-Then, anywhere: python3 tools/ncu_source_stalls.py source.csv [top N]
+Then, anywhere: python3 tools/ncu_source_stalls.py source.csv [top N] [reason]
+(reason, e.g. mio or lg: also rank the instructions by that stall reason's samples, with the
+total per opcode; session 19 found the SM80 backward's MIO stalls on its dQ reductions so.)
+
+The excessive-wavefront columns come from the instructions' own addresses; ncu's kernel-level
+l1tex__data_bank_conflicts_* counters can be far larger with no instruction at fault (session 19:
+62M "conflicts" on loads with zero excessive wavefronts), so read those two apart.
 
 Samples that no exported reason covers (e.g. waits at a wgmma's warpgroup arrive) show as the
 gap between an instruction's total and its listed reasons.
@@ -23,7 +29,29 @@ def _num(text: str) -> float:
         return 0.0
 
 
-def main(path: str, top: int = 40) -> None:
+def rank_by_reason(header, col, data, base, reason: str, top: int) -> None:
+    key = f"stall_{reason}"
+    if key not in col:
+        print(f"\nno column {key!r}")
+        return
+    per_op = collections.Counter()
+    ranked = []
+    for r in data:
+        v = _num(r[col[key]])
+        src = r[col["Source"]].strip()
+        words = src.split()
+        op = (words[1] if words and words[0].startswith("@") and len(words) > 1 else (words[0] if words else "")).split(".")[0]
+        per_op[op] += v
+        ranked.append((v, int(r[col["Address"]], 16) - base, src))
+    ranked.sort(reverse=True)
+    print(f"\n'{reason}' samples by opcode:", ", ".join(f"{op} {v:.0f}" for op, v in per_op.most_common(8)))
+    print(f"top {top} instructions by '{reason}' samples:")
+    for v, off, src in ranked[:top]:
+        if v > 0:
+            print(f"{v:8.0f} {off:#7x}  {src[:72]}")
+
+
+def main(path: str, top: int = 40, reason: str = "") -> None:
     rows = list(csv.reader(open(path, newline="")))
     header = rows[1]
     col = {h: i for i, h in enumerate(header)}
@@ -63,7 +91,9 @@ def main(path: str, top: int = 40) -> None:
         for v, off, src in ranked[:top]:
             if v > 0:
                 print(f"{v:12.0f} {off:#7x}  {src[:72]}")
+    if reason:
+        rank_by_reason(header, col, data, base, reason, top)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 40)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 40, sys.argv[3] if len(sys.argv) > 3 else "")
