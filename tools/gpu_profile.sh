@@ -16,7 +16,7 @@
 # and the peers'; KEEP_REP=1 also keeps the .ncu-rep (the device tool returns only a few files),
 # STALL_BY=lg ranks the instructions by another stall reason than MIO's (ncu_source_stalls.py),
 # KEEP_CSV=1 the source-page exports (per-instruction stalls and counters, for
-# tools/ncu_source_stalls.py --by REASON on this side).
+# tools/ncu_source_stalls.py CSV N REASON on this side).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
