@@ -106,7 +106,7 @@ RowAddress row_address(const BwdParams& p, int64_t batch_stride, int64_t row_str
 
 template <class T>
 flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
-  const size_t accum_bytes = size_t(p.total_q) * p.num_heads_q * p.dq_accum_dim * sizeof(float);
+  const size_t accum_bytes = size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float);
   if (cudaMemsetAsync(p.dq_accum, 0, accum_bytes, stream) != cudaSuccess) { return check_launch("dq_accum memset"); }
   if (p.deterministic) {
     const size_t sem_bytes = size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int);
@@ -135,16 +135,20 @@ flashgen_status_t postprocess(const BwdParams& p, cudaStream_t stream) {
       p.dq_accum, p.dq_accum_dim, static_cast<T*>(p.dq),
       row_address(p, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride), p.total_q, p.num_heads_q,
       p.head_dim_qk, p.softmax_scale, p.dq_accum_permuted);
-  flashgen_status_t status = check_launch("backward dq conversion kernel");
-  if (status != FLASHGEN_STATUS_OK || p.sinks == nullptr || p.dsinks == nullptr) { return status; }
+  const flashgen_status_t status = check_launch("backward dq conversion kernel");
+  return status != FLASHGEN_STATUS_OK ? status : run_bwd_sink_grad(p, stream);
+}
+
+}  // namespace
+
+flashgen_status_t run_bwd_sink_grad(const BwdParams& p, cudaStream_t stream) {
+  if (p.sinks == nullptr || p.dsinks == nullptr) { return FLASHGEN_STATUS_OK; }
   const bool varlen = p.cu_seqlens_q != nullptr;
   sink_grad_kernel<<<p.num_heads_q, 256, 0, stream>>>(p.sinks, p.lse, p.lse_batch_stride, p.lse_head_stride,
                                                       varlen ? p.total_q : p.seqlen_q, p.softmax_d, p.total_q,
                                                       p.cu_seqlens_q, p.batch, p.dsinks);
   return check_launch("attention sink gradient kernel");
 }
-
-}  // namespace
 
 flashgen_status_t run_bwd_preprocess(const BwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream) {
   return dtype == FLASHGEN_DTYPE_FP16 ? preprocess<__half>(params, stream) : preprocess<__nv_bfloat16>(params, stream);

@@ -15,4 +15,7 @@ flashgen_status_t run_bwd_preprocess(const BwdParams& params, flashgen_dtype_t d
 // dq = softmax_scale * dq_accum in the input dtype; dsinks when requested.
 flashgen_status_t run_bwd_postprocess(const BwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream);
 
+// dsinks alone (when requested), for a backward that converts dQ itself.
+flashgen_status_t run_bwd_sink_grad(const BwdParams& params, cudaStream_t stream);
+
 }  // namespace flashgen

@@ -4,8 +4,9 @@
 // (query head of its GQA group, query block) pair that sees its keys, so dK and dV are reduced
 // over the group without atomics or a second pass. Per pair it recomputes P from the forward
 // pass's LSE, forms dS = P * (dP - D) (D = rowsum(dO * O), from the preprocess kernel), adds
-// P^T dO to dV and dS^T Q to dK, and adds dS K to an fp32 dQ accumulator in global memory:
-// with atomics, or in key-block order behind a per-query-block counter when deterministic.
+// P^T dO to dV and dS^T Q to dK, and adds dS K to an fp32 dQ accumulator in global memory
+// (sm80_bwd_dq.hpp): with atomics, or in key-block order behind a per-query-block counter when
+// deterministic.
 // Q and dO are double-buffered: the next pair's tiles stream in while this one is processed.
 #pragma once
 
@@ -17,6 +18,7 @@
 #include "common/logit_transforms.hpp"
 #include "common/mask.hpp"
 #include "common/seq_info.hpp"
+#include "sm80/sm80_bwd_dq.hpp"
 #include "sm80/sm80_bwd_traits.hpp"
 #include "sm80/sm80_copy_gemm.hpp"
 
@@ -297,8 +299,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   auto thr_dq_b = copy_dq_b.get_thread_slice(tid);
   Tensor tdQsdS = thr_dq_a.partition_S(sdS);
   Tensor tdQsKt = thr_dq_b.partition_S(sKt);
-  Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadQK>>{}));
-  Tensor tdQcdQ_rc = make_tensor(tdQcdQ.data(), acc_layout_rowcol(tdQcdQ.layout()));
 
   constexpr int kRows = decltype(size<0>(tScS_rc))::value;
   const float scale_log2 = params.logit_scale_log2;
@@ -405,33 +405,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
     clear(acc_dq);
     gemm_smem_smem(mma_dq, acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, copy_dq_a, copy_dq_b, thr_dq_a, thr_dq_b);
-    Tensor dq = make_tensor(acc_dq.data(), acc_layout_rowcol(acc_dq.layout()));
-    float* dq_head = params.dq_accum + (int64_t(seq.row_base) * params.num_heads_q + h) * params.dq_accum_dim;
-    const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
-    // The dQ reductions and the dK GEMM in one basic block, so that ptxas spreads the REDs among
-    // the GEMM's MMAs (as it does in FA2's kernel) instead of issuing them back to back and then
-    // stalling the GEMM's first fragment loads on registers the queued REDs have yet to read.
-    // A row guard is a branch, so whole query blocks take a copy without guards; the
-    // deterministic order's counter is advanced after the GEMM.
-    auto reduce_dq_then_dk = [&](auto guarded) __attribute__((always_inline)) {
-      CUTE_UNROLL
-      for (int r = 0; r < size<0>(dq); ++r) {
-        const int row = m * kBlockM + get<0>(tdQcdQ_rc(r, 0));
-        if (decltype(guarded)::value && row >= seq.seqlen_q) { continue; }
-        float* dst = dq_head + row * dq_row_stride;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(dq); c += 2) {  // columns c, c + 1 are adjacent
-          red_add_f32x2(dst + get<1>(tdQcdQ_rc(r, c)), dq(r, c), dq(r, c + 1));
-        }
-      }
-      gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
-                     copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
-    };
-    if ((m + 1) * kBlockM <= seq.seqlen_q) {
-      reduce_dq_then_dk(cute::false_type{});
-    } else {
-      reduce_dq_then_dk(cute::true_type{});
+    // The dQ reductions, in the tile's own order (DqTile: 256 contiguous bytes per warp and
+    // instruction; no row guards, a partial block's tile owns its rows past the sequence, which
+    // get zeros), and the dK GEMM in one basic block, so that ptxas spreads the REDs among the
+    // GEMM's MMAs (as in FA2's kernel). The deterministic order's counter is advanced after it.
+    const DqTile<Traits> dq_tile(params, seq, batch, h, m, tid);
+    CUTE_UNROLL
+    for (int j = 0; j < DqTile<Traits>::kPairs; ++j) {  // acc_dq(2j), acc_dq(2j + 1): adjacent columns
+      red_add_f32x2(dq_tile.pair(j), acc_dq(2 * j), acc_dq(2 * j + 1));
     }
+    gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
+                   copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
     if (params.deterministic) {
       __threadfence();
       __syncthreads();

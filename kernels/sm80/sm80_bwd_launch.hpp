@@ -1,5 +1,5 @@
 // Host-side launch of the SM80-path backward pass: preprocess (D, zeroed dQ accumulator), the
-// main kernel, then dQ conversion and the sinks' gradient. A generated translation unit
+// main kernel, then dQ conversion (its own, sm80_bwd_dq.hpp) and the sinks' gradient. A generated translation unit
 // includes this header and instantiates run_bwd for one kernel spec.
 #pragma once
 
@@ -26,6 +26,9 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
 
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
+  if (params.num_heads_q > 65535 || params.batch > 65535) {  // the dQ conversion's grid
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "the sm80 backward takes at most 65535 query heads and batch entries");
+  }
   status = run_bwd_preprocess(params, kDtype, stream);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   BwdParams kparams = params;
@@ -36,7 +39,14 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
     status = check_launch("sm80 backward kernel");
     if (status != FLASHGEN_STATUS_OK) { return status; }
   }
-  return run_bwd_postprocess(params, kDtype, stream);
+  const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
+  if (m_blocks > 0 && params.num_heads_q > 0) {
+    dq_convert_kernel<Traits><<<dim3(unsigned(m_blocks), unsigned(params.num_heads_q), unsigned(params.batch)),
+                                Traits::kNumThreads, 0, stream>>>(params);
+    status = check_launch("sm80 backward dq conversion kernel");
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+  }
+  return run_bwd_sink_grad(params, stream);
 }
 
 }  // namespace flashgen::sm80
