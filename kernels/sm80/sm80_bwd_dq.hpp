@@ -5,9 +5,10 @@
 // num_heads_q * dq_accum_dim apart) is kept in the kernel's own order rather than row by row:
 // thread t's fragment pair j (acc_dq(2j), acc_dq(2j + 1), two adjacent columns) lives at tile
 // position L = 2 (j * kNumThreads + t), row L / D, column L % D. One warp's vector reduction
-// then covers 256 contiguous bytes, where in row order it touched 8 rows (8 cache lines) of 32
-// bytes each; the L1 handles a reduction per line, so that was 4x the line requests of FA2,
-// which keeps its accumulator in its atomic-add copy's order for the same reason. The tiles sit
+// then covers 256 contiguous bytes (2 cache lines), where in row order it touched 8 rows (8
+// lines) of 32 bytes each: ncu counted 16.8M reduction requests of 8 sectors against FA2's
+// 33.5M of 4 (FA2 keeps its accumulator in its atomic-add copy's order), and a quarter of our
+// MIO-throttle stalls on them (bench/NOTES.md, session 19: +6-16%). The tiles sit
 // at rows row_base + batch * kDqAccumPadRows + m * block_m (BwdParams::dq_accum), so that a
 // sequence's last, partial block owns all block_m rows: rows past the sequence hold zeros.
 #pragma once
