@@ -100,17 +100,6 @@ CUTE_DEVICE void cp_async_4(float* smem_dst, const float* gmem_src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem_src) : "memory");
 }
 
-// Fire-and-forget fp32 reduction of two adjacent values into global memory (one vector
-// reduction on sm90+, two scalar ones before). `dst` is 8-byte aligned.
-CUTE_DEVICE void red_add_f32x2(float* dst, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
-#else
-  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst), "f"(a) : "memory");
-  asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst + 1), "f"(b) : "memory");
-#endif
-}
-
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __grid_constant__ BwdParams params) {
   using Element = typename Traits::Element;
@@ -405,15 +394,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
     Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
     clear(acc_dq);
     gemm_smem_smem(mma_dq, acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, copy_dq_a, copy_dq_b, thr_dq_a, thr_dq_b);
-    // The dQ reductions, in the tile's own order (DqTile: 256 contiguous bytes per warp and
-    // instruction; no row guards, a partial block's tile owns its rows past the sequence, which
+    // The dQ reductions, in the tile's own order (DqTile: 128 or 256 contiguous bytes per warp
+    // and instruction; no row guards, a partial block's tile owns its rows past the sequence, which
     // get zeros), and the dK GEMM in one basic block, so that ptxas spreads the REDs among the
     // GEMM's MMAs (as in FA2's kernel). The deterministic order's counter is advanced after it.
-    const DqTile<Traits> dq_tile(params, seq, batch, h, m, tid);
-    CUTE_UNROLL
-    for (int j = 0; j < DqTile<Traits>::kPairs; ++j) {  // acc_dq(2j), acc_dq(2j + 1): adjacent columns
-      red_add_f32x2(dq_tile.pair(j), acc_dq(2 * j), acc_dq(2 * j + 1));
-    }
+    DqTile<Traits>(params, seq, batch, h, m, tid).add(acc_dq);
     gemm_smem_smem(mma_dkv, acc_dk, tdKrdSt, tdKrQt, tdKsdSt, shifted(tdKsQt, stage * Traits::kStageElemsQ),
                    copy_dkv_a, copy_dkv_b, thr_dkv_a, thr_dkv_b);
     if (params.deterministic) {
