@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device call's worth of backward measurement (session 19's call, kept): builds the bf16
+# backward kernels of one family for head dims 64 / 128 / 256 (plain and causal; 128 also dropout
+# and softcap) with their sm90 forwards, runs the backward tests, the standard backward sweep,
+# tools/bwd_variants.py, tools/bwd_deterministic_cost.py, and compute-sanitizer over a few
+# backward tests. Everything lands in $OUT/summary.txt (the device tool returns few files).
+#   FAMILY=sm80 (default) or sm90       the backward family (FLASHGEN_BWD_BACKEND)
+#   SEQLENS=2048,4096,8192,16384        the sweep's lengths
+#   PROFILE="4096:64:0"                 also ncu of these cases against FA2 (tools/gpu_profile.sh)
+set -uo pipefail
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+FAMILY=${FAMILY:-sm80}
+SEQLENS=${SEQLENS:-2048,4096,8192,16384}
+export FLASHGEN_CUDA_ARCHS="90a" FLASHGEN_DTYPES=bf16 FLASHGEN_HEAD_DIMS=64,128,256 FLASHGEN_BWD_BACKEND=$FAMILY
+kernels=""
+for d in 64 128 256; do kernels+="bwd_${FAMILY}_bf16_hdim$d,bwd_${FAMILY}_bf16_hdim${d}_causal,fwd_sm90_bf16_hdim$d,fwd_sm90_bf16_hdim${d}_causal,"; done
+export FLASHGEN_KERNELS="${kernels}bwd_${FAMILY}_bf16_hdim128_dropout,bwd_${FAMILY}_bf16_hdim128_softcap,fwd_sm90_bf16_hdim128_dropout,fwd_sm90_bf16_hdim128_softcap"
+S=$OUT/summary.txt
+STEPS=build timeout 300 tools/gpu_check.sh > "$S" 2>&1 || { tail -30 "$S"; exit 1; }
+echo "== tests (test_backward.py -k $FAMILY)" >> "$S"
+timeout 120 python3 -m pytest -q -x tests/test_backward.py -k "$FAMILY" 2>&1 | tail -3 >> "$S"
+echo "== sweep" >> "$S"
+timeout 200 python3 -m flashgen.bench --mode bwd --bwd-backend "$FAMILY" --head-dims 64,128,256 --seqlens "$SEQLENS" \
+  --causal both 2>&1 | awk '!seen[$0]++' >> "$S"
+echo "== variants (b 4, s 4096, h 16, d 128)" >> "$S"
+timeout 60 python3 tools/bwd_variants.py >> "$S" 2>&1
+echo "== deterministic" >> "$S"
+for c in "4096 128" "4096 128 causal" "4096 64"; do timeout 40 python3 tools/bwd_deterministic_cost.py $c >> "$S" 2>&1; done
+echo "== compute-sanitizer (memcheck) over test_backward.py -k '$FAMILY and hdim64 and (sq113 or varlen or gqa)'" >> "$S"
+timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_backward.py \
+  -k "$FAMILY and hdim64 and (sq113 or varlen or gqa)" > "$OUT/memcheck.log" 2>&1
+echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
+if [[ -n "${PROFILE:-}" ]]; then
+  MODE=bwd PEERS=full CASES="$PROFILE" timeout 200 tools/gpu_profile.sh >> "$S" 2>&1
+fi
+rm -f "$OUT/build.log" "$OUT/sass.txt" "$OUT/resources.txt" "$OUT/gpu.txt"
+grep -E "^\| (64|128|256) \||passed|failed|memcheck rc|TFLOP/s \||deterministic (True|False)" "$S" | awk '!seen[$0]++' | tail -60
