@@ -140,7 +140,9 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   const int counter_rows = tile.block_m < 64 ? tile.block_m : 64;
   p.num_m_blocks = (p.seqlen_q + counter_rows - 1) / counter_rows;
 
-  p.dq_accum_rows = int64_t(p.total_q) + int64_t(p.batch) * kDqAccumPadRows;
+  // Only the sm80 kernels keep dq_accum in per-block tiles that need the padding rows.
+  const bool padded = plan->entry->key.family == KernelFamily::kSm80;
+  p.dq_accum_rows = int64_t(p.total_q) + (padded ? int64_t(p.batch) * kDqAccumPadRows : 0);
   plan->accum_bytes = align_up(size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float));
   plan->d_bytes = align_up(size_t(p.num_heads_q) * p.total_q * sizeof(float));
   plan->semaphore_bytes = p.deterministic ? align_up(size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int)) : 0;

@@ -27,13 +27,13 @@ struct BwdParams : FwdParams {
   // Workspace. Row r of the batch (r = SeqInfo::row_base + i) of head h lives at
   //   dq_accum[(r * num_heads_q + h) * dq_accum_dim + c]   (fp32 partial sums of dQ)
   //   softmax_d[h * total_q + r]                           (rowsum(dO * O))
-  // dq_accum holds kDqAccumPadRows more rows per batch entry than total_q: the SM80-path
-  // backward keeps each query block's tile in its own order (sm80_bwd_kernel.hpp, DqTile), whole
+  // For the SM80-path backward dq_accum holds kDqAccumPadRows more rows per batch entry than
+  // total_q: it keeps each query block's tile in its own order (sm80_bwd_dq.hpp, DqTile), whole
   // blocks at rows row_base + batch * kDqAccumPadRows + m * block_m, so that even a sequence's
   // last, partial block owns all of its rows.
   float* dq_accum;
   int dq_accum_dim;  // the padded head_dim_qk
-  int64_t dq_accum_rows;  // total_q + batch * kDqAccumPadRows
+  int64_t dq_accum_rows;  // total_q (+ batch * kDqAccumPadRows for the sm80 kernels)
   // The sm90 backward's TMA-reduced dQ tiles store each 32-column block's 4-float chunks permuted
   // (columns 8 n + 4 b .. + 3 at chunk n % 4 + 4 b), which makes their staging stores free of
   // bank conflicts; the dQ conversion undoes it. Set by that launcher only.

@@ -29,14 +29,9 @@ using namespace cute;
 CUTE_DEVICE void red_add_f32(float* dst, float a) {
   asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst), "f"(a) : "memory");
 }
-// Two adjacent values, `dst` 8-byte aligned (sm90+).
+// Two adjacent values, `dst` 8-byte aligned: sm90+ only (DqTile calls it when kVec == 2).
 CUTE_DEVICE void red_add_f32x2(float* dst, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
-#else
-  red_add_f32(dst, a);
-  red_add_f32(dst + 1, b);
-#endif
 }
 
 template <class Traits>

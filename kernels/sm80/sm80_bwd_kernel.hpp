@@ -293,10 +293,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   const float scale_log2 = params.logit_scale_log2;
 
   // issue_next: starts the next item's Q / dO loads into the other stage. Called once the dV
-  // GEMM is issued (FA2 issues its loads around there too) rather than at the step's start:
-  // +5-6% at head dim 128 (bench/NOTES.md, session 18), where ncu had counted ~50 shared-memory
-  // bank conflicts per warp and step on loads that per-instruction were conflict-free, i.e.
-  // (the guess) fills landing under the S / dP GEMMs' ldmatrix reads.
+  // GEMM is issued rather than at the step's start: +5-6% at head dim 128 (bench/NOTES.md,
+  // session 18); FA2's split (dO there, Q after the dQ GEMM) and both after the dQ GEMM measured
+  // slower (session 19).
   auto step = [&](int h, int m, int stage, auto needs_mask, auto&& issue_next) __attribute__((always_inline)) {
     constexpr bool kMasked = decltype(needs_mask)::value;
 

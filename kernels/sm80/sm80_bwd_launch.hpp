@@ -1,6 +1,6 @@
 // Host-side launch of the SM80-path backward pass: preprocess (D, zeroed dQ accumulator), the
-// main kernel, then dQ conversion (its own, sm80_bwd_dq.hpp) and the sinks' gradient. A generated translation unit
-// includes this header and instantiates run_bwd for one kernel spec.
+// main kernel, then its own dQ conversion (sm80_bwd_dq.hpp) and the sinks' gradient. A
+// generated translation unit includes this header and instantiates run_bwd for one kernel spec.
 #pragma once
 
 #include <cstdint>
