@@ -29,7 +29,13 @@ def _num(text: str) -> float:
         return 0.0
 
 
-def rank_by_reason(header, col, data, base, reason: str, top: int) -> None:
+def _opcode(sass: str) -> str:
+    """The mnemonic of a SASS line without its predicate and modifiers ("@P0 LDSM.16.M88.4 ..." -> LDSM)."""
+    words = [w for w in sass.split() if not w.startswith("@")]
+    return words[0].split(".")[0] if words else ""
+
+
+def rank_by_reason(col, data, base, reason: str, top: int) -> None:
     key = f"stall_{reason}"
     if key not in col:
         print(f"\nno column {key!r}")
@@ -39,9 +45,7 @@ def rank_by_reason(header, col, data, base, reason: str, top: int) -> None:
     for r in data:
         v = _num(r[col[key]])
         src = r[col["Source"]].strip()
-        words = src.split()
-        op = (words[1] if words and words[0].startswith("@") and len(words) > 1 else (words[0] if words else "")).split(".")[0]
-        per_op[op] += v
+        per_op[_opcode(src)] += v
         ranked.append((v, int(r[col["Address"]], 16) - base, src))
     ranked.sort(reverse=True)
     print(f"\n'{reason}' samples by opcode:", ", ".join(f"{op} {v:.0f}" for op, v in per_op.most_common(8)))
@@ -92,7 +96,7 @@ def main(path: str, top: int = 40, reason: str = "") -> None:
             if v > 0:
                 print(f"{v:12.0f} {off:#7x}  {src[:72]}")
     if reason:
-        rank_by_reason(header, col, data, base, reason, top)
+        rank_by_reason(col, data, base, reason, top)
 
 
 if __name__ == "__main__":
