@@ -30,28 +30,59 @@ __device__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 template <>
 __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
-// One warp per (row, head): D = sum over head_dim_v of dO * O, in fp32.
-template <class T>
+// D = sum over head_dim_v of dO * O in fp32, per (row, head) pair (pairs numbered r * heads +
+// h, adjacent in memory for the usual layouts). Eight threads share a pair, each summing the
+// 16-byte chunks sub, sub + 8, ... (kChunks of them at most); a group of eight takes kItems pairs
+// (groups apart), and every load is issued before the arithmetic, so that a thread keeps 128
+// bytes in flight. (The first version, a warp per pair, had 8 or 16 of its 32 lanes idle at
+// head dims 64 and 128 and ran at half the memory bandwidth or less: 147 / 75 us against
+// FA2's 73 for this plus zeroing dq_accum, bench/NOTES.md, session 20.)
+template <class T, int kChunks, int kItems>
 __global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at, RowAddress out_at, int total_q,
                                  int num_heads, int head_dim, float* softmax_d) {
-  const int warp = int((blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32);
-  const int lane = threadIdx.x % 32;
-  if (warp >= total_q * num_heads) { return; }
-  const int r = warp / num_heads, h = warp % num_heads;
-  const T* a = dout + dout_at(r, h);
-  const T* b = out + out_at(r, h);
-  float sum = 0.f;
-  for (int c = lane * 8; c < head_dim; c += 32 * 8) {  // 16-byte loads: head dims are multiples of 8
-    const uint4 va = *reinterpret_cast<const uint4*>(a + c);
-    const uint4 vb = *reinterpret_cast<const uint4*>(b + c);
-    const T* ea = reinterpret_cast<const T*>(&va);
-    const T* eb = reinterpret_cast<const T*>(&vb);
+  const int64_t pairs = int64_t(total_q) * num_heads;
+  const int64_t groups = (pairs + kItems - 1) / kItems;
+  const int64_t group = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 8;
+  const int sub = int(threadIdx.x % 8);
+  // Loads are unconditional (out-of-range pairs and chunks read pair pairs - 1's first chunk and
+  // count for nothing): a guarded load would end in a branch whose merge waits for its data.
+  uint4 va[kItems][kChunks], vb[kItems][kChunks];
+  int rows[kItems], heads[kItems];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) { sum += to_float(ea[i]) * to_float(eb[i]); }
+  for (int it = 0; it < kItems; ++it) {
+    const int64_t pair = min(group + it * groups, pairs - 1);
+    rows[it] = int(pair / num_heads);
+    heads[it] = int(pair % num_heads);
+    const T* a = dout + dout_at(rows[it], heads[it]);
+    const T* b = out + out_at(rows[it], heads[it]);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int col = (sub + 8 * c) * 8;
+      const int at = col < head_dim ? col : 0;
+      va[it][c] = *reinterpret_cast<const uint4*>(a + at);
+      vb[it][c] = *reinterpret_cast<const uint4*>(b + at);
+    }
+  }
+  float sums[kItems];
+#pragma unroll
+  for (int it = 0; it < kItems; ++it) {
+    sums[it] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const T* ea = reinterpret_cast<const T*>(&va[it][c]);
+      const T* eb = reinterpret_cast<const T*>(&vb[it][c]);
+      float part = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) { part += to_float(ea[i]) * to_float(eb[i]); }
+      sums[it] += (sub + 8 * c) * 8 < head_dim ? part : 0.f;
+    }
   }
 #pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) { sum += __shfl_xor_sync(0xffffffffu, sum, offset); }
-  if (lane == 0) { softmax_d[int64_t(h) * total_q + r] = sum; }
+  for (int it = 0; it < kItems; ++it) {
+#pragma unroll
+    for (int offset = 4; offset > 0; offset /= 2) { sums[it] += __shfl_xor_sync(0xffffffffu, sums[it], offset); }
+    if (sub == 0 && group + it * groups < pairs) { softmax_d[int64_t(heads[it]) * total_q + rows[it]] = sums[it]; }
+  }
 }
 
 // Eight elements per thread: dq[r, h, c] = scale * dq_accum[(r * heads + h) * accum_dim + c].
@@ -104,6 +135,18 @@ RowAddress row_address(const BwdParams& p, int64_t batch_stride, int64_t row_str
   return {varlen ? 0 : batch_stride, row_stride, head_stride, varlen ? p.total_q : p.seqlen_q};
 }
 
+template <class T, int kChunks, int kItems>
+void launch_softmax_d(const BwdParams& p, cudaStream_t stream) {
+  const int64_t pairs = int64_t(p.total_q) * p.num_heads_q;
+  const int64_t threads = (pairs + kItems - 1) / kItems * 8;
+  constexpr int kBlock = 256;
+  softmax_d_kernel<T, kChunks, kItems><<<dim3(unsigned((threads + kBlock - 1) / kBlock)), kBlock, 0, stream>>>(
+      static_cast<const T*>(p.dout), static_cast<const T*>(p.out),
+      row_address(p, p.dout_batch_stride, p.dout_row_stride, p.dout_head_stride),
+      row_address(p, p.out_batch_stride, p.out_row_stride, p.out_head_stride), p.total_q, p.num_heads_q,
+      p.head_dim_v, p.softmax_d);
+}
+
 template <class T>
 flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
   const size_t accum_bytes = size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float);
@@ -114,15 +157,19 @@ flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
       return check_launch("dq semaphore memset");
     }
   }
-  const int64_t warps = int64_t(p.total_q) * p.num_heads_q;
-  if (warps == 0) { return FLASHGEN_STATUS_OK; }
-  const int threads = 256;
-  const int64_t blocks = (warps * 32 + threads - 1) / threads;
-  softmax_d_kernel<T><<<dim3(unsigned(blocks)), threads, 0, stream>>>(
-      static_cast<const T*>(p.dout), static_cast<const T*>(p.out),
-      row_address(p, p.dout_batch_stride, p.dout_row_stride, p.dout_head_stride),
-      row_address(p, p.out_batch_stride, p.out_row_stride, p.out_head_stride), p.total_q, p.num_heads_q,
-      p.head_dim_v, p.softmax_d);
+  if (int64_t(p.total_q) * p.num_heads_q == 0) { return FLASHGEN_STATUS_OK; }
+  const int chunks = (p.head_dim_v + 7) / 8;  // 16-byte chunks of a row (head dims are multiples of 8)
+  if (chunks <= 8) {
+    launch_softmax_d<T, 1, 4>(p, stream);
+  } else if (chunks <= 16) {
+    launch_softmax_d<T, 2, 2>(p, stream);
+  } else if (chunks <= 32) {
+    launch_softmax_d<T, 4, 1>(p, stream);
+  } else if (chunks <= 64) {
+    launch_softmax_d<T, 8, 1>(p, stream);
+  } else {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "the backward preprocess takes head_dim_v <= 512");
+  }
   return check_launch("backward preprocess kernel");
 }
 

@@ -19,7 +19,9 @@
 #include <cute/tensor.hpp>
 
 #include "common/bwd_params.h"
+#include "common/cute_utils.hpp"
 #include "common/seq_info.hpp"
+#include "common/tile_copy.hpp"
 
 namespace flashgen::sm80 {
 
@@ -73,9 +75,6 @@ struct DqTile {
     const int pos = (j % kGroup) * kSpan + kVec * tid;  // within group j / kGroup
     return tile + (int64_t(j / kGroup) * kGroupRows + pos / kDim) * row_stride + pos % kDim;
   }
-  // Where fragment element i lives.
-  CUTE_DEVICE float* element(int i) const { return chunk(i / kVec) + i % kVec; }
-
   // Adds this thread's dQ fragment (the dQ MMA's accumulator) to the tile.
   template <class Fragment>
   CUTE_DEVICE void add(Fragment const& acc) const {
@@ -92,35 +91,60 @@ struct DqTile {
 };
 
 // dq = softmax_scale * dq_accum in the input dtype: one CTA per (query block, query head, batch
-// entry), each thread its own elements of the tile, mapped back to (row, column) through the dQ
-// MMA's accumulator layout.
+// entry). Each thread reads its own chunks of the tile (the same vector width and order as the
+// reductions, all loads in flight at once), converts them in the dQ MMA's accumulator layout
+// and stages the block in shared memory, from which rows leave in 16-byte stores, as the main
+// kernel's dK / dV epilogue does. (The first version read element by element and stored pairs
+// straight from the accumulator layout, 8 rows per warp store: 115-137 us against FA2's 62 at
+// the standard 2k shapes, bench/NOTES.md, session 20.)
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kNumThreads) dq_convert_kernel(const __grid_constant__ BwdParams params) {
   using Element = typename Traits::Element;
+  using Tile = DqTile<Traits>;
   constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kPadQK = Traits::kPadQK;
+  using SmemLayoutdQ = decltype(tile_to_shape(typename Traits::IOQK::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  __shared__ __align__(128) Element smem[cosize_v<SmemLayoutdQ>];
   const int m = int(blockIdx.x), h = int(blockIdx.y), batch = int(blockIdx.z);
   const int tid = int(threadIdx.x);
   const SeqInfo seq(params, batch);
   if (m * kBlockM >= seq.seqlen_q) { return; }
 
   typename Traits::TiledMmadQ mma_dq;
-  Tensor coords = mma_dq.get_thread_slice(tid).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<Traits::kPadQK>>{}));
-  static_assert(decltype(size(coords))::value == DqTile<Traits>::kElems);
-  const DqTile<Traits> tile(params, seq, batch, h, m, tid);
+  Tensor acc = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kPadQK>>{});
+  static_assert(decltype(size(acc))::value == Tile::kElems);
+  const Tile tile(params, seq, batch, h, m, tid);
+  CUTE_UNROLL
+  for (int j = 0; j < Tile::kChunks; ++j) {
+    if constexpr (Tile::kVec == 2) {
+      const float2 v = *reinterpret_cast<const float2*>(tile.chunk(j));
+      acc(2 * j) = v.x * params.softmax_scale;
+      acc(2 * j + 1) = v.y * params.softmax_scale;
+    } else {
+      acc(j) = *tile.chunk(j) * params.softmax_scale;
+    }
+  }
+  Tensor rdQ = convert_fragment<Element>(acc);
+  Tensor sdQ = make_tensor(make_smem_ptr(smem), SmemLayoutdQ{});
+  auto copy_c = make_tiled_copy_C(typename Traits::SmemCopyAtomStore{}, mma_dq);
+  auto thr_c = copy_c.get_thread_slice(tid);
+  copy(copy_c, thr_c.retile_S(rdQ), thr_c.partition_D(sdQ));
+  __syncthreads();
+
+  typename Traits::IOQK::CopyStore store;
+  auto thr_store = store.get_thread_slice(tid);
+  Tensor tdQsdQ = thr_store.partition_S(sdQ);
+  Tensor tdQrdQ = make_fragment_like<Element>(tdQsdQ);
+  copy(store, tdQsdQ, tdQrdQ);
   const int64_t dq_offset = params.cu_seqlens_q != nullptr ? int64_t(seq.row_base) * params.dq_row_stride
                                                            : int64_t(batch) * params.dq_batch_stride;
   Element* dq = static_cast<Element*>(params.dq) + dq_offset + int64_t(h) * params.dq_head_stride;
-  CUTE_UNROLL
-  for (int i = 0; i < DqTile<Traits>::kElems; i += 2) {
-    const int row = m * kBlockM + get<0>(coords(i));
-    const int col = get<1>(coords(i));  // and col + 1 (the accumulator's adjacent pair)
-    if (row < seq.seqlen_q && col < params.head_dim_qk) {
-      const float v0 = *tile.element(i), v1 = *tile.element(i + 1);
-      alignas(4) const Element out[2] = {Element(v0 * params.softmax_scale), Element(v1 * params.softmax_scale)};
-      *reinterpret_cast<uint32_t*>(dq + int64_t(row) * params.dq_row_stride + col) =
-          *reinterpret_cast<const uint32_t*>(out);
-    }
-  }
+  Tensor gdQ = local_tile(make_tensor(make_gmem_ptr(dq), make_shape(seq.seqlen_q, Int<kPadQK>{}),
+                                     make_stride(params.dq_row_stride, _1{})),
+                          Shape<Int<kBlockM>, Int<kPadQK>>{}, make_coord(m, 0));
+  Tensor tdQcdQ = thr_store.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, Traits::kHeadDimQK>(store, tdQrdQ, thr_store.partition_D(gdQ),
+                                                                         tdQcdQ, seq.seqlen_q - m * kBlockM);
 }
 
 }  // namespace flashgen::sm80
