@@ -11,13 +11,18 @@
 namespace flashgen {
 
 // `units` independent units (a (head, batch entry[, split]) each), `per_unit` tiles each, rank
-// 0 the longest. Tile indices go section by section, a section being `section` consecutive
-// units; inside it, rank 0 of every unit, then rank 1, and so on. The CTAs running at the same
-// time then share the operands of a few units in L2, and the longest-first order holds over
-// the whole section rather than within one unit: under a causal mask, head after head of
-// long-to-short tiles left a greedy schedule (the hardware's or an atomic counter's) 6-15%
-// idle at the end of the standard sweep's shapes, one section 0-3% (a simulation in
-// bench/NOTES.md). section = 1 is the plain unit-major order.
+// 0 the longest. Tile indices go section by section, a section being consecutive units, at
+// most `section` of them; inside it, rank 0 of every unit, then rank 1, and so on. The CTAs
+// running at the same time then share the operands of a few units in L2, and the longest-first
+// order holds over the whole section rather than within one unit: under a causal mask, head
+// after head of long-to-short tiles left a greedy schedule (the hardware's or an atomic
+// counter's) 6-15% idle at the end of the standard sweep's shapes, one section 0-3% (a
+// simulation in bench/NOTES.md). The sections are as even as the count allows (sizes differ by
+// at most one, the larger ones first): a short last section starts its longest tiles when
+// little other work is left (64 units in sections of 7 left one unit for last, and the
+// simulated schedule 10% idle; bench/NOTES.md, session 20). section = 1 is the plain unit-major
+// order. Within a unit, ranks keep increasing with the index (the deterministic backward's
+// waits rely on it).
 struct SectionedOrder {
   int per_unit;
   int units;
@@ -29,11 +34,23 @@ struct SectionedOrder {
   };
 
   CUTE_HOST_DEVICE Coord operator()(int index) const {
-    const int span = section * per_unit;
-    const int sec = index / span;
-    const int first = sec * section;
-    const int size = units - first < section ? units - first : section;  // the last may be short
-    const int r = index - sec * span;
+    const int sections = (units + section - 1) / section;
+    const int small = units / sections;                // units of a smaller section
+    const int large_sections = units - small * sections;  // those with small + 1 units come first
+    const int large_span = (small + 1) * per_unit;
+    int first, size, r;
+    if (index < large_sections * large_span) {
+      const int sec = index / large_span;
+      first = sec * (small + 1);
+      size = small + 1;
+      r = index - sec * large_span;
+    } else {
+      const int rest = index - large_sections * large_span;
+      const int sec = rest / (small * per_unit);
+      first = large_sections * (small + 1) + sec * small;
+      size = small;
+      r = rest - sec * small * per_unit;
+    }
     const int rank = r / size;
     return {rank, first + (r - rank * size)};
   }
