@@ -7,6 +7,8 @@
 #   FAMILY=sm80 (default) or sm90       the backward family (FLASHGEN_BWD_BACKEND)
 #   SEQLENS=2048,4096,8192,16384        the sweep's lengths
 #   PROFILE="4096:64:0"                 also ncu of these cases against FA2 (tools/gpu_profile.sh)
+#   KERNEL_TIMES="2048:128:1"           also each kernel's time in one backward call of these cases
+#                                       (tools/bwd_kernel_times.py; against FA2, or cuDNN for sm90)
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -31,8 +33,12 @@ echo "== compute-sanitizer (memcheck) over test_backward.py -k '$FAMILY and hdim
 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_backward.py \
   -k "$FAMILY and hdim64 and (sq113 or varlen or gqa)" > "$OUT/memcheck.log" 2>&1
 echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
+if [[ -n "${KERNEL_TIMES:-}" ]]; then
+  peer=flash; [[ "$FAMILY" == sm90 ]] && peer=cudnn
+  timeout 150 python3 tools/bwd_kernel_times.py --peer $peer $KERNEL_TIMES >> "$S" 2>&1
+fi
 if [[ -n "${PROFILE:-}" ]]; then
   MODE=bwd PEERS=full CASES="$PROFILE" timeout 200 tools/gpu_profile.sh >> "$S" 2>&1
 fi
 rm -f "$OUT/build.log" "$OUT/sass.txt" "$OUT/resources.txt" "$OUT/gpu.txt"
-grep -E "^\| (64|128|256) \||passed|failed|memcheck rc|TFLOP/s \||deterministic (True|False)" "$S" | awk '!seen[$0]++' | tail -60
+grep -E "^\| (64|128|256) \||passed|failed|memcheck rc|TFLOP/s \||deterministic (True|False)|^== s[0-9]|total" "$S" | awk '!seen[$0]++' | tail -60
