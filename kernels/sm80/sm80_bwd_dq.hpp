@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads) dq_convert_kernel(const _
   using Tile = DqTile<Traits>;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kPadQK = Traits::kPadQK;
-  using SmemLayoutdQ = decltype(tile_to_shape(typename Traits::IOQK::SmemAtom{}, Shape<Int<kBlockM>, Int<kPadQK>>{}));
+  using SmemLayoutdQ = typename Traits::SmemLayoutQ;  // one stage of Q: (block_m, padded head_dim_qk)
   __shared__ __align__(128) Element smem[cosize_v<SmemLayoutdQ>];
   const int m = int(blockIdx.x), h = int(blockIdx.y), batch = int(blockIdx.z);
   const int tid = int(threadIdx.x);
