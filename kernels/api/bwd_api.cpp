@@ -115,6 +115,7 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   p = BwdParams{};
   static_cast<FwdParams&>(p) = to_fwd_params(f);
   p.max_seqlen_k = f.cu_seqlens_q != nullptr ? int(args->max_seqlen_k) : p.seqlen_k;
+  p.num_sms = device.num_sms;  // the key blocks' section sizes (set_bwd_key_order)
   p.dout = args->dout;
   p.dout_batch_stride = args->dout_batch_stride;
   p.dout_row_stride = args->dout_row_stride;

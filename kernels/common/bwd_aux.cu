@@ -36,10 +36,13 @@ __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfl
 // (groups apart), and every load is issued before the arithmetic, so that a thread keeps 128
 // bytes in flight. (The first version, a warp per pair, had 8 or 16 of its 32 lanes idle at
 // head dims 64 and 128 and ran at half the memory bandwidth or less: 147 / 75 us against
-// FA2's 73 for this plus zeroing dq_accum, bench/NOTES.md, session 20.)
+// FA2's 73 for this plus zeroing dq_accum, bench/NOTES.md, session 20.) The same grid zeroes
+// dq_accum (accum_vec 16-byte chunks, grid-strided), stores issued under the loads' latency: a
+// separate memset cost its own launch and ~30 us at bandwidth.
 template <class T, int kChunks, int kItems>
 __global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at, RowAddress out_at, int total_q,
-                                 int num_heads, int head_dim, float* softmax_d) {
+                                 int num_heads, int head_dim, float* softmax_d, float4* dq_accum,
+                                 int64_t accum_vec) {
   const int64_t pairs = int64_t(total_q) * num_heads;
   const int64_t groups = (pairs + kItems - 1) / kItems;
   const int64_t group = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 8;
@@ -62,6 +65,10 @@ __global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at
       va[it][c] = *reinterpret_cast<const uint4*>(a + at);
       vb[it][c] = *reinterpret_cast<const uint4*>(b + at);
     }
+  }
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < accum_vec; i += stride) {
+    dq_accum[i] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
   float sums[kItems];
 #pragma unroll
@@ -135,6 +142,11 @@ RowAddress row_address(const BwdParams& p, int64_t batch_stride, int64_t row_str
   return {varlen ? 0 : batch_stride, row_stride, head_stride, varlen ? p.total_q : p.seqlen_q};
 }
 
+// dq_accum's size: whole 16-byte chunks (dq_accum_dim is a multiple of 8).
+int64_t accum_bytes(const BwdParams& p) {
+  return int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * int64_t(sizeof(float));
+}
+
 template <class T, int kChunks, int kItems>
 void launch_softmax_d(const BwdParams& p, cudaStream_t stream) {
   const int64_t pairs = int64_t(p.total_q) * p.num_heads_q;
@@ -144,20 +156,23 @@ void launch_softmax_d(const BwdParams& p, cudaStream_t stream) {
       static_cast<const T*>(p.dout), static_cast<const T*>(p.out),
       row_address(p, p.dout_batch_stride, p.dout_row_stride, p.dout_head_stride),
       row_address(p, p.out_batch_stride, p.out_row_stride, p.out_head_stride), p.total_q, p.num_heads_q,
-      p.head_dim_v, p.softmax_d);
+      p.head_dim_v, p.softmax_d, reinterpret_cast<float4*>(p.dq_accum), accum_bytes(p) / sizeof(float4));
 }
 
 template <class T>
 flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
-  const size_t accum_bytes = size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float);
-  if (cudaMemsetAsync(p.dq_accum, 0, accum_bytes, stream) != cudaSuccess) { return check_launch("dq_accum memset"); }
   if (p.deterministic) {
     const size_t sem_bytes = size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int);
     if (cudaMemsetAsync(p.dq_semaphore, 0, sem_bytes, stream) != cudaSuccess) {
       return check_launch("dq semaphore memset");
     }
   }
-  if (int64_t(p.total_q) * p.num_heads_q == 0) { return FLASHGEN_STATUS_OK; }
+  if (int64_t(p.total_q) * p.num_heads_q == 0) {  // no rows: the kernel below would not launch
+    if (cudaMemsetAsync(p.dq_accum, 0, size_t(accum_bytes(p)), stream) != cudaSuccess) {
+      return check_launch("dq_accum memset");
+    }
+    return FLASHGEN_STATUS_OK;
+  }
   const int chunks = (p.head_dim_v + 7) / 8;  // 16-byte chunks of a row (head dims are multiples of 8)
   if (chunks <= 8) {
     launch_softmax_d<T, 1, 4>(p, stream);

@@ -60,7 +60,14 @@ inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes,
   const int64_t units = int64_t(params.num_heads_kv) * params.batch;
   const int64_t unit_bytes = int64_t(params.seqlen_q) * params.group_size *
                              ((params.head_dim_qk + params.head_dim_v) * elem_bytes + 4 * params.head_dim_qk + 8);
-  params.key_order = SectionedOrder{n_blocks, int(units), lengths_vary ? section_units(unit_bytes, int(units)) : 1};
+  // A section's work must outlast its longest key block when spread over the SMs, or its
+  // longest blocks, started last, finish alone: under a causal mask a unit's blocks average half
+  // the longest, so at least 2 * SMs / n_blocks units (simulated: 1.046-1.049 of the ideal
+  // makespan -> 1.012-1.013 at head dim 128 8k and 256 4k; measured +3.7% / +3.2% there on the
+  // SM80 path, -0.6% at 128 2k as simulated; bench/NOTES.md, sessions 20-21).
+  const int min_units = params.num_sms > 0 ? (2 * params.num_sms + n_blocks - 1) / n_blocks : 1;
+  params.key_order = SectionedOrder{n_blocks, int(units),
+                                    lengths_vary ? section_units(unit_bytes, int(units), int64_t(32) << 20, min_units) : 1};
   return int64_t(n_blocks) * units;
 }
 

@@ -73,10 +73,12 @@ inline bool tile_sections_disabled() {
   return off;
 }
 
-// Units per section: as many as fit in `budget` bytes of L2 at `unit_bytes` each, at least one.
-inline int section_units(int64_t unit_bytes, int units, int64_t budget = int64_t(32) << 20) {
+// Units per section: as many as fit in `budget` bytes of L2 at `unit_bytes` each, but at least
+// `min_units` (and one).
+inline int section_units(int64_t unit_bytes, int units, int64_t budget = int64_t(32) << 20, int min_units = 1) {
   if (units <= 1 || tile_sections_disabled()) { return 1; }
-  const int64_t fit = unit_bytes <= 0 ? int64_t(units) : budget / unit_bytes;
+  int64_t fit = unit_bytes <= 0 ? int64_t(units) : budget / unit_bytes;
+  fit = fit < min_units ? min_units : fit;
   return fit < 1 ? 1 : fit > units ? units : int(fit);
 }
 
