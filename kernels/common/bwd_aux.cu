@@ -37,8 +37,8 @@ __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfl
 // bytes in flight. (The first version, a warp per pair, had 8 or 16 of its 32 lanes idle at
 // head dims 64 and 128 and ran at half the memory bandwidth or less: 147 / 75 us against
 // FA2's 73 for this plus zeroing dq_accum, bench/NOTES.md, session 20.) The same grid zeroes
-// dq_accum (accum_vec 16-byte chunks, grid-strided), stores issued under the loads' latency: a
-// separate memset cost its own launch and ~30 us at bandwidth.
+// dq_accum (accum_vec 16-byte chunks, grid-strided, stores issued under the loads' latency) in
+// place of a separate memset: the same bytes and one launch fewer (measured neutral, session 21).
 template <class T, int kChunks, int kItems>
 __global__ void softmax_d_kernel(const T* dout, const T* out, RowAddress dout_at, RowAddress out_at, int total_q,
                                  int num_heads, int head_dim, float* softmax_d, float4* dq_accum,
