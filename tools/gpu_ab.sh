@@ -8,6 +8,10 @@
 #   FLASHGEN_KERNELS=... BENCH_ARGS="--mode fwd --head-dims 128 --seqlens 2048,8192 --causal no" \
 #     ROUNDS=2 tools/gpu_ab.sh
 #   PRE_BENCH="python3 -m pytest -q tests/test_forward.py -x"   optional, run under B only
+#   AB_KEY_COLS=3 AB_VALUE_COLS=3   which table cells name a row and which are compared (0-based;
+#                                   the fwd / bwd tables: hdim | seqlen | causal | flashgen; the
+#                                   decode table: AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 for dense,
+#                                   paged16 and fp8_paged16)
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -48,35 +52,37 @@ for ((i = 0; i < ROUNDS; ++i)); do
     PYTHONPATH=/tmp/ab_$side python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' > "$OUT/bench_${side}_$i.txt"
   done
 done
-python3 - "$OUT" "$ROUNDS" "${sides[@]}" <<'PY'
+python3 - "$OUT" "$ROUNDS" "${AB_KEY_COLS:-3}" "${AB_VALUE_COLS:-3}" "${sides[@]}" <<'PY'
 import statistics, sys
-out, rounds, sides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, rounds, key_cols, sides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5:]
+value_cols = [int(c) for c in sys.argv[4].split(",")]
 def rows(path):
     table = {}
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 6 and cells[0].replace("x", "").isdigit():
+        if len(cells) > max(value_cols) and cells[0].replace("x", "").isdigit():
             try:
-                table[tuple(cells[:3])] = (float(cells[3]), cells[5])
+                table[tuple(cells[:key_cols])] = ([float(cells[c]) for c in value_cols], cells[5] if len(cells) > 5 else "")
             except ValueError:
                 pass
     return table
 runs = {s: [rows(f"{out}/bench_{s}_{i}.txt") for i in range(rounds)] for s in sides}
 others = sides[1:]
-print("| hdim | seqlen | causal | A | " + " | ".join(f"{s.upper()} | {s.upper()} / A" for s in others)
-      + " | 6th column (A; " + "; ".join(s.upper() for s in others) + ") |")
-print("| --- " * (4 + 2 * len(others) + 1) + "|")
-for key in runs["a"][0]:
-    med = {}
-    for s in sides:
-        vals = [t[key][0] for t in runs[s] if key in t]
-        if vals:
-            med[s] = statistics.median(vals)
-    if "a" not in med:
-        continue
-    cells = [f"{med['a']:.0f}"]
-    for s in others:
-        cells += [f"{med[s]:.0f}", f"{med[s] / med['a']:.3f}"] if s in med else ["?", "?"]
-    sixth = "; ".join(runs[s][0].get(key, ("", "?"))[1] for s in sides)
-    print(f"| {' | '.join(key)} | {' | '.join(cells)} | {sixth} |")
+for v, col in enumerate(value_cols):
+    print(f"column {col}: | key | A | " + " | ".join(f"{s.upper()} | {s.upper()} / A" for s in others)
+          + (" | 6th column (A; " + "; ".join(s.upper() for s in others) + ") |" if len(value_cols) == 1 else " |"))
+    print("| --- " * (3 + 2 * len(others) + (1 if len(value_cols) == 1 else 0)) + "|")
+    for key in runs["a"][0]:
+        med = {}
+        for s in sides:
+            vals = [t[key][0][v] for t in runs[s] if key in t]
+            if vals:
+                med[s] = statistics.median(vals)
+        if "a" not in med:
+            continue
+        cells = [f"{med['a']:.3g}"]
+        for s in others:
+            cells += [f"{med[s]:.3g}", f"{med[s] / med['a']:.3f}"] if s in med else ["?", "?"]
+        sixth = " | " + "; ".join(runs[s][0].get(key, ([], "?"))[1] for s in sides) if len(value_cols) == 1 else ""
+        print(f"| {' / '.join(key)} | {' | '.join(cells)}{sixth} |")
 PY
