@@ -13,22 +13,8 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import flashgen
-
-
-def contenders(causal):
-    def sdpa(backend):
-        def attn(q, k, v):
-            with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                      is_causal=causal).transpose(1, 2)
-        return attn
-
-    return {"flashgen": lambda q, k, v: flashgen.flash_attn_func(q, k, v, causal=causal),
-            "FA2": sdpa(SDPBackend.FLASH_ATTENTION), "cuDNN": sdpa(SDPBackend.CUDNN_ATTENTION)}
+from flashgen.bench.backward import attentions  # the benchmark's contenders: flashgen, fa2, cudnn
 
 
 def sustained(fn, calls):
@@ -59,7 +45,7 @@ def main():
     dout = torch.randn_like(q)
     marks = []
     print(f"== s{s} d{d} causal {causal} (b {b}, h {h}), {args.calls} back-to-back backward calls: ms per call")
-    for name, attn in contenders(causal).items():
+    for name, attn in attentions(causal).items():
         out = attn(q, k, v)
         start, end, ms = sustained(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True), args.calls)
         med = statistics.median(ms)
