@@ -8,6 +8,8 @@
 #   FLASHGEN_KERNELS=... BENCH_ARGS="--mode fwd --head-dims 128 --seqlens 2048,8192 --causal no" \
 #     ROUNDS=2 tools/gpu_ab.sh
 #   PRE_BENCH="python3 -m pytest -q tests/test_forward.py -x"   optional, run under B only
+#   SKIP_BUILD=1     reuse the /tmp/ab_* builds of an earlier gpu_ab.sh in the same call (a second
+#                    benchmark over the same kernels); TAG=name keeps its logs apart (bench_TAG_*)
 #   AB_KEY_COLS=3 AB_VALUE_COLS=3   which table cells name a row and which are compared (0-based;
 #                                   the fwd / bwd tables: hdim | seqlen | causal | flashgen; the
 #                                   decode table: AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 for dense,
@@ -34,12 +36,15 @@ build() {  # source dir, target dir, tag
      --target "$2" . > "$OUT/build_$3.log" 2>&1) || { echo "build $3 failed"; tail -30 "$OUT/build_$3.log"; return 1; }
   echo "build $3: $(( $(date +%s) - start )) s"
 }
-pids=()
-for s in "${sides[@]}"; do
-  rm -rf "/tmp/ab_$s"
-  build "${src[$s]}" "/tmp/ab_$s" "$s" & pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+TAG=${TAG:+${TAG}_}
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  pids=()
+  for s in "${sides[@]}"; do
+    rm -rf "/tmp/ab_$s"
+    build "${src[$s]}" "/tmp/ab_$s" "$s" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+fi
 echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tree$(for s in "${sides[@]:2}"; do
   printf ', %s = %s' "${s^^}" "$(cat "ab_$s/AB_REVISION" 2>/dev/null || echo "ab_$s")"; done)"
 if [[ -n "${PRE_BENCH:-}" ]]; then
@@ -49,12 +54,12 @@ fi
 for ((i = 0; i < ROUNDS; ++i)); do
   for side in "${sides[@]}"; do
     # shellcheck disable=SC2086
-    PYTHONPATH=/tmp/ab_$side python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' > "$OUT/bench_${side}_$i.txt"
+    PYTHONPATH=/tmp/ab_$side python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' > "$OUT/bench_${TAG}${side}_$i.txt"
   done
 done
-python3 - "$OUT" "$ROUNDS" "${AB_KEY_COLS:-3}" "${AB_VALUE_COLS:-3}" "${sides[@]}" <<'PY'
+python3 - "$OUT" "$ROUNDS" "${AB_KEY_COLS:-3}" "${AB_VALUE_COLS:-3}" "$TAG" "${sides[@]}" <<'PY'
 import statistics, sys
-out, rounds, key_cols, sides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5:]
+out, rounds, key_cols, tag, sides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5], sys.argv[6:]
 value_cols = [int(c) for c in sys.argv[4].split(",")]
 def rows(path):
     table = {}
@@ -66,7 +71,7 @@ def rows(path):
             except ValueError:
                 pass
     return table
-runs = {s: [rows(f"{out}/bench_{s}_{i}.txt") for i in range(rounds)] for s in sides}
+runs = {s: [rows(f"{out}/bench_{tag}{s}_{i}.txt") for i in range(rounds)] for s in sides}
 others = sides[1:]
 for v, col in enumerate(value_cols):
     print(f"column {col}: | key | A | " + " | ".join(f"{s.upper()} | {s.upper()} / A" for s in others)

@@ -1,19 +1,19 @@
-// The SM80-path backward's fp32 dQ accumulator: where each thread adds its part of a query
-// block's dQ, and the conversion kernel that reads it back into dq.
+// The SM80-path backward's fp32 dQ accumulator: where each thread adds its part of a query block's
+// dQ, and the conversion kernel that reads it back into dq.
 //
 // A (query block, query head) tile of dq_accum (block_m rows of dq_accum_dim floats, rows
 // num_heads_q * dq_accum_dim apart) is kept in the kernel's own order rather than row by row, in
-// chunks of kVec fragment elements (acc_dq(kVec j) .. + kVec - 1; a pair is two adjacent
-// columns): thread t's chunk j lives at tile position L = kVec (j * kNumThreads + t), row L / D,
-// column L % D. One warp's reduction then covers 32 kVec contiguous floats: on sm90+ a vector
-// reduction of a pair (256 bytes, 2 cache lines), before sm90 a scalar one (128 bytes, one
-// line). In row order a warp's reduction touched 8 rows, 8 lines: ncu counted 16.8M reduction
-// requests of 8 sectors against FA2's 33.5M of 4 (FA2 keeps its accumulator in its atomic-add
-// copy's order), and a quarter of our MIO-throttle stalls on them (bench/NOTES.md, session 19:
-// +6-16% on the H200). The tiles sit at rows row_base + batch * kDqAccumPadRows + m * block_m
-// (BwdParams::dq_accum), so that a sequence's last, partial block owns all block_m rows: rows
-// past the sequence hold zeros. The conversion kernel is compiled with the main kernel, for the
-// same architecture, so both see the same kVec.
+// chunks of kVec fragment elements (acc_dq(kVec j) .. + kVec - 1; a pair is two adjacent columns):
+// thread t's chunk j lives at tile position L = kVec (j * kNumThreads + t), row L / D, column L %
+// D. One warp's reduction then covers 32 kVec contiguous floats: on sm90+ a vector reduction of
+// four (512 bytes, 4 cache lines; pairs before session 22: +2-4% causal, bench/NOTES.md), before
+// sm90 a scalar one (128 bytes, one line). In row order a warp's reduction touched 8 rows, 8 lines:
+// ncu counted 16.8M reduction requests of 8 sectors against FA2's 33.5M of 4 (FA2 keeps its
+// accumulator in its atomic-add copy's order), and a quarter of our MIO-throttle stalls on them
+// (bench/NOTES.md, session 19: +6-16% on the H200). The tiles sit at rows row_base + batch *
+// kDqAccumPadRows + m * block_m (BwdParams::dq_accum), so that a sequence's last, partial block
+// owns all block_m rows: rows past the sequence hold zeros. The conversion kernel is compiled with
+// the main kernel, for the same architecture, so both see the same kVec.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -35,13 +35,18 @@ CUTE_DEVICE void red_add_f32(float* dst, float a) {
 CUTE_DEVICE void red_add_f32x2(float* dst, float a, float b) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
 }
+// Four adjacent values, `dst` 16-byte aligned: sm90+ only (kVec == 4).
+CUTE_DEVICE void red_add_f32x4(float* dst, float a, float b, float c, float d) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
 
 template <class Traits>
 struct DqTile {
   // Floats per reduction: vector reductions exist from sm90. FLASHGEN_SM80_BWD_SCALAR_DQ forces
   // the scalar order on any GPU (to measure the pre-Hopper path on a Hopper one).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(FLASHGEN_SM80_BWD_SCALAR_DQ)
-  static constexpr int kVec = 2;
+  static constexpr int kVec = 4;
 #else
   static constexpr int kVec = 1;
 #endif
@@ -49,7 +54,8 @@ struct DqTile {
   static constexpr int kDim = Traits::kPadQK;  // == BwdParams::dq_accum_dim
   static constexpr int kElems = Traits::kBlockM * kDim / kThreads;  // per thread
   static constexpr int kChunks = kElems / kVec;
-  static_assert(Traits::kBlockM * kDim % (2 * kThreads) == 0 && Traits::kBlockM <= kDqAccumPadRows);
+  static_assert(Traits::kBlockM * kDim % (kVec * kThreads) == 0 && kDim % kVec == 0 &&
+                Traits::kBlockM <= kDqAccumPadRows);
   // One pass (every thread's chunk j) covers kSpan floats; kGroup passes cover whole rows. A
   // thread's chunks then take kGroup distinct offsets within a group (one when D divides kSpan,
   // as at head dims 64 / 128 / 256), not one per chunk, which ptxas would keep in registers.
@@ -81,7 +87,9 @@ struct DqTile {
     static_assert(decltype(size(acc))::value == kElems);
     CUTE_UNROLL
     for (int j = 0; j < kChunks; ++j) {
-      if constexpr (kVec == 2) {
+      if constexpr (kVec == 4) {
+        red_add_f32x4(chunk(j), acc(4 * j), acc(4 * j + 1), acc(4 * j + 2), acc(4 * j + 3));
+      } else if constexpr (kVec == 2) {
         red_add_f32x2(chunk(j), acc(2 * j), acc(2 * j + 1));
       } else {
         red_add_f32(chunk(j), acc(j));
@@ -116,7 +124,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads) dq_convert_kernel(const _
   const Tile tile(params, seq, batch, h, m, tid);
   CUTE_UNROLL
   for (int j = 0; j < Tile::kChunks; ++j) {
-    if constexpr (Tile::kVec == 2) {
+    if constexpr (Tile::kVec == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(tile.chunk(j));
+      acc(4 * j) = v.x * params.softmax_scale;
+      acc(4 * j + 1) = v.y * params.softmax_scale;
+      acc(4 * j + 2) = v.z * params.softmax_scale;
+      acc(4 * j + 3) = v.w * params.softmax_scale;
+    } else if constexpr (Tile::kVec == 2) {
       const float2 v = *reinterpret_cast<const float2*>(tile.chunk(j));
       acc(2 * j) = v.x * params.softmax_scale;
       acc(2 * j + 1) = v.y * params.softmax_scale;
