@@ -4,7 +4,7 @@ under sustained load shows as calls getting slower (first / last ten against the
 --marks FILE, writes each contender's wall-clock window (name start end, epoch seconds) there, for
 tools/gpu_power_trace.sh to match against its clock and power samples.
 
-    python3 tools/bwd_sustained.py 8192:256:0 --calls 200 --marks out/marks.txt
+    python3 tools/bwd_sustained.py 8192:256:0 --calls 200 --marks out/marks.txt [--bench-timing]
 Shapes follow the standard sweep: batch 16384 / seqlen, heads 2048 / head_dim, bf16.
 """
 
@@ -15,6 +15,7 @@ import time
 import torch
 
 from flashgen.bench.backward import attentions  # the benchmark's contenders: flashgen, fa2, cudnn
+from flashgen.bench.timing import median_ms
 
 
 def sustained(fn, calls):
@@ -36,6 +37,9 @@ def main():
     parser.add_argument("case", help="seqlen:head_dim:causal")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--marks", help="write 'name start end' lines (epoch seconds) here")
+    parser.add_argument("--bench-timing", action="store_true",
+                        help="also time each contender with the benchmark's median_ms (bursts as it picks them, "
+                             "then at least 4 calls a burst)")
     args = parser.parse_args()
     s, d, c = (int(x) for x in args.case.split(":"))
     causal = bool(c)
@@ -53,6 +57,9 @@ def main():
         print(f"  {name:8s} median {med:.3f} ({flops / med / 1e9:.0f} TFLOP/s), first ten {first:.3f}, "
               f"last ten {last:.3f}, min {min(ms):.3f}, max {max(ms):.3f}, window {end - start:.2f} s")
         marks.append(f"{name} {start:.3f} {end:.3f}")
+        if args.bench_timing:  # the benchmark's own timer, then with bursts of at least 4 calls
+            fn = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
+            print(f"  {name:8s} bench timer {median_ms(fn):.3f} ms, bursts >= 4 calls {median_ms(fn, min_burst=4):.3f}")
         del out
         torch.cuda.empty_cache()
     if args.marks:

@@ -49,7 +49,7 @@ echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tr
   printf ', %s = %s' "${s^^}" "$(cat "ab_$s/AB_REVISION" 2>/dev/null || echo "ab_$s")"; done)"
 if [[ -n "${PRE_BENCH:-}" ]]; then
   PYTHONPATH=/tmp/ab_b bash -c "$PRE_BENCH" > "$OUT/pre_bench.log" 2>&1
-  echo "pre-bench (B): rc $? ($(tail -1 "$OUT/pre_bench.log"))"
+  echo "pre-bench (B): rc $? ($(grep -E "passed|failed|error" "$OUT/pre_bench.log" | tr '\n' ';'))"
 fi
 for ((i = 0; i < ROUNDS; ++i)); do
   for side in "${sides[@]}"; do

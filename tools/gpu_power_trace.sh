@@ -4,6 +4,7 @@
 # clock and power over its window: is the GPU power- or thermally-limited under sustained
 # backward calls, and does one contender run at a lower clock than another?
 #   CASES="8192:256:0 4096:128:0" CALLS=200 tools/gpu_power_trace.sh    (after a build)
+#   SUSTAINED_ARGS=--bench-timing   also each contender under the benchmark's own timer
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -17,7 +18,7 @@ for c in $CASES; do
   nvidia-smi --query-gpu=$fields --format=csv,noheader,nounits -lms "${PERIOD_MS:-20}" > "$trace" 2>&1 &
   smi=$!
   sleep 1
-  python3 tools/bwd_sustained.py "$c" --calls "$CALLS" --marks "$OUT/marks.txt"
+  python3 tools/bwd_sustained.py "$c" --calls "$CALLS" --marks "$OUT/marks.txt" ${SUSTAINED_ARGS:-}
   kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
   python3 - "$trace" "$OUT/marks.txt" <<'PY'
 import datetime, statistics, sys

@@ -8,13 +8,15 @@ from typing import Callable
 import torch
 
 
-def median_ms(fn: Callable[[], object], warmup: int = 5, budget_ms: float = 300.0, reps: int = 15) -> float:
+def median_ms(fn: Callable[[], object], warmup: int = 5, budget_ms: float = 300.0, reps: int = 15,
+              min_burst: int = 1) -> float:
     """Median GPU time of one fn() call, in milliseconds.
 
     Each sample times a burst of back-to-back calls between two events, so the host-side cost
     of issuing a call overlaps the previous call's kernels as it does in a real model, instead
     of leaving the GPU idle inside the timed region (which would charge Python dispatch to the
-    kernel). The burst length makes a sample last about budget_ms / reps.
+    kernel). The burst length makes a sample last about budget_ms / reps, and is at least
+    min_burst calls.
     """
     for _ in range(warmup):
         fn()
@@ -26,7 +28,7 @@ def median_ms(fn: Callable[[], object], warmup: int = 5, budget_ms: float = 300.
     end.record()
     end.synchronize()
     estimate = max(start.elapsed_time(end) / 3, 1e-3)
-    burst = max(1, min(1000, int(budget_ms / reps / estimate)))
+    burst = max(min_burst, min(1000, int(budget_ms / reps / estimate)))
     samples = []
     for _ in range(reps):
         start.record()

@@ -1,0 +1,67 @@
+"""Host time of one forward and one backward call of each contender (flashgen, FA2 = torch SDPA
+FLASH, cuDNN) while the GPU is kept busy, so that no call waits on the GPU: what a call costs
+the CPU before its kernels are queued. The benchmark's timer starts each sample on an idle GPU,
+so a long call's sample includes this time once per burst. With --profile, the flashgen
+backward's top Python functions by own time (cProfile over the same calls).
+
+    python3 tools/host_overhead.py 4096:128:0 [--calls 20] [--profile]
+Shapes follow the standard sweep: batch 16384 / seqlen, heads 2048 / head_dim, bf16.
+"""
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import torch
+
+from flashgen.bench.backward import attentions
+
+
+def host_ms(fn, calls, profiler=None):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU time queued ahead of the calls
+    if profiler is not None:
+        profiler.enable()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", help="seqlen:head_dim:causal")
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    s, d, c = (int(x) for x in args.case.split(":"))
+    b, h = max(1, 16384 // s), 2048 // d
+    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    dout = torch.randn_like(q)
+    print(f"== s{s} d{d} causal {bool(c)} (b {b}, h {h}): host ms per call, GPU busy")
+    for name, attn in attentions(bool(c)).items():
+        with torch.no_grad():
+            fwd = host_ms(lambda: attn(q, k, v), args.calls)
+        out = attn(q, k, v)
+        profiler = cProfile.Profile() if args.profile and name == "flashgen" else None
+        bwd = host_ms(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True), args.calls)
+        print(f"  {name:8s} forward {fwd:.3f} ms, backward (autograd.grad) {bwd:.3f} ms")
+        if profiler is not None:  # the engine on this thread, so that cProfile sees the backward's Python
+            with torch.autograd.set_multithreading_enabled(False):
+                bwd = host_ms(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True), args.calls,
+                              profiler)
+            print(f"  {name:8s} backward on the calling thread {bwd:.3f} ms, profiled:")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+        del out
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
