@@ -8,10 +8,6 @@ reads a data pointer or calls into the library. Dropout's Philox (seed, offset) 
 inside attn_fwd and returned as a CPU int64 tensor that attn_bwd replays: the backward kernel
 regenerates the mask instead of storing it.
 
-Eagerly, a CUDA call that needs gradients runs the same implementations under a plain
-autograd.Function (_Eager), which skips the custom-op layers' host time; torch.compile and
-opcheck see the ops.
-
 (No `from __future__ import annotations` here: custom_op infers the schema from the
 annotations, which must be real types.)
 """
@@ -19,7 +15,6 @@ annotations, which must be real types.)
 from typing import Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import _checks
 from ._launch import run_backward, run_forward
@@ -46,7 +41,8 @@ def unpack_philox(rng_state: torch.Tensor) -> tuple[int, int]:
     return seed % _U64, offset
 
 
-def _attn_fwd(
+@torch.library.custom_op("flashgen::attn_fwd", mutates_args=())
+def attn_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -99,9 +95,6 @@ def _attn_fwd(
     return out, lse, rng_state
 
 
-attn_fwd = torch.library.custom_op("flashgen::attn_fwd", _attn_fwd, mutates_args=())
-
-
 @attn_fwd.register_fake
 def _attn_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table, softmax_scale,
                    causal, window_left, window_right, softcap, alibi_slopes, sinks, dropout_p, num_splits,
@@ -115,7 +108,8 @@ def _attn_fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen
     return out, lse, rng_state
 
 
-def _attn_bwd(
+@torch.library.custom_op("flashgen::attn_bwd", mutates_args=())
+def attn_bwd(
     dout: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -180,9 +174,6 @@ def _attn_bwd(
     return dq, dk, dv, dsinks
 
 
-attn_bwd = torch.library.custom_op("flashgen::attn_bwd", _attn_bwd, mutates_args=())
-
-
 @attn_bwd.register_fake
 def _attn_bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
                    causal, window_left, window_right, softcap, alibi_slopes, sinks, dropout_p, rng_state,
@@ -204,41 +195,18 @@ def _setup_context(ctx, inputs, output):
     ctx.dropout_p, ctx.deterministic = args["dropout_p"], args["deterministic"]
 
 
-def _gradients(ctx, dout, bwd):
-    """attn_fwd's inputs' gradients, from `bwd` (the op, or its implementation)."""
+def _backward(ctx, dout, _dlse, _drng_state):
     if ctx.paged:
         raise ValueError("flashgen has no backward pass over a paged KV cache (block_table)")
     q, k, v, out, lse, cu_q, cu_k, alibi_slopes, sinks, rng_state = ctx.saved_tensors
     max_q, max_k, scale, causal, left, right, softcap = ctx.scalars
-    dq, dk, dv, dsinks = bwd(dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, scale, causal, left, right, softcap,
-                             alibi_slopes, sinks, ctx.dropout_p, rng_state, ctx.deterministic)
+    dq, dk, dv, dsinks = attn_bwd(dout, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, scale, causal, left, right,
+                                  softcap, alibi_slopes, sinks, ctx.dropout_p, rng_state, ctx.deterministic)
     grads = dict(q=dq, k=dk, v=dv, sinks=dsinks if sinks is not None else None)
     return tuple(grads.get(name) for name in _FWD_INPUTS)
 
 
-def _backward(ctx, dout, _dlse, _drng_state):
-    return _gradients(ctx, dout, attn_bwd)
-
-
 attn_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _Eager(torch.autograd.Function):
-    """The eager path of a CUDA call that needs gradients: the ops' implementations under a
-    plain autograd.Function, without the custom-op layers (dispatcher, the op's autograd
-    wrapper, output alias checks) that cost each backward call ~0.3 ms of host time on the H200
-    machine (bench/NOTES.md, session 22). Same inputs, outputs and gradients as attn_fwd."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = _attn_fwd(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout, _dlse, _drng_state):
-        return _gradients(ctx, dout, _attn_bwd)
 
 
 def _requires_grad(tensors) -> bool:
@@ -270,13 +238,10 @@ def attention(q, k, v, varlen, block_table, dropout_p, softmax_scale, causal, wi
         max_q, max_k = int(max_q), int(max_k)
     left, right = _checks.check_window(window_size)
     deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
-    # The custom op when compiling (and for tensors off the GPU, which only tests' stand-in
-    # implementations take); eagerly on CUDA, the same code without the op layers.
-    fwd = attn_fwd if torch.compiler.is_compiling() or not q.is_cuda else _Eager.apply
-    result, lse, rng_state = fwd(q, k, v, cu_q, cu_k, max_q, max_k, block_table,
-                                 _checks.resolve_softmax_scale(softmax_scale, head_dim), bool(causal), left, right,
-                                 float(softcap), alibi_slopes, sinks, float(dropout_p), int(num_splits), deterministic,
-                                 needs_backward)
+    result, lse, rng_state = attn_fwd(q, k, v, cu_q, cu_k, max_q, max_k, block_table,
+                                      _checks.resolve_softmax_scale(softmax_scale, head_dim), bool(causal), left,
+                                      right, float(softcap), alibi_slopes, sinks, float(dropout_p), int(num_splits),
+                                      deterministic, needs_backward)
     if out is not None:
         if out.shape != result.shape or out.dtype != result.dtype or out.device != result.device:
             raise ValueError(f"out must be a {result.dtype} tensor of shape {tuple(result.shape)} on "
