@@ -187,13 +187,6 @@ struct StageLoader {
   // FP8 scales that differ between the CTA's keys (per page, or per block of keys): copied with
   // each row. The others are one number for the whole CTA (uniform_scale).
   bool k_per_key, v_per_key;
-  // This lane's per-key scale (lane 0: K, lane 1: V): the array at its head, the stride between
-  // cache entries (pages), and whether it has key blocks (then scale_index's general path).
-  // Chosen once: a per-lane choice of the Fp8Scale struct inside the loop compiled to per-lane
-  // parameter loads every tile (bench/NOTES.md, session 21).
-  const float* lane_scale;
-  int64_t lane_scale_entry_stride;
-  bool scale_blocks;
   // Paged caches: the page of each of this thread's rows in the next two tiles to load, read
   // from the block table two stages ahead so that the table's latency (a DRAM miss behind the
   // cache stream, often) stays off the stage's issue path; tiles are loaded in order. Kept raw
@@ -220,12 +213,6 @@ struct StageLoader {
       return Traits::kKvE4m3 && sc.scale != nullptr && (sc.block_stride != 0 || (block_row != nullptr && sc.batch_stride != 0));
     };
     k_per_key = per_key(p.k_scale), v_per_key = per_key(p.v_scale);
-    if constexpr (Traits::kKvE4m3) {
-      const Fp8Scale& sc = my_lane != 0 ? p.v_scale : p.k_scale;
-      lane_scale = sc.scale == nullptr ? nullptr : sc.scale + int64_t(head_kv) * sc.head_stride;
-      lane_scale_entry_stride = sc.batch_stride;
-      scale_blocks = (p.k_scale.block_stride | p.v_scale.block_stride) != 0;
-    }
     CUTE_UNROLL
     for (int i = 0; i < kPasses; ++i) { pages[0][i] = pages[1][i] = 0; }
   }
@@ -291,16 +278,10 @@ struct StageLoader {
       if constexpr (Traits::kKvE4m3) {
         // Per-key scales travel with the rows, asynchronously (a dependent load would stall the
         // stage's issue): the row's lane 0 copies its K scale, lane 1 its V scale.
+        const Fp8Scale& sc = my_lane != 0 ? p.v_scale : p.k_scale;
         if (my_lane < 2 && (my_lane != 0 ? v_per_key : k_per_key)) {
-          const float* src;
-          if (scale_blocks) {
-            const Fp8Scale& sc = my_lane != 0 ? p.v_scale : p.k_scale;
-            src = sc.scale + (in ? scale_index(sc, entry, offset) : 0);
-          } else {
-            src = in ? lane_scale + int64_t(entry) * lane_scale_entry_stride : lane_scale;
-          }
           cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<uint32_t>::copy(
-              *reinterpret_cast<const uint32_t*>(src),
+              *reinterpret_cast<const uint32_t*>(sc.scale + (in ? scale_index(sc, entry, offset) : 0)),
               *reinterpret_cast<uint32_t*>(stage_scales(stage) + Traits::scale_slot(row, my_lane != 0)), in);
         }
       }
