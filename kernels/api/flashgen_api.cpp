@@ -345,8 +345,8 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   const int64_t wave = int64_t(device.num_sms) * (p.block_table != nullptr ? 2 : 1);
   int splits = int(a.num_splits);
   if (splits == 0) {
-    splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,
-                                                     tiles / 2 > 1 ? tiles / 2 : 1, int(wave))
+    splits = workspace_available ? choose_decode_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,
+                                                        tiles / 2 > 1 ? tiles / 2 : 1, wave)
                                  : 1;
   }
   splits = splits > tiles ? (tiles > 0 ? tiles : 1) : splits;
