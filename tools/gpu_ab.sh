@@ -10,6 +10,9 @@
 #   PRE_BENCH="python3 -m pytest -q tests/test_forward.py -x"   optional, run under B only
 #   SKIP_BUILD=1     reuse the /tmp/ab_* builds of an earlier gpu_ab.sh in the same call (a second
 #                    benchmark over the same kernels); TAG=name keeps its logs apart (bench_TAG_*)
+#   AB_ENV="FLASHGEN_X=off FLASHGEN_X=auto"   no ab_base/: one build of the working tree, and the
+#                    sides are these environment settings (space-separated, A first; a side's
+#                    setting may join several with commas: "X=1,Y=2")
 #   AB_KEY_COLS=3 AB_VALUE_COLS=3   which table cells name a row and which are compared (0-based;
 #                                   the fwd / bwd tables: hdim | seqlen | causal | flashgen; the
 #                                   decode table: AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 for dense,
@@ -20,16 +23,32 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 ROUNDS=${ROUNDS:-2}
 BENCH_ARGS=${BENCH_ARGS:---mode fwd}
-[[ -d ab_base ]] || { echo "no ab_base/: run tools/ab_prepare.sh REV before the call"; exit 2; }
 if compgen -G ".whl/nvidia_cutlass-*.whl" >/dev/null; then
   python3 -m pip install -q --no-deps --no-index .whl/nvidia_cutlass-*.whl || exit 1
 fi
-declare -A src=([a]=ab_base [b]=.)
-sides=(a b)
-for extra in c d; do
-  if [[ -d ab_$extra ]]; then src[$extra]=ab_$extra; sides+=("$extra"); fi
-done
-jobs_per=$(( $(nproc) / ${#sides[@]} > 0 ? $(nproc) / ${#sides[@]} : 1 ))
+declare -A src=() env=() lib=()
+sides=()
+if [[ -n "${AB_ENV:-}" ]]; then  # one build, the sides differ by environment
+  src[b]=.
+  names=(a b c d)
+  read -ra settings <<< "$AB_ENV"
+  for i in "${!settings[@]}"; do
+    sides+=("${names[$i]}")
+    env[${names[$i]}]=${settings[$i]//,/ }
+    lib[${names[$i]}]=/tmp/ab_b
+  done
+  builds=(b)
+else
+  [[ -d ab_base ]] || { echo "no ab_base/: run tools/ab_prepare.sh REV before the call (or set AB_ENV)"; exit 2; }
+  src=([a]=ab_base [b]=.)
+  sides=(a b)
+  for extra in c d; do
+    if [[ -d ab_$extra ]]; then src[$extra]=ab_$extra; sides+=("$extra"); fi
+  done
+  for s in "${sides[@]}"; do env[$s]=""; lib[$s]=/tmp/ab_$s; done
+  builds=("${sides[@]}")
+fi
+jobs_per=$(( $(nproc) / ${#builds[@]} > 0 ? $(nproc) / ${#builds[@]} : 1 ))
 build() {  # source dir, target dir, tag
   local start=$(date +%s)
   (cd "$1" && CMAKE_BUILD_PARALLEL_LEVEL=$jobs_per python3 -m pip install --no-build-isolation --no-deps \
@@ -39,14 +58,18 @@ build() {  # source dir, target dir, tag
 TAG=${TAG:+${TAG}_}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   pids=()
-  for s in "${sides[@]}"; do
+  for s in "${builds[@]}"; do
     rm -rf "/tmp/ab_$s"
     build "${src[$s]}" "/tmp/ab_$s" "$s" & pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
 fi
-echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tree$(for s in "${sides[@]:2}"; do
-  printf ', %s = %s' "${s^^}" "$(cat "ab_$s/AB_REVISION" 2>/dev/null || echo "ab_$s")"; done)"
+if [[ -n "${AB_ENV:-}" ]]; then
+  echo "one build of the working tree; $(for s in "${sides[@]}"; do printf '%s = %s; ' "${s^^}" "${env[$s]}"; done)"
+else
+  echo "A = $(cat ab_base/AB_REVISION 2>/dev/null || echo ab_base), B = working tree$(for s in "${sides[@]:2}"; do
+    printf ', %s = %s' "${s^^}" "$(cat "ab_$s/AB_REVISION" 2>/dev/null || echo "ab_$s")"; done)"
+fi
 if [[ -n "${PRE_BENCH:-}" ]]; then
   PYTHONPATH=/tmp/ab_b bash -c "$PRE_BENCH" > "$OUT/pre_bench.log" 2>&1
   echo "pre-bench (B): rc $? ($(grep -E "passed|failed|error" "$OUT/pre_bench.log" | tr '\n' ';'))"
@@ -54,7 +77,8 @@ fi
 for ((i = 0; i < ROUNDS; ++i)); do
   for side in "${sides[@]}"; do
     # shellcheck disable=SC2086
-    PYTHONPATH=/tmp/ab_$side python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' > "$OUT/bench_${TAG}${side}_$i.txt"
+    env ${env[$side]} PYTHONPATH=${lib[$side]} python3 -m flashgen.bench $BENCH_ARGS 2>&1 | awk '!seen[$0]++' \
+      > "$OUT/bench_${TAG}${side}_$i.txt"
   done
 done
 python3 - "$OUT" "$ROUNDS" "${AB_KEY_COLS:-3}" "${AB_VALUE_COLS:-3}" "$TAG" "${sides[@]}" <<'PY'
