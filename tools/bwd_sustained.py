@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from flashgen.bench.backward import attentions  # the benchmark's contenders: flashgen, fa2, cudnn
+from flashgen.bench.backward import BWD_FLOPS_FACTOR, attentions  # the benchmark's contenders
+from flashgen.bench.sweep import Case
 from flashgen.bench.timing import median_ms
 
 
@@ -43,9 +44,10 @@ def main():
     args = parser.parse_args()
     s, d, c = (int(x) for x in args.case.split(":"))
     causal = bool(c)
-    b, h = max(1, 16384 // s), 2048 // d
-    flops = 2.5 * 4 * b * h * s * s * d / (2 if causal else 1)
-    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    case = Case(d, s, causal)
+    b, h = case.batch, case.nheads
+    flops = BWD_FLOPS_FACTOR * case.flops()
+    q, k, v = case.qkv(requires_grad=True)
     dout = torch.randn_like(q)
     marks = []
     print(f"== s{s} d{d} causal {causal} (b {b}, h {h}), {args.calls} back-to-back backward calls: ms per call")

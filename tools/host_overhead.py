@@ -19,6 +19,7 @@ import time
 import torch
 
 from flashgen.bench.backward import attentions
+from flashgen.bench.sweep import Case
 
 
 def host_ms(fn, calls, profiler=None):
@@ -85,8 +86,9 @@ def main():
     parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args()
     s, d, c = (int(x) for x in args.case.split(":"))
-    b, h = max(1, 16384 // s), 2048 // d
-    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    case = Case(d, s, bool(c))
+    b, h = case.batch, case.nheads
+    q, k, v = case.qkv(requires_grad=True)
     dout = torch.randn_like(q)
     print(f"== s{s} d{d} causal {bool(c)} (b {b}, h {h}): host ms per call, GPU busy")
     for name, attn in attentions(bool(c)).items():

@@ -3,7 +3,7 @@
 //
 // A (query block, query head) tile of dq_accum (block_m rows of dq_accum_dim floats, rows
 // num_heads_q * dq_accum_dim apart) is kept in the kernel's own order rather than row by row, in
-// chunks of kVec fragment elements (acc_dq(kVec j) .. + kVec - 1; a pair is two adjacent columns):
+// chunks of kVec fragment elements (acc_dq(kVec j) .. + kVec - 1, adjacent columns in pairs):
 // thread t's chunk j lives at tile position L = kVec (j * kNumThreads + t), row L / D, column L %
 // D. One warp's reduction then covers 32 kVec contiguous floats: on sm90+ a vector reduction of
 // four (512 bytes, 4 cache lines; pairs before session 22: +2-4% causal, bench/NOTES.md), before
@@ -30,10 +30,6 @@ using namespace cute;
 // Fire-and-forget fp32 reductions into global memory.
 CUTE_DEVICE void red_add_f32(float* dst, float a) {
   asm volatile("red.global.add.f32 [%0], %1;" ::"l"(dst), "f"(a) : "memory");
-}
-// Two adjacent values, `dst` 8-byte aligned: sm90+ only (DqTile calls it when kVec == 2).
-CUTE_DEVICE void red_add_f32x2(float* dst, float a, float b) {
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
 }
 // Four adjacent values, `dst` 16-byte aligned: sm90+ only (kVec == 4).
 CUTE_DEVICE void red_add_f32x4(float* dst, float a, float b, float c, float d) {
@@ -89,8 +85,6 @@ struct DqTile {
     for (int j = 0; j < kChunks; ++j) {
       if constexpr (kVec == 4) {
         red_add_f32x4(chunk(j), acc(4 * j), acc(4 * j + 1), acc(4 * j + 2), acc(4 * j + 3));
-      } else if constexpr (kVec == 2) {
-        red_add_f32x2(chunk(j), acc(2 * j), acc(2 * j + 1));
       } else {
         red_add_f32(chunk(j), acc(j));
       }
@@ -130,10 +124,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads) dq_convert_kernel(const _
       acc(4 * j + 1) = v.y * params.softmax_scale;
       acc(4 * j + 2) = v.z * params.softmax_scale;
       acc(4 * j + 3) = v.w * params.softmax_scale;
-    } else if constexpr (Tile::kVec == 2) {
-      const float2 v = *reinterpret_cast<const float2*>(tile.chunk(j));
-      acc(2 * j) = v.x * params.softmax_scale;
-      acc(2 * j + 1) = v.y * params.softmax_scale;
     } else {
       acc(j) = *tile.chunk(j) * params.softmax_scale;
     }
