@@ -122,6 +122,61 @@ def test_dropout_with_the_forward_mask(spec):
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
+def _tail_split_pieces(spec, b, sq, sk, hkv, group, sms):
+    """The tail split's plan (kernels/common/bwd_tail_split.h, recomputed): (split blocks,
+    pieces), (0, 1) when the call keeps whole key blocks."""
+    block_m, block_n = (128 if spec.head_dim_qk <= 64 else 64), 128
+    ctas, steps = -(-sk // block_n) * hkv * b, -(-sq // block_m) * group
+    if ctas % sms == 0 or steps < 2:
+        return 0, 1
+    best, plan = (ctas // sms + 1) * steps, (0, 1)
+    for blocks in (ctas % sms, ctas % sms + sms):
+        for pieces in range(2, min(steps, 64) + 1):
+            if blocks <= ctas:
+                span = (ctas - blocks) // sms * steps + -(-blocks * pieces // sms) * (-(-steps // pieces) + 2)
+                if span < best:
+                    best, plan = span, (blocks, pieces)
+    return plan
+
+
+TAIL_SPLIT = [s for s in PLAIN + bwd_kernels(dropout=True) + bwd_kernels(softcap=True)
+              if s.arch == "sm90" and not s.causal and s.head_dim_qk == s.head_dim_v <= 128]
+
+
+@pytest.mark.parametrize("spec", TAIL_SPLIT, ids=lambda s: s.name)
+def test_tail_split_matches_whole_key_blocks(spec, monkeypatch):
+    """The Hopper backward's last key blocks split over several CTAs whose dK / dV meet in the
+    workspace (FLASHGEN_BWD_TAIL_SPLIT=auto, the default) against whole blocks (off) and the
+    float32 reference: b 1, 1000 queries x 777 keys, GQA 4 / 2 (7 key blocks per KV head: on
+    132 SMs the 14 blocks run as 8 pieces each)."""
+    b, sq, sk, h, hkv = 1, 1000, 777, 4, 2
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert _tail_split_pieces(spec, b, sq, sk, hkv, h // hkv, sms)[0] > 0, "the shape must split on this GPU"
+    q, k, v = make_qkv(spec, b=b, sq=sq, sk=sk, h=h, hkv=hkv)
+    dout = torch.randn(*q.shape[:3], spec.head_dim_v, device="cuda", dtype=q.dtype)
+    options = {"softcap": 30.0} if spec.softcap else {}
+    grads = {}
+    for mode in ("off", "auto"):
+        monkeypatch.setenv("FLASHGEN_BWD_TAIL_SPLIT", mode)
+        if spec.dropout:
+            torch.manual_seed(11)  # the same mask in both modes
+            leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+            out, _, mask = flashgen.flash_attn_func(*leaves, dropout_p=0.2, return_attn_probs=True, **options)
+            out.backward(dout)
+            grads[mode] = [t.grad for t in leaves]
+            assert_grads_close(grads[mode] + [None], q, k, v, dout, dropout_mask=mask, dropout_p=0.2, **options)
+        else:
+            grads[mode] = list(flashgen_grads(q, k, v, dout, **options)[1:4])
+            assert_grads_close(grads[mode] + [None], q, k, v, dout, **options)
+    for name, whole, split in zip(("dq", "dk", "dv"), grads["off"], grads["auto"]):
+        # Only the order of the fp32 sums differs: a few bf16 / fp16 rounding steps at most.
+        scale = whole.float().abs().max().item()
+        assert (whole.float() - split.float()).abs().max().item() <= 2e-2 * scale, name
+    monkeypatch.setenv("FLASHGEN_BWD_TAIL_SPLIT", "sometimes")
+    with pytest.raises(ValueError, match="FLASHGEN_BWD_TAIL_SPLIT='sometimes'"):
+        flashgen_grads(q, k, v, dout, **options)
+
+
 @pytest.mark.parametrize("spec", SAMPLE, ids=lambda s: s.name)
 def test_varlen_matches_per_sequence_reference(spec):
     dtype = TORCH_DTYPES[spec.dtype]

@@ -10,6 +10,7 @@
 #include "api/registry.h"
 #include "flashgen/flashgen.h"
 #include "sm80/sm80_bwd_tile.h"
+#include "sm90/sm90_bwd_tile.h"
 
 namespace flashgen {
 namespace {
@@ -21,7 +22,7 @@ size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspac
 struct BwdPlan {
   const KernelEntry* entry;
   BwdParams params;
-  size_t accum_bytes;  // dq_accum, then softmax_d, then the deterministic-mode counters
+  size_t accum_bytes;  // dq_accum (and the tail split's slots), then softmax_d, then the deterministic-mode counters
   size_t d_bytes;
   size_t semaphore_bytes;
   size_t workspace_bytes() const { return accum_bytes + d_bytes + semaphore_bytes; }
@@ -54,6 +55,37 @@ flashgen_status_t validate_gradients(const flashgen_bwd_args_t& a) {
   }
   if (f.batch > 65535 || f.num_heads_kv > 65535) {
     return set_error(invalid, "the backward pass needs batch and num_heads_kv <= 65535");
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
+// The Hopper keys-split backward's tail split (common/bwd_tail_split.h) for a call: fixed
+// lengths and no mask that shortens key blocks (every CTA equally long), the default
+// (non-deterministic) mode, where the sums' order may follow the pieces' finishing order.
+// FLASHGEN_BWD_TAIL_SPLIT=off keeps whole key blocks (an A/B knob). Sets params.tail and
+// params.tail_zero_bytes.
+flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams& p) {
+  static const char* const kNames[] = {"off"};
+  static const int kValues[] = {1};
+  int off = 0;
+  const flashgen_status_t status = env_choice("FLASHGEN_BWD_TAIL_SPLIT", kNames, kValues, 1, &off);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  p.tail = TailSplit{};
+  p.tail_zero_bytes = 0;
+  const int qk = p.head_dim_qk, dv = p.head_dim_v;
+  if (off != 0 || entry.key.family != KernelFamily::kSm90 || sm90::bwd_split_roles(qk, dv) ||
+      p.cu_seqlens_q != nullptr || entry.key.causal || p.window_left >= 0 || p.window_right >= 0 ||
+      p.deterministic) {
+    return FLASHGEN_STATUS_OK;
+  }
+  const int block_m = sm90::bwd_block_m(qk, dv), block_n = sm90::bwd_block_n(qk, dv);
+  const int64_t ctas = int64_t((p.seqlen_k + block_n - 1) / block_n) * p.num_heads_kv * p.batch;
+  const int64_t steps = int64_t((p.seqlen_q + block_m - 1) / block_m) * p.group_size;
+  if (steps > INT_MAX) { return FLASHGEN_STATUS_OK; }
+  p.tail = plan_tail_split(ctas, int(steps), num_sms);
+  if (p.tail.blocks > 0) {
+    const int64_t counters = (int64_t(p.tail.blocks) + 3) / 4 * 4;  // whole 16-byte chunks
+    p.tail_zero_bytes = (int64_t(p.tail.blocks) * 2 * block_n * qk + counters) * int64_t(sizeof(float));
   }
   return FLASHGEN_STATUS_OK;
 }
@@ -144,7 +176,10 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   // Only the sm80 kernels keep dq_accum in per-block tiles that need the padding rows.
   const bool padded = plan->entry->key.family == KernelFamily::kSm80;
   p.dq_accum_rows = int64_t(p.total_q) + (padded ? int64_t(p.batch) * kDqAccumPadRows : 0);
-  plan->accum_bytes = align_up(size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float));
+  status = plan_bwd_tail(*plan->entry, device.num_sms, p);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  plan->accum_bytes =
+      align_up(size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float) + size_t(p.tail_zero_bytes));
   plan->d_bytes = align_up(size_t(p.num_heads_q) * p.total_q * sizeof(float));
   plan->semaphore_bytes = p.deterministic ? align_up(size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int)) : 0;
   return FLASHGEN_STATUS_OK;
@@ -186,6 +221,11 @@ flashgen_status_t flashgen_bwd(const flashgen_bwd_args_t* args, cudaStream_t str
   }
   char* workspace = static_cast<char*>(args->workspace);
   p.dq_accum = reinterpret_cast<float*>(workspace);
+  if (p.tail.blocks > 0) {
+    p.tail_accum = p.dq_accum + int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim;
+    p.tail_counters = reinterpret_cast<int*>(p.tail_accum + int64_t(p.tail.blocks) * 2 * sm90::bwd_block_n(
+                                                                 p.head_dim_qk, p.head_dim_v) * p.head_dim_qk);
+  }
   p.softmax_d = reinterpret_cast<float*>(workspace + plan.accum_bytes);
   p.dq_semaphore = p.deterministic ? reinterpret_cast<int*>(workspace + plan.accum_bytes + plan.d_bytes) : nullptr;
   if (p.batch == 0) { return FLASHGEN_STATUS_OK; }

@@ -9,7 +9,8 @@
 
 namespace flashgen {
 
-// Zeroes the dQ accumulator (and the deterministic-mode counters) and writes softmax_d.
+// Zeroes the dQ accumulator (with the tail split's workspace after it, and the deterministic-mode
+// counters) and writes softmax_d.
 flashgen_status_t run_bwd_preprocess(const BwdParams& params, flashgen_dtype_t dtype, cudaStream_t stream);
 
 // dq = softmax_scale * dq_accum in the input dtype; dsinks when requested.

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "common/bwd_tail_split.h"
 #include "common/fwd_params.h"
 #include "common/tile_order.h"
 
@@ -47,6 +48,14 @@ struct BwdParams : FwdParams {
   // The 1-D grid's order over (key block rank, KV head, batch entry): units are (KV head, batch
   // entry), KV head fastest, per_unit the key blocks of the longest sequence.
   SectionedOrder key_order;
+  // Hopper keys-split backward: the last key blocks of key_order run as several CTAs each
+  // (common/bwd_tail_split.h; tail.blocks == 0: none). Their workspace, right after dq_accum's
+  // bytes and zeroed with them by the preprocess (tail_zero_bytes): per split block a slot of
+  // 2 * block_n * head_dim floats (dK's sum, then dV's) and a counter of finished pieces.
+  TailSplit tail;
+  float* tail_accum = nullptr;
+  int* tail_counters = nullptr;
+  int64_t tail_zero_bytes = 0;
 };
 
 // Sets params.key_order for key blocks of block_n keys and returns the grid's CTA count (0: no

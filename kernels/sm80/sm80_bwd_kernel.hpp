@@ -81,8 +81,8 @@ struct DqOrder {
 struct KeyBlockTile {
   int n_block, head_kv, batch;
 };
-CUTE_DEVICE KeyBlockTile key_block_tile(BwdParams const& params, DqOrder const& order) {
-  const auto c = params.key_order(int(blockIdx.x));
+CUTE_DEVICE KeyBlockTile key_block_tile(BwdParams const& params, DqOrder const& order, int index) {
+  const auto c = params.key_order(index);
   return {order.key_block(c.rank, params.key_order.per_unit), c.unit % params.num_heads_kv,
           c.unit / params.num_heads_kv};
 }
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) bwd_kernel(const __gri
   extern __shared__ __align__(128) char smem[];
 
   const DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
-  const KeyBlockTile tile = key_block_tile(params, dq_order);
+  const KeyBlockTile tile = key_block_tile(params, dq_order, int(blockIdx.x));
   const int n_block = tile.n_block;
   const int head_kv = tile.head_kv;
   const int batch = tile.batch;

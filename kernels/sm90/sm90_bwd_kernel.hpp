@@ -42,6 +42,7 @@ enum class BwdBarrier : int {
   kDsReady = 1, kDqFull = 2, kDqEmpty = 3, kPReady = 4, kStageRead = 5,
   kTilesFree = 6,  // the end: no consumer's product reads K or V any more
   kStaged = 7,     // (and 8) the end: one warpgroup's dK / dV are in shared memory
+  kTailCounted = 9,  // the tail split: every consumer added its part; then, the piece counted
 };
 
 // Named barriers that threads reach from different code (the roles split's two warpgroups, or a
@@ -117,14 +118,16 @@ struct BwdKernelParams {
   int32_t k_rows, k_batches;
 };
 
-// The steps of one CTA: the (query head of the GQA group, query block) pairs that see its keys.
+// The steps of one CTA: the (query head of the GQA group, query block) pairs that see its keys,
+// or a tail-split piece's range of them (from `first`).
 struct BwdSteps {
   int m_lo;
   int m_count;
   int count;
   int head0;
-  CUTE_DEVICE int head(int step) const { return head0 + step / m_count; }
-  CUTE_DEVICE int block(int step) const { return m_lo + step % m_count; }
+  int first;
+  CUTE_DEVICE int head(int step) const { return head0 + (first + step) / m_count; }
+  CUTE_DEVICE int block(int step) const { return m_lo + (first + step) % m_count; }
 };
 
 // Stage of a step and the parity of its k-th use of that stage.
@@ -249,6 +252,7 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
       }
       __syncwarp();
     }
+    if (lane == 0) { tma_store_wait<0>(); }  // the last tile is read before the CTA may exit
   } else if (warp_idx == 2) {
     // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
     const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
@@ -481,11 +485,57 @@ CUTE_DEVICE bool block_is_interior(Mask const& mask, int seqlen_k, int key0, int
          (mask.window_left < 0 || key0 >= query0 + kBlockM - 1 + diag_shift - mask.window_left);
 }
 
+// The tail split's exchange at the end of a piece (common/bwd_tail_split.h): every consumer
+// thread adds its dK and dV accumulators into the block's workspace slot (16-byte reductions in
+// the accumulators' own order: element i of thread t at float 4 (256 (i / 4) + t) + i % 4, so
+// that a warp's adds cover 512 contiguous bytes), the piece counts itself in, and the piece that
+// counts last reads the sums back into the accumulators (its own part included). Returns whether
+// this piece was last: it then writes dK and dV; the others are done.
+template <class Traits, class Acc>
+CUTE_DEVICE bool sum_tail_pieces(BwdParams const& params, typename Traits::SharedStorage& storage, int tail, Acc& acc_dk,
+                                 Acc& acc_dv, int tid) {
+  constexpr int kThreads = Traits::kNumMmaThreads;
+  constexpr int kVecs = decltype(size(acc_dk))::value / 4;
+  static_assert(kVecs * 4 == decltype(size(acc_dk))::value && kVecs * 4 * kThreads == Traits::kBlockN * Traits::kHeadDim);
+  float* slot = params.tail_accum + int64_t(tail) * 2 * Traits::kBlockN * Traits::kHeadDim;
+  auto add = [&](Acc const& acc, float* dst) {
+    CUTE_UNROLL
+    for (int i = 0; i < kVecs; ++i) {
+      sm80::red_add_f32x4(dst + 4 * (i * kThreads + tid), acc(4 * i), acc(4 * i + 1), acc(4 * i + 2), acc(4 * i + 3));
+    }
+  };
+  add(acc_dk, slot);
+  add(acc_dv, slot + Traits::kBlockN * Traits::kHeadDim);
+  __threadfence();  // this thread's adds come before the piece's count
+  barrier_sync_any(kThreads, BwdBarrier::kTailCounted);
+  if (tid == 0) {
+    const int done = atomicAdd(params.tail_counters + tail, 1);
+    __threadfence();
+    storage.tail_last = done == params.tail.pieces - 1;
+  }
+  barrier_sync_any(kThreads, BwdBarrier::kTailCounted);
+  if (!storage.tail_last) { return false; }
+  __threadfence();
+  auto read = [&](Acc& acc, const float* src) {
+    CUTE_UNROLL
+    for (int i = 0; i < kVecs; ++i) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(src + 4 * (i * kThreads + tid)));
+      acc(4 * i) = v.x;
+      acc(4 * i + 1) = v.y;
+      acc(4 * i + 2) = v.z;
+      acc(4 * i + 3) = v.w;
+    }
+  };
+  read(acc_dk, slot);
+  read(acc_dv, slot + Traits::kBlockN * Traits::kHeadDim);
+  return true;
+}
+
 // Keys split: each consumer warpgroup owns 64 keys and computes all five products for them.
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
 CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
                                     SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block,
-                                    int head_kv, int batch) {
+                                    int head_kv, int batch, TailPiece const& piece) {
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
@@ -696,6 +746,9 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
     warpgroup_wait<0>();
     hand_dq(steps.count - 1);
   }
+
+  // A tail-split piece: the pieces' sums, written by the last of them.
+  if (piece.piece >= 0 && !sum_tail_pieces<Traits>(params, storage, piece.tail, acc_dk, acc_dv, tid)) { return; }
 
   // dK (times the softmax scale) and dV (times dropout's), through K's and V's shared tiles
   // (each warpgroup its 64 rows; K only once the other warpgroup's dQ products, which read all
@@ -967,7 +1020,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   BwdParams const& params = kp.bwd;
   const sm80::DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
-  const sm80::KeyBlockTile tile = sm80::key_block_tile(params, dq_order);
+  // A tail-split piece takes a range of its key block's steps (common/bwd_tail_split.h).
+  const TailPiece piece = tail_piece(int(blockIdx.x), params.tail);
+  const sm80::KeyBlockTile tile = sm80::key_block_tile(params, dq_order, piece.index);
   const int n_block = tile.n_block;
   const int head_kv = tile.head_kv;
   const int batch = tile.batch;
@@ -996,6 +1051,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   steps.m_count = max(0, m_hi - m_lo);
   steps.count = steps.m_count * params.group_size;
   steps.head0 = head_kv * params.group_size;
+  steps.first = 0;
+  if (piece.piece >= 0) {
+    int lo, hi;
+    tail_piece_steps(steps.count, params.tail.pieces, piece.piece, lo, hi);
+    steps.first = lo;
+    steps.count = hi - lo;
+  }
 
   if (threadIdx.x < 128) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
@@ -1013,7 +1075,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     }
   } else {
     consume_keys_split<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
-                                                                               n_block, head_kv, batch);
+                                                                               n_block, head_kv, batch, piece);
   }
 #endif
 }

@@ -12,6 +12,7 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "sm90/sm90_bwd_tile.h"
 #include "sm90/sm90_fwd_traits.hpp"
 
 namespace flashgen::sm90 {
@@ -25,9 +26,9 @@ struct BwdTraits {
   static constexpr int kHeadDim = kHeadDim_;    // Q, K, dQ, dK
   static constexpr int kHeadDimV = kHeadDimV_;  // V, dO, dV
   static_assert(kHeadDim % 16 == 0 && kHeadDimV % 16 == 0 && kHeadDim <= 256 && kHeadDimV <= 256);
-  static constexpr bool kSplitRoles = kHeadDim != kHeadDimV || kHeadDim > 128;
-  static constexpr int kBlockM = !kSplitRoles && kHeadDim <= 64 ? 128 : 64;  // queries per step
-  static constexpr int kBlockN = kSplitRoles ? 64 : 128;                      // keys per CTA
+  static constexpr bool kSplitRoles = bwd_split_roles(kHeadDim, kHeadDimV);
+  static constexpr int kBlockM = bwd_block_m(kHeadDim, kHeadDimV);  // queries per step
+  static constexpr int kBlockN = bwd_block_n(kHeadDim, kHeadDimV);  // keys per CTA
   static constexpr int kNumMmaThreads = 256;                // two consumer warpgroups
   static constexpr int kNumThreads = 128 + kNumMmaThreads;  // and one producer warpgroup
   static constexpr int kProducerRegs = 24;
@@ -158,6 +159,7 @@ struct BwdTraits {
     alignas(8) uint64_t qdo_empty[kStages];  // every consumer thread (kDqInStage: the writer) is done with it
     alignas(8) uint64_t dq_full[kStages];    // kDqTma: every consumer thread wrote its dQ part
     alignas(8) uint64_t dq_empty[2];         // kDqDouble: the writer has read the tile
+    int tail_last;                           // tail split: this piece finished last
   };
   CUTE_DEVICE static Element* dout_smem(SharedStorage& storage) {
     return kDqInStage ? storage.q.data() : storage.dout.data();
