@@ -1,6 +1,7 @@
 // The backward C ABI: argument validation, kernel selection and the workspace layout.
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 
@@ -62,14 +63,25 @@ flashgen_status_t validate_gradients(const flashgen_bwd_args_t& a) {
 // The Hopper keys-split backward's tail split (common/bwd_tail_split.h) for a call: fixed
 // lengths and no mask that shortens key blocks (every CTA equally long), the default
 // (non-deterministic) mode, where the sums' order may follow the pieces' finishing order.
-// FLASHGEN_BWD_TAIL_SPLIT=off keeps whole key blocks (an A/B knob). Sets params.tail and
+// FLASHGEN_BWD_TAIL_SPLIT (tuning knobs): off keeps whole key blocks; an integer N >= 2 cuts the
+// partial last wave's blocks into N pieces each instead of the model's plan. Sets params.tail and
 // params.tail_zero_bytes.
 flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams& p) {
-  static const char* const kNames[] = {"off"};
-  static const int kValues[] = {1};
-  int off = 0;
-  const flashgen_status_t status = env_choice("FLASHGEN_BWD_TAIL_SPLIT", kNames, kValues, 1, &off);
-  if (status != FLASHGEN_STATUS_OK) { return status; }
+  const char* env = std::getenv("FLASHGEN_BWD_TAIL_SPLIT");
+  bool off = false;
+  int forced_pieces = 0;
+  if (env != nullptr && env[0] != '\0' && std::strcmp(env, "auto") != 0) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (std::strcmp(env, "off") == 0) {
+      off = true;
+    } else if (end != env && *end == '\0' && n >= 2 && n <= 1024) {
+      forced_pieces = int(n);
+    } else {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                       "FLASHGEN_BWD_TAIL_SPLIT='%s': expected auto, off or a piece count 2..1024", env);
+    }
+  }
   p.tail = TailSplit{};
   p.tail_zero_bytes = 0;
   const int qk = p.head_dim_qk, dv = p.head_dim_v;
@@ -83,6 +95,11 @@ flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams
   const int64_t steps = int64_t((p.seqlen_q + block_m - 1) / block_m) * p.group_size;
   if (steps > INT_MAX) { return FLASHGEN_STATUS_OK; }
   p.tail = plan_tail_split(ctas, int(steps), num_sms);
+  if (forced_pieces > 0 && num_sms > 0 && ctas % num_sms != 0 && ctas < INT_MAX / 2) {
+    p.tail.blocks = int(ctas % num_sms);
+    p.tail.first = int(ctas) - p.tail.blocks;
+    p.tail.pieces = forced_pieces < steps ? forced_pieces : int(steps);
+  }
   if (p.tail.blocks > 0) {
     const int64_t counters = (int64_t(p.tail.blocks) + 3) / 4 * 4;  // whole 16-byte chunks
     p.tail_zero_bytes = (int64_t(p.tail.blocks) * 2 * block_n * qk + counters) * int64_t(sizeof(float));
