@@ -28,23 +28,26 @@ inline int choose_num_splits(int64_t ctas, int n_blocks, int num_sms, int max_sp
   return 1;
 }
 
-// Decode: the split count whose busiest SM does the least, ceil(ctas * s / wave) waves of
-// ceil(n_blocks / s) key blocks, the fewest splits among equals (each split adds a partial's
-// round trip and combine work). choose_num_splits' "fewest within 85% of the best wave
-// efficiency" took 14 splits at 1 x 32k (GQA 32 / 8, 256 blocks): 19 blocks a CTA against 16's
-// 16, 3.07 against 3.33 TB/s on the H200 (session 22, tools/decode_splits.py); at the other
-// measured shapes (1 x 4k, 4 x 16k, 8 x 8k, 16 x 8k) both rules pick the measured best.
+// Decode: the split count whose busiest SM finishes first: ceil(ctas * s / wave) waves of
+// ceil(n_blocks / s) key blocks plus kDecodeSplitOverheadBlocks of fixed cost a CTA (its Q load,
+// its partial's round trip, its share of the combine), the fewest splits among equals.
+// choose_num_splits' "fewest within 85% of the best wave efficiency" took 14 splits at 1 x 32k
+// (GQA 32 / 8, 256 blocks): 19 blocks a CTA against 16's 16, 3.07 against 3.33 TB/s on the H200
+// (session 22, tools/decode_splits.py). Without the fixed cost the rule took 37 splits at 8 x 32k
+// (18 waves of 7 blocks, 126, against 2 splits' one wave of 128) and lost 8-10% there (4.33 ->
+// 4.00 TB/s dense, session 23).
+constexpr int kDecodeSplitOverheadBlocks = 2;
 inline int choose_decode_splits(int64_t ctas, int n_blocks, int64_t wave, int max_splits = 128) {
   if (ctas <= 0 || n_blocks <= 1 || wave <= 0 || ctas >= wave * 8 / 10) { return 1; }
   const int limit = n_blocks < max_splits ? n_blocks : max_splits;
   auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  auto cost = [&](int s) { return ceil_div(ctas * s, wave) * (ceil_div(n_blocks, s) + kDecodeSplitOverheadBlocks); };
   int best = 1;
-  int64_t best_cost = ceil_div(ctas, wave) * n_blocks;
+  int64_t best_cost = cost(1);
   for (int s = 2; s <= limit; ++s) {
-    const int64_t cost = ceil_div(ctas * s, wave) * ceil_div(n_blocks, s);
-    if (cost < best_cost) {
+    if (cost(s) < best_cost) {
       best = s;
-      best_cost = cost;
+      best_cost = cost(s);
     }
   }
   return best;
