@@ -121,6 +121,8 @@ void bind_bwd_args(py::module_& m) {
     flashgen_bwd_args_init(&s);
     return s;
   }));
+  // copy.copy(args): a filled struct reused as a template (flashgen._bwd_cache).
+  c.def("__copy__", [](const S& s) { return S(s); });
   // By reference, so that `args.fwd.q = ...` fills the nested struct rather than a copy; the
   // returned FwdArgs keeps its BwdArgs alive.
   c.def_property_readonly(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from . import _bwd_cache
 from ._library import lib
 
 _DTYPE_ENUM = {torch.float16: "DTYPE_FP16", torch.bfloat16: "DTYPE_BF16"}
@@ -156,11 +158,13 @@ def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = Non
 
 
 def run_backward(dout, q, k, v, out, lse, dq, dk, dv, dsinks: Optional[torch.Tensor], opts: Options,
-                 varlen: Optional[Varlen] = None, deterministic: bool = False) -> None:
+                 varlen: Optional[Varlen] = None, deterministic: bool = False,
+                 cache_key: Optional[tuple] = None) -> None:
     """dq, dk, dv (and dsinks when opts.sinks is set) of the forward call run_forward(q, k, v,
     out, lse, opts, varlen) made; opts must carry that call's Philox (seed, offset). Gradients
     take the layout of their tensor (any batch/row/head strides, last dim contiguous); dk/dv
-    have k/v's num_heads_kv heads."""
+    have k/v's num_heads_kv heads. cache_key: keep the filled arguments for later calls of this
+    signature (flashgen._bwd_cache; the tensors passed are the call's own, not copies)."""
     _C = lib()
     a = _C.BwdArgs()
     _fill_forward_args(a.fwd, q, k, v, out, lse, opts, varlen)
@@ -178,9 +182,29 @@ def run_backward(dout, q, k, v, out, lse, dq, dk, dv, dsinks: Optional[torch.Ten
     device = q.device
     with torch.cuda.device(device):
         nbytes = _C.bwd_workspace(a)
-        # Freed on return, which is safe: the caching allocator hands the block only to work
-        # queued after these kernels on this stream.
-        workspace = torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
-        if workspace is not None:
-            a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
-        _C.bwd(a, torch.cuda.current_stream(device).cuda_stream)
+        if cache_key is not None:
+            _bwd_cache.store(cache_key, copy.copy(a), nbytes)
+        _launch_backward(_C, a, nbytes, device)
+
+
+def _launch_backward(_C, a, nbytes: int, device: torch.device) -> None:
+    # Freed on return, which is safe: the caching allocator hands the block only to work
+    # queued after these kernels on this stream.
+    workspace = torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
+    if workspace is not None:
+        a.workspace, a.workspace_bytes = workspace.data_ptr(), nbytes
+    _C.bwd(a, torch.cuda.current_stream(device).cuda_stream)
+
+
+def run_backward_cached(entry, dout, q, k, v, out, lse, dq, dk, dv, philox: Optional[tuple[int, int]]) -> None:
+    """run_backward for a call whose signature an earlier call left in flashgen._bwd_cache
+    (`entry`): its filled arguments with this call's data pointers and Philox."""
+    template, nbytes = entry
+    a = copy.copy(template)
+    f = a.fwd
+    f.q, f.k, f.v, f.out, f.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr()
+    if philox is not None:
+        f.philox_seed, f.philox_offset = philox
+    a.dout, a.dq, a.dk, a.dv = dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
+    with torch.cuda.device(q.device):
+        _launch_backward(lib(), a, nbytes, q.device)
