@@ -23,7 +23,7 @@ size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspac
 struct BwdPlan {
   const KernelEntry* entry;
   BwdParams params;
-  size_t accum_bytes;  // dq_accum (and the tail split's slots), then softmax_d, then the deterministic-mode counters
+  size_t accum_bytes;  // dq_accum and the tail split's slots, then softmax_d, then the deterministic counters
   size_t d_bytes;
   size_t semaphore_bytes;
   size_t workspace_bytes() const { return accum_bytes + d_bytes + semaphore_bytes; }
@@ -85,7 +85,7 @@ flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams
   p.tail = TailSplit{};
   p.tail_zero_bytes = 0;
   const int qk = p.head_dim_qk, dv = p.head_dim_v;
-  if (off != 0 || entry.key.family != KernelFamily::kSm90 || sm90::bwd_split_roles(qk, dv) ||
+  if (off || entry.key.family != KernelFamily::kSm90 || sm90::bwd_split_roles(qk, dv) ||
       p.cu_seqlens_q != nullptr || entry.key.causal || p.window_left >= 0 || p.window_right >= 0 ||
       p.deterministic) {
     return FLASHGEN_STATUS_OK;
@@ -238,10 +238,10 @@ flashgen_status_t flashgen_bwd(const flashgen_bwd_args_t* args, cudaStream_t str
   }
   char* workspace = static_cast<char*>(args->workspace);
   p.dq_accum = reinterpret_cast<float*>(workspace);
-  if (p.tail.blocks > 0) {
+  if (p.tail.blocks > 0) {  // plan_bwd_tail's slots, then its counters, right after dq_accum
+    const int64_t slot_floats = 2 * int64_t(sm90::bwd_block_n(p.head_dim_qk, p.head_dim_v)) * p.head_dim_qk;
     p.tail_accum = p.dq_accum + int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim;
-    p.tail_counters = reinterpret_cast<int*>(p.tail_accum + int64_t(p.tail.blocks) * 2 * sm90::bwd_block_n(
-                                                                 p.head_dim_qk, p.head_dim_v) * p.head_dim_qk);
+    p.tail_counters = reinterpret_cast<int*>(p.tail_accum + p.tail.blocks * slot_floats);
   }
   p.softmax_d = reinterpret_cast<float*>(workspace + plan.accum_bytes);
   p.dq_semaphore = p.deterministic ? reinterpret_cast<int*>(workspace + plan.accum_bytes + plan.d_bytes) : nullptr;

@@ -492,11 +492,12 @@ CUTE_DEVICE bool block_is_interior(Mask const& mask, int seqlen_k, int key0, int
 // counts last reads the sums back into the accumulators (its own part included). Returns whether
 // this piece was last: it then writes dK and dV; the others are done.
 template <class Traits, class Acc>
-CUTE_DEVICE bool sum_tail_pieces(BwdParams const& params, typename Traits::SharedStorage& storage, int tail, Acc& acc_dk,
-                                 Acc& acc_dv, int tid) {
+CUTE_DEVICE bool sum_tail_pieces(BwdParams const& params, typename Traits::SharedStorage& storage, int tail,
+                                 Acc& acc_dk, Acc& acc_dv, int tid) {
   constexpr int kThreads = Traits::kNumMmaThreads;
   constexpr int kVecs = decltype(size(acc_dk))::value / 4;
-  static_assert(kVecs * 4 == decltype(size(acc_dk))::value && kVecs * 4 * kThreads == Traits::kBlockN * Traits::kHeadDim);
+  static_assert(kVecs * 4 == decltype(size(acc_dk))::value &&
+                kVecs * 4 * kThreads == Traits::kBlockN * Traits::kHeadDim);
   float* slot = params.tail_accum + int64_t(tail) * 2 * Traits::kBlockN * Traits::kHeadDim;
   auto add = [&](Acc const& acc, float* dst) {
     CUTE_UNROLL

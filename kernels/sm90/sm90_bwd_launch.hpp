@@ -75,8 +75,10 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   }
   const int64_t ctas = set_bwd_key_order(kp.bwd, kBlockN, int(sizeof(Element)), kIsCausal);
   if (ctas > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
-  if (params.tail.blocks > 0 && (kIsCausal || Traits::kSplitRoles || params.tail_accum == nullptr || params.tail_counters == nullptr ||
-                                 int64_t(params.tail.first) + params.tail.blocks != ctas)) {
+  const bool tail_workspace = params.tail_accum != nullptr && params.tail_counters != nullptr;
+  const bool tail_fits = !kIsCausal && !Traits::kSplitRoles && tail_workspace &&
+                         int64_t(params.tail.first) + params.tail.blocks == ctas;
+  if (params.tail.blocks > 0 && !tail_fits) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "internal: the backward's tail split does not fit its grid");
   }
   const int64_t grid = params.tail.blocks > 0 ? params.tail.grid() : ctas;
