@@ -1,7 +1,8 @@
 """The Hopper backward's tail split against its piece count, in one process: for each standard
 sweep case (batch 16384 / seqlen, heads 2048 / head_dim, bf16, non-causal) the backward call's
 median time (the benchmark's timer) with FLASHGEN_BWD_TAIL_SPLIT=off, auto and each forced piece
-count, the settings alternating over the rounds so that drift falls on all.
+count, the settings alternating over the rounds so that drift falls on all. Samples hold at least
+--min-burst back-to-back calls, so that they time the kernels rather than the host's first launch.
 
     python3 tools/tail_split_sweep.py 2048:128 8192:64 --pieces 2,3,4,6,8,16 --rounds 3
 """
@@ -23,6 +24,8 @@ def main():
     parser.add_argument("cases", nargs="+", help="seqlen:head_dim")
     parser.add_argument("--pieces", default="2,3,4,6,8,16")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-burst", type=int, default=4,
+                        help="calls per timed sample at least (session 23's one-call samples at 8k-16k were host-bound)")
     args = parser.parse_args()
     settings = ["off", "auto"] + args.pieces.split(",")
     print("| case | " + " | ".join(settings) + " | best / off |")
@@ -38,7 +41,7 @@ def main():
             for name in settings:
                 os.environ["FLASHGEN_BWD_TAIL_SPLIT"] = name
                 times[name].append(median_ms(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True),
-                                             budget_ms=150))
+                                             budget_ms=150, min_burst=args.min_burst))
         med = {name: statistics.median(t) for name, t in times.items()}
         flops = BWD_FLOPS_FACTOR * case.flops()
         best = min(med, key=med.get)
