@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--pieces", default="2,3,4,6,8,16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-burst", type=int, default=4,
-                        help="calls per timed sample at least (session 23's one-call samples at 8k-16k were host-bound)")
+                        help="calls per timed sample at least (one-call samples at 8k-16k were host-bound)")
     args = parser.parse_args()
     settings = ["off", "auto"] + args.pieces.split(",")
     print("| case | " + " | ".join(settings) + " | best / off |")
