@@ -1,5 +1,5 @@
 """Build and run a host-only C++ check program from tests/cpp against the kernel headers (no
-GPU): nvcc when the header needs CuTe's configuration, else any C++ compiler."""
+GPU): nvcc when the headers need CuTe's configuration, else any C++ compiler."""
 
 import importlib.util
 import os
@@ -21,15 +21,20 @@ def cutlass_include() -> Path:
     return Path(spec.origin).parent / "source" / "include"
 
 
-def run_check(tmp_path, source: str, stdin: str = "") -> str:
-    """Compile tests/cpp/<source> with nvcc and run it; returns its stdout."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is not on PATH")
+def run_check(tmp_path, source: str, stdin: str = "", cute: bool = True) -> str:
+    """Compile tests/cpp/<source> and run it; returns its stdout. cute: the headers it includes
+    need CuTe's configuration (nvcc and the CUTLASS headers), else any C++ compiler does."""
+    if cute:
+        compiler = shutil.which("nvcc")
+        includes = ["-I", str(REPO_ROOT / "kernels"), "-I", str(cutlass_include())]
+    else:
+        compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("nvcc")
+        includes = ["-I", str(REPO_ROOT / "kernels")]
+    if compiler is None:
+        pytest.skip("no suitable compiler on PATH (nvcc for CuTe headers)")
     binary = tmp_path / Path(source).stem
-    build = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(REPO_ROOT / "kernels"), "-I", str(cutlass_include()),
-                            str(REPO_ROOT / "tests" / "cpp" / source), "-o", str(binary)],
-                           capture_output=True, text=True)
+    build = subprocess.run([compiler, "-std=c++17", "-O1", *includes, str(REPO_ROOT / "tests" / "cpp" / source),
+                            "-o", str(binary)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(binary)], input=stdin, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,30 +1,17 @@
 """The decode split count (kernels/api/split_heuristic.h, choose_decode_splits), checked on the
-host: tests/cpp/split_heuristic_check.cpp compiled with the C++ compiler (no GPU)."""
+host: tests/cpp/split_heuristic_check.cpp compiled with the C++ compiler (tests/host_program.py; no GPU)."""
 
 import math
-import shutil
-import subprocess
 
-import pytest
-
-from conftest import REPO_ROOT
+from host_program import run_check
 
 SMS = 132  # H100 / H200
 
 
 def _choices(tmp_path, triples):
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("nvcc")
-    if compiler is None:
-        pytest.skip("no C++ compiler on PATH")
-    binary = tmp_path / "split_heuristic_check"
-    build = subprocess.run([compiler, "-std=c++17", "-O1", "-I", str(REPO_ROOT / "kernels"),
-                            str(REPO_ROOT / "tests" / "cpp" / "split_heuristic_check.cpp"), "-o", str(binary)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(binary)], input="".join(f"{c} {n} {w}\n" for c, n, w in triples), capture_output=True,
-                         text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    return [int(x) for x in run.stdout.split()]
+    out = run_check(tmp_path, "split_heuristic_check.cpp", "".join(f"{c} {n} {w}\n" for c, n, w in triples),
+                    cute=False)
+    return [int(x) for x in out.split()]
 
 
 OVERHEAD = 2  # kDecodeSplitOverheadBlocks

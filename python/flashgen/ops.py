@@ -140,10 +140,11 @@ def _attn_bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seql
         if tuple(t.shape) != shape or t.dtype != dtype or t.device != p.device:
             raise ValueError(f"{name} must be a {dtype} tensor of shape {shape} on {p.device}, got {t.dtype} "
                              f"{tuple(t.shape)} on {t.device}")
-    as_given = loadable(dout) and loadable(out) and lse.is_contiguous()
-    if not loadable(dout):  # e.g. the expanded ones of out.sum().backward()
+    dout_ok, out_ok = loadable(dout), loadable(out)
+    as_given = dout_ok and out_ok and lse.is_contiguous()
+    if not dout_ok:  # e.g. the expanded ones of out.sum().backward()
         dout = dout.contiguous()
-    out = out if loadable(out) else out.contiguous()
+    out = out if out_ok else out.contiguous()
     lse = lse.contiguous()
     # Varlen: packed rows past cu_seqlens[-1] belong to no sequence and get no gradient from the
     # kernel, so they start at zero.
