@@ -2,8 +2,9 @@
 kernels/common/tile_order.h): CTAs taken in index order by the first free of `--sms` slots, a key
 block n costing (query blocks it sees + 2) steps. Prints makespan / ideal for the standard
 sweep's shapes (b * s = 16k, h * d = 2048) with the sections of equal size but a short last one
-(before session 20), as even as possible (now), and with at least 2 * SMs / n_blocks units a
-section (bench/experiments/s20_bwd_section_min_units.patch); plus the unit-major order.
+(before session 20), as even as possible, with at least 2 * SMs / n_blocks units a section (the
+size rule, session 21), the size that searched_section (kernels/common/tile_order.h, session 24)
+picks within 3/4 .. 3/2 of the rule's, and the unit-major order.
 
     python3 tools/sim_tile_order.py [--sms 132]
 """
@@ -49,7 +50,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sms", type=int, default=132)
     sms = parser.parse_args().sms
-    print("hdim seqlen units | equal+short | even | even, min units | unit-major")
+    print("hdim seqlen units | equal+short | even | even, min units | searched (size) | unit-major")
     for hd, bm, bn in TILES:
         for s in (2048, 4096, 8192, 16384):
             units, nb = (16384 // s) * (2048 // hd), s // bn
@@ -58,8 +59,14 @@ def main():
             fit = max(1, min(units, L2_BUDGET // unit_bytes))
             fit_min = max(1, min(units, max(fit, math.ceil(2 * sms / nb))))
             ideal = sum(lengths) * units / sms
-            cols = [equal_sizes(units, fit), even_sizes(units, fit), even_sizes(units, fit_min), [1] * units]
-            print(f"{hd:4} {s:6} {units:5} | " + " | ".join(f"{makespan(lengths, order(nb, c), sms) / ideal:.3f}" for c in cols))
+            span = {size: makespan(lengths, order(nb, even_sizes(units, size)), sms)
+                    for size in range(max(1, fit_min * 3 // 4), min(units, fit_min * 3 // 2) + 1)}
+            searched = min(span, key=lambda size: (span[size], size != fit_min, size))
+            cols = [equal_sizes(units, fit), even_sizes(units, fit), even_sizes(units, fit_min)]
+            cells = [f"{makespan(lengths, order(nb, c), sms) / ideal:.4f}" for c in cols]
+            cells.append(f"{span[searched] / ideal:.4f} ({searched})")
+            cells.append(f"{makespan(lengths, order(nb, [1] * units), sms) / ideal:.4f}")
+            print(f"{hd:4} {s:6} {units:5} | " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "common/bwd_tail_split.h"
 #include "common/fwd_params.h"
@@ -58,12 +59,13 @@ struct BwdParams : FwdParams {
   int64_t tail_zero_bytes = 0;
 };
 
-// Sets params.key_order for key blocks of block_n keys and returns the grid's CTA count (0: no
-// keys). Under a causal-like mask (tile_lengths_vary) key blocks see different numbers of query
-// blocks and go longest first over sections of KV heads whose Q, dO, LSE/D and fp32 dQ (read
-// again by every key block of the head) fit in L2 together; otherwise the order is unit-major.
-// (Measured neutral on H100 at hdim 128, where the forward gained: bench/NOTES.md.)
-inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes, bool is_causal) {
+// Sets params.key_order for key blocks of block_n keys (block_m queries a step) and returns the
+// grid's CTA count (0: no keys). Under a causal-like mask (tile_lengths_vary) key blocks see
+// different numbers of query blocks and go longest first over sections of KV heads whose Q, dO,
+// LSE/D and fp32 dQ (read again by every key block of the head) fit in L2 together; otherwise the
+// order is unit-major. (Measured neutral on H100 at hdim 128, where the forward gained:
+// bench/NOTES.md.)
+inline int64_t set_bwd_key_order(BwdParams& params, int block_m, int block_n, int elem_bytes, bool is_causal) {
   const bool lengths_vary = tile_lengths_vary(is_causal, params.window_left, params.window_right);
   const int n_blocks = (params.max_seqlen_k + block_n - 1) / block_n;
   const int64_t units = int64_t(params.num_heads_kv) * params.batch;
@@ -75,8 +77,23 @@ inline int64_t set_bwd_key_order(BwdParams& params, int block_n, int elem_bytes,
   // makespan -> 1.012-1.013 at head dim 128 8k and 256 4k; measured +3.7% / +3.2% there on the
   // SM80 path, -0.6% at 128 2k as simulated; bench/NOTES.md, sessions 20-21).
   const int min_units = params.num_sms > 0 ? (2 * params.num_sms + n_blocks - 1) / n_blocks : 1;
-  params.key_order = SectionedOrder{n_blocks, int(units),
-                                    lengths_vary ? section_units(unit_bytes, int(units), int64_t(32) << 20, min_units) : 1};
+  int section = lengths_vary ? section_units(unit_bytes, int(units), int64_t(32) << 20, min_units) : 1;
+  if (lengths_vary && section > 1 && params.cu_seqlens_q == nullptr && params.window_left < 0) {
+    // Fixed lengths, keys bounded on the right only: key block n sees the query blocks from the
+    // first whose last row reaches its first key (as sm80::query_blocks_of_key_block), a step
+    // each per query head of the group, plus about two steps of fixed cost (load, epilogue).
+    const int right = is_causal ? 0 : params.window_right;
+    const int shift = params.seqlen_k - params.seqlen_q + right;
+    const int m_blocks = (params.seqlen_q + block_m - 1) / block_m;
+    std::vector<int64_t> cost(n_blocks);
+    for (int n = 0; n < n_blocks; ++n) {
+      const int first = n * block_n - shift;  // the first query that sees key n * block_n
+      const int m_lo = first <= 0 ? 0 : first / block_m;
+      cost[n] = int64_t(m_lo < m_blocks ? m_blocks - m_lo : 0) * params.group_size + 2;
+    }
+    section = searched_section(cost, int(units), section, params.num_sms);
+  }
+  params.key_order = SectionedOrder{n_blocks, int(units), section};
   return int64_t(n_blocks) * units;
 }
 

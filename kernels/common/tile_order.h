@@ -5,6 +5,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <tuple>
+#include <vector>
 
 #include <cute/config.hpp>
 
@@ -64,14 +70,15 @@ inline bool tile_lengths_vary(bool is_causal, int window_left, int window_right)
   return is_causal || (window_right >= 0 && window_left < 0);
 }
 
-// FLASHGEN_TILE_ORDER=unit turns sections off (a tuning knob for the benchmarks; read once).
-inline bool tile_sections_disabled() {
-  static const bool off = [] {
-    const char* v = std::getenv("FLASHGEN_TILE_ORDER");
-    return v != nullptr && std::strcmp(v, "unit") == 0;
-  }();
-  return off;
+// FLASHGEN_TILE_ORDER (a tuning knob for the benchmarks; read once): unit turns sections off,
+// rule keeps the section size rule's choice without the backward's search (searched_section);
+// anything else (search, the default) searches.
+inline const char* tile_order_setting() {
+  static const char* v = std::getenv("FLASHGEN_TILE_ORDER");
+  return v != nullptr ? v : "";
 }
+inline bool tile_sections_disabled() { return std::strcmp(tile_order_setting(), "unit") == 0; }
+inline bool tile_section_search_disabled() { return std::strcmp(tile_order_setting(), "rule") == 0; }
 
 // Units per section: as many as fit in `budget` bytes of L2 at `unit_bytes` each, but at least
 // `min_units` (and one).
@@ -80,6 +87,65 @@ inline int section_units(int64_t unit_bytes, int units, int64_t budget = int64_t
   int64_t fit = unit_bytes <= 0 ? int64_t(units) : budget / unit_bytes;
   fit = fit < min_units ? min_units : fit;
   return fit < 1 ? 1 : fit > units ? units : int(fit);
+}
+
+// The makespan, in steps, of the tiles of SectionedOrder{cost.size(), units, section} when each
+// goes in index order to the first free of `sms` SMs (a greedy scheduler, as the hardware's is
+// for a grid of one CTA per tile and SM), a tile of rank r taking cost[r] steps.
+inline int64_t sectioned_makespan(std::vector<int64_t> const& cost, int units, int section, int sms) {
+  const int per_unit = int(cost.size());
+  if (per_unit == 0 || units <= 0 || sms <= 0) { return 0; }
+  const SectionedOrder order{per_unit, units, section};
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_at;
+  for (int i = 0; i < sms; ++i) { free_at.push(0); }
+  int64_t end = 0;
+  for (int index = 0; index < per_unit * units; ++index) {
+    const int64_t done = free_at.top() + cost[order(index).rank];
+    free_at.pop();
+    free_at.push(done);
+    end = done > end ? done : end;
+  }
+  return end;
+}
+
+// The section size for tiles of unequal cost (rank 0 the longest): the size rule's `section`
+// (section_units) unless a size within 3/4 .. 3/2 of it gives a strictly shorter simulated
+// makespan (sectioned_makespan; the smallest such size of the shortest). Under a causal mask the
+// rule's size can leave the last SMs a long tile to finish alone: at head dim 128 2k (128 units
+// of 16 key blocks, 132 SMs) 17 units a section simulate to 1.018 of the ideal makespan, 13 to
+// 1.011; at 128 8k 5 units 1.012, 4 1.0005 (tools/sim_tile_order.py, bench/NOTES.md session 24).
+// The size stays near the rule's, whose bound keeps a section's operands within L2. Memoized per
+// (costs, units, section, SMs); FLASHGEN_TILE_ORDER=rule keeps the rule's.
+inline int searched_section(std::vector<int64_t> const& cost, int units, int section, int sms) {
+  if (tile_section_search_disabled() || units <= 1 || sms <= 0 || cost.size() <= 1 ||
+      int64_t(cost.size()) * units > (int64_t(1) << 22)) {
+    return section;
+  }
+  using Key = std::tuple<std::vector<int64_t>, int, int, int>;
+  static std::mutex mutex;
+  static std::map<Key, int> chosen;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const Key key{cost, units, section, sms};
+  const auto it = chosen.find(key);
+  if (it != chosen.end()) { return it->second; }
+  int best = section;
+  int64_t best_span = sectioned_makespan(cost, units, section, sms);
+  const int lo = section * 3 / 4 > 1 ? section * 3 / 4 : 1;
+  const int hi = section * 3 / 2 < units ? section * 3 / 2 : units;
+  int last_sections = -1;
+  for (int size = lo; size <= hi; ++size) {
+    const int sections = (units + size - 1) / size;  // sizes with the same count make the same order
+    if (sections == last_sections) { continue; }
+    last_sections = sections;
+    const int64_t span = sectioned_makespan(cost, units, size, sms);
+    if (span < best_span) {
+      best_span = span;
+      best = size;
+    }
+  }
+  if (chosen.size() > 4096) { chosen.clear(); }
+  chosen.emplace(key, best);
+  return best;
 }
 
 }  // namespace flashgen

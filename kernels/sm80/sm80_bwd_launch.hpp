@@ -32,7 +32,7 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   status = run_bwd_preprocess(params, kDtype, stream);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   BwdParams kparams = params;
-  const int64_t ctas = set_bwd_key_order(kparams, Traits::kBlockN, int(sizeof(Element)), kIsCausal);
+  const int64_t ctas = set_bwd_key_order(kparams, Traits::kBlockM, Traits::kBlockN, int(sizeof(Element)), kIsCausal);
   if (ctas > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
   if (ctas > 0) {  // no keys: dK and dV are empty, dQ stays zero
     kernel<<<unsigned(ctas), Traits::kNumThreads, kSmemBytes, stream>>>(kparams);

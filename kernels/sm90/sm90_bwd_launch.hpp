@@ -73,7 +73,7 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
     kp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, mdQ, typename Traits::SmemLayoutdQ{},
                               Shape<Int<kBlockM>, Int<kHeadDim>>{}, _1{});
   }
-  const int64_t ctas = set_bwd_key_order(kp.bwd, kBlockN, int(sizeof(Element)), kIsCausal);
+  const int64_t ctas = set_bwd_key_order(kp.bwd, kBlockM, kBlockN, int(sizeof(Element)), kIsCausal);
   if (ctas > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
   const bool tail_workspace = params.tail_accum != nullptr && params.tail_counters != nullptr;
   const bool tail_fits = !kIsCausal && !Traits::kSplitRoles && tail_workspace &&
