@@ -117,8 +117,9 @@ inline int64_t sectioned_makespan(std::vector<int64_t> const& cost, int units, i
 // The size stays near the rule's, whose bound keeps a section's operands within L2. Memoized per
 // (costs, units, section, SMs); FLASHGEN_TILE_ORDER=rule keeps the rule's.
 inline int searched_section(std::vector<int64_t> const& cost, int units, int section, int sms) {
+  // (Up to 2^18 tiles: the search then takes ~20 ms of host time, once per shape.)
   if (tile_section_search_disabled() || units <= 1 || sms <= 0 || cost.size() <= 1 ||
-      int64_t(cost.size()) * units > (int64_t(1) << 22)) {
+      int64_t(cost.size()) * units > (int64_t(1) << 18)) {
     return section;
   }
   using Key = std::tuple<std::vector<int64_t>, int, int, int>;
