@@ -1,7 +1,10 @@
 // Torch-free backward parameters: the forward call's parameters plus the gradients.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "common/bwd_tail_split.h"
@@ -82,16 +85,28 @@ inline int64_t set_bwd_key_order(BwdParams& params, int block_m, int block_n, in
     // Fixed lengths, keys bounded on the right only: key block n sees the query blocks from the
     // first whose last row reaches its first key (as sm80::query_blocks_of_key_block), a step
     // each per query head of the group, plus about two steps of fixed cost (load, epilogue).
+    // Searched once per shape (a repeated call only looks it up).
     const int right = is_causal ? 0 : params.window_right;
     const int shift = params.seqlen_k - params.seqlen_q + right;
-    const int m_blocks = (params.seqlen_q + block_m - 1) / block_m;
-    std::vector<int64_t> cost(n_blocks);
-    for (int n = 0; n < n_blocks; ++n) {
-      const int first = n * block_n - shift;  // the first query that sees key n * block_n
-      const int m_lo = first <= 0 ? 0 : first / block_m;
-      cost[n] = int64_t(m_lo < m_blocks ? m_blocks - m_lo : 0) * params.group_size + 2;
+    const std::array<int, 9> shape{params.seqlen_q, shift, block_m, block_n, n_blocks, params.group_size,
+                                   int(units), section, params.num_sms};
+    static std::mutex mutex;
+    static std::map<std::array<int, 9>, int> searched;
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto it = searched.find(shape);
+    if (it != searched.end()) {
+      section = it->second;
+    } else {
+      const int m_blocks = (params.seqlen_q + block_m - 1) / block_m;
+      std::vector<int64_t> cost(n_blocks);
+      for (int n = 0; n < n_blocks; ++n) {
+        const int first = n * block_n - shift;  // the first query that sees key n * block_n
+        const int m_lo = first <= 0 ? 0 : first / block_m;
+        cost[n] = int64_t(m_lo < m_blocks ? m_blocks - m_lo : 0) * params.group_size + 2;
+      }
+      if (searched.size() >= 4096) { searched.clear(); }
+      section = searched.emplace(shape, searched_section(cost, int(units), section, params.num_sms)).first->second;
     }
-    section = searched_section(cost, int(units), section, params.num_sms);
   }
   params.key_order = SectionedOrder{n_blocks, int(units), section};
   return int64_t(n_blocks) * units;

@@ -6,10 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <map>
-#include <mutex>
 #include <queue>
-#include <tuple>
 #include <vector>
 
 #include <cute/config.hpp>
@@ -114,21 +111,14 @@ inline int64_t sectioned_makespan(std::vector<int64_t> const& cost, int units, i
 // rule's size can leave the last SMs a long tile to finish alone: at head dim 128 2k (128 units
 // of 16 key blocks, 132 SMs) 17 units a section simulate to 1.018 of the ideal makespan, 13 to
 // 1.011; at 128 8k 5 units 1.012, 4 1.0005 (tools/sim_tile_order.py, bench/NOTES.md session 24).
-// The size stays near the rule's, whose bound keeps a section's operands within L2. Memoized per
-// (costs, units, section, SMs); FLASHGEN_TILE_ORDER=rule keeps the rule's.
+// The size stays near the rule's, whose bound keeps a section's operands within L2. Up to 2^18
+// tiles (the search then takes ~20 ms of host time: callers memoize it per shape);
+// FLASHGEN_TILE_ORDER=rule keeps the rule's.
 inline int searched_section(std::vector<int64_t> const& cost, int units, int section, int sms) {
-  // (Up to 2^18 tiles: the search then takes ~20 ms of host time, once per shape.)
   if (tile_section_search_disabled() || units <= 1 || sms <= 0 || cost.size() <= 1 ||
       int64_t(cost.size()) * units > (int64_t(1) << 18)) {
     return section;
   }
-  using Key = std::tuple<std::vector<int64_t>, int, int, int>;
-  static std::mutex mutex;
-  static std::map<Key, int> chosen;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const Key key{cost, units, section, sms};
-  const auto it = chosen.find(key);
-  if (it != chosen.end()) { return it->second; }
   int best = section;
   int64_t best_span = sectioned_makespan(cost, units, section, sms);
   const int lo = section * 3 / 4 > 1 ? section * 3 / 4 : 1;
@@ -144,8 +134,6 @@ inline int searched_section(std::vector<int64_t> const& cost, int units, int sec
       best = size;
     }
   }
-  if (chosen.size() > 4096) { chosen.clear(); }
-  chosen.emplace(key, best);
   return best;
 }
 
