@@ -161,6 +161,65 @@ def test_fp8_cache_per_head_scales_and_fp16_queries(spec):
         check_against_reference(cache, q, out, None, lengths)
 
 
+def _poison_unused_rows(cache, lengths, nan_byte=0x7F):
+    """FP8 cache rows past each sequence's keys (and pages no sequence uses) become e4m3 NaN:
+    a loader that reads them must keep them out of the output."""
+    used = torch.zeros(cache.k.shape[:2], dtype=torch.bool, device="cuda")
+    for b, n in enumerate(lengths.tolist()):
+        if cache.block_table is None:
+            used[int(cache.batch_idx[b]), :n] = True
+        else:
+            pos = torch.arange(n, device="cuda")
+            used[cache.block_table[b, pos // cache.page_size].long(), pos % cache.page_size] = True
+    for t in (cache.k, cache.v):
+        t.view(torch.uint8)[~used] = nan_byte
+
+
+@pytest.mark.parametrize("page_size", [None, 16, 64, 256])
+@pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
+def test_fp8_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
+    """Hopper's TMA loader (FLASHGEN_DECODE_TMA=on) against the cp.async one (off) on the same
+    calls: bitwise equal outputs and LSE, with NaN bytes in every cache row past the keys;
+    per-page and per-head scales, ragged lengths, splits."""
+    if spec.head_dim_qk not in (64, 128):
+        pytest.skip("the TMA loader takes head dims 64 and 128")
+    batch, hkv, h = len(LENGTHS), 2, 16
+    lengths = torch.tensor(LENGTHS, dtype=torch.int32, device="cuda")
+    for per_page in (True, False):
+        cache = Cache(spec, batch, hkv, 1100, page_size, per_page_scales=per_page)
+        _poison_unused_rows(cache, lengths)
+        q = _q(spec, batch, 2, h)
+        for kw in (dict(), dict(causal=True, num_splits=3), dict(window_size=(150, 0), softcap=4.0)):
+            monkeypatch.setenv("FLASHGEN_DECODE_TMA", "off")
+            ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+            monkeypatch.setenv("FLASHGEN_DECODE_TMA", "on")
+            if torch.cuda.get_device_capability()[0] < 9:
+                with pytest.raises(ValueError, match="FLASHGEN_DECODE_TMA=on"):
+                    cache.call(q, lengths, **kw)
+                return
+            out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+            assert torch.equal(out, ref_out), kw
+            assert torch.equal(lse, ref_lse), kw
+            check_against_reference(cache, q, out, lse, lengths, **kw)
+
+
+@pytest.mark.parametrize("spec", FP8_CACHE[:1], ids=lambda s: s.name)
+def test_fp8_tma_loader_refuses_what_it_cannot_load(spec, monkeypatch):
+    """FLASHGEN_DECODE_TMA=on names why a call cannot take the TMA loader (page size 1 here);
+    auto falls back to cp.async; a wrong setting is an error."""
+    cache = Cache(spec, 2, 2, 300, page_size=1)
+    lengths = torch.tensor([300, 17], dtype=torch.int32, device="cuda")
+    q = _q(spec, 2, 1, 8)
+    monkeypatch.setenv("FLASHGEN_DECODE_TMA", "on")
+    with pytest.raises(ValueError, match="FLASHGEN_DECODE_TMA=on"):
+        cache.call(q, lengths)
+    monkeypatch.setenv("FLASHGEN_DECODE_TMA", "auto")
+    check_against_reference(cache, q, cache.call(q, lengths), None, lengths)
+    monkeypatch.setenv("FLASHGEN_DECODE_TMA", "sometimes")
+    with pytest.raises(ValueError, match="expected auto, on or off"):
+        cache.call(q, lengths)
+
+
 @pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
 def test_fp8_append_quantizes_into_the_cache(spec):
     """New bf16 keys/values are stored as saturate(x / scale) in e4m3 at each sequence's end."""

@@ -222,6 +222,8 @@ struct StageLoader {
   __device__ __forceinline__ float* stage_scales(int stage) const {
     return reinterpret_cast<float*>(stage_k(stage) + 2 * Traits::kTileBytes);
   }
+  // The cp.async groups are the whole wait (the TMA loader waits on a barrier here).
+  __device__ __forceinline__ void wait(int /*tile*/, int /*it*/) const {}
 
   __device__ __forceinline__ int64_t scale_index(const Fp8Scale& s, int entry, int offset) const {
     int64_t i = int64_t(entry) * s.batch_stride + int64_t(head_kv) * s.head_stride;
@@ -322,6 +324,7 @@ __device__ __forceinline__ void for_each_tile(int tiles, Step&& step) {
 template <int kStages, int kParity, class Loader>
 __device__ __forceinline__ void advance_pipeline(Loader& loader, int first_tile, int tiles, int it) {
   cute::cp_async_wait<kStages - 2>();
+  loader.wait(first_tile + it, it);
   __syncthreads();
   const int next = it + kStages - 1;
   constexpr int kSlot = kParity < 0 ? -1 : (kParity + kStages - 1) % 2;

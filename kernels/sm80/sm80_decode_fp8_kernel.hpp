@@ -15,9 +15,14 @@
 //   contiguous run of D / 8 channels (un-permuted when the output is written), so every shared
 //   read is 8 or 16 bytes and no transposed copy of V is needed.
 // - P^T comes out of the S^T accumulator transposed: one movmatrix per 8 x 8 block.
+// - kTma (Hopper, head dims 64 / 128, dense caches or pages of >= 16 keys): warp 0 loads each
+//   stage with TMA boxes instead of every thread's cp.async (sm90/sm90_decode_tma.hpp).
 #pragma once
 
+#include <type_traits>
+
 #include "sm80/sm80_decode_common.hpp"
+#include "sm90/sm90_decode_tma.hpp"
 
 namespace flashgen::sm80::decode {
 
@@ -57,9 +62,11 @@ __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
   return y;
 }
 
-template <class Traits>
+using sm90::decode_tma::DecodeTmaMaps;
+
+template <class Traits, bool kTma>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_fp8_kernel(
-    const __grid_constant__ FwdParams p) {
+    const __grid_constant__ FwdParams p, const __grid_constant__ DecodeTmaMaps maps) {
   using Element = typename Traits::Element;
   using Mma = cutlass::half_t;
   constexpr int D = Traits::kHeadDim;
@@ -84,7 +91,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
   const int key0 = warp * 16;  // this warp's keys within a stage
 
   // Start the pipeline before touching Q.
-  StageLoader<Traits> loader(p, smem, keys);
+  auto loader = [&]() {
+    if constexpr (kTma) {
+      return sm90::decode_tma::TmaStageLoader<Traits>(p, maps, smem, keys);
+    } else {
+      return StageLoader<Traits>(p, smem, keys);
+    }
+  }();
   load_prologue<kStages, /*kMoveSlots=*/false>(loader, my_first, my_tiles);
 
   // ---- Q^T fragments (B operand: row g of each row block, permuted channel pairs) ----
@@ -214,13 +227,19 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
       }
     }
 
-    // Dequantisation scales of keys g and g + 8. A uniform V scale is applied to the output at
-    // the end instead.
+    // Dequantisation scales of keys g and g + 8 (the TMA loader's pages hold a warp's 16 keys:
+    // one pair per warp). A uniform V scale is applied to the output at the end instead.
     float ks[2] = {k_uniform, k_uniform}, vs[2] = {1.f, 1.f};
     if (k_per_key || v_per_key) {
-      const float4 x = *reinterpret_cast<const float4*>(loader.stage_scales(stage) + warp * 32 + g * 4);
-      if (k_per_key) { ks[0] = x.x, ks[1] = x.y; }
-      if (v_per_key) { vs[0] = x.z, vs[1] = x.w; }
+      if constexpr (kTma) {
+        const float2 x = *reinterpret_cast<const float2*>(loader.stage_scales(stage) + 2 * warp);
+        if (k_per_key) { ks[0] = ks[1] = x.x; }
+        if (v_per_key) { vs[0] = vs[1] = x.y; }
+      } else {
+        const float4 x = *reinterpret_cast<const float4*>(loader.stage_scales(stage) + warp * 32 + g * 4);
+        if (k_per_key) { ks[0] = x.x, ks[1] = x.y; }
+        if (v_per_key) { vs[0] = x.z, vs[1] = x.w; }
+      }
     }
 
     // Logit transforms in raw score units, then log2 units; each runtime choice is one

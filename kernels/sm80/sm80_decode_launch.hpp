@@ -2,6 +2,8 @@
 // newer). A generated translation unit includes this header and instantiates one run_decode.
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include <cuda_runtime_api.h>
@@ -14,13 +16,14 @@
 
 namespace flashgen::sm80::decode {
 
-template <class Traits, class Kernel>
-flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream, const char* what) {
+template <class Traits, class Kernel, class... Extra>
+flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream, const char* what,
+                         const Extra&... extra) {
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   const int row_blocks = (p.seqlen_q * p.group_size + Traits::kRows - 1) / Traits::kRows;
   const dim3 grid(p.num_splits, p.num_heads_kv * row_blocks, p.batch);
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, extra...);
   status = check_launch(what);
   if (status != FLASHGEN_STATUS_OK || p.num_splits == 1) { return status; }
   constexpr flashgen_dtype_t kDtype =
@@ -28,12 +31,61 @@ flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream
   return run_fwd_combine(p, kDtype, stream);
 }
 
+// Whether the FP8 kernel's TMA instantiation runs on the current device as sm_90+ code (a build
+// without sm_90 leaves it a stub, and a device without a matching image cannot load it).
+template <class Traits>
+bool fp8_tma_kernel_built() {
+  static int built[32] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 32) { return false; }
+  if (built[device] == 0) {
+    cudaFuncAttributes attr{};
+    const bool ok = cudaFuncGetAttributes(&attr, decode_fp8_kernel<Traits, true>) == cudaSuccess &&
+                    attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+    if (!ok) { (void)cudaGetLastError(); }
+    built[device] = ok ? 1 : 2;
+  }
+  return built[device] == 1;
+}
+
+// The FP8 kernel with the TMA loader where the call allows it (FLASHGEN_DECODE_TMA: auto, the
+// default; off: always cp.async; on: TMA or an error saying why not), else with cp.async.
+template <class Traits>
+flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
+  const char* env = std::getenv("FLASHGEN_DECODE_TMA");
+  const bool off = env != nullptr && std::strcmp(env, "off") == 0;
+  const bool on = env != nullptr && std::strcmp(env, "on") == 0;
+  if (env != nullptr && env[0] != '\0' && !off && !on && std::strcmp(env, "auto") != 0) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_DECODE_TMA='%s': expected auto, on or off", env);
+  }
+  DecodeTmaMaps maps{};
+  if constexpr (Traits::kRowBytes == 64 || Traits::kRowBytes == 128) {
+    const char* why = off ? nullptr
+                      : fp8_tma_kernel_built<Traits>()
+                          ? sm90::decode_tma::unusable_reason(p, Traits::kRowBytes)
+                          : "a GPU of sm_90 or newer and a build for it";
+    if (!off && why == nullptr && !sm90::decode_tma::encode(p, Traits::kHeadDim, Traits::kBlockN, &maps)) {
+      why = "tensor maps the driver accepts";
+    }
+    if (!off && why == nullptr) {
+      return launch<Traits>(&decode_fp8_kernel<Traits, true>, p, stream, "sm80 decode kernel (FP8 cache, TMA)", maps);
+    }
+    if (on) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                       "FLASHGEN_DECODE_TMA=on: the FP8 decode's TMA loader needs %s", why);
+    }
+  } else if (on) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                     "FLASHGEN_DECODE_TMA=on: the FP8 decode's TMA loader needs head dims 64 and 128 only");
+  }
+  return launch<Traits>(&decode_fp8_kernel<Traits, false>, p, stream, "sm80 decode kernel (FP8 cache)", maps);
+}
+
 // The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices).
 template <bool kFp8, class Element, int kHeadDim, int kRows>
 flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
   if constexpr (kFp8) {
-    using Traits = Fp8DecodeTraits<Element, kHeadDim, kRows / 8>;
-    return launch<Traits>(&decode_fp8_kernel<Traits>, p, stream, "sm80 decode kernel (FP8 cache)");
+    return launch_fp8<Fp8DecodeTraits<Element, kHeadDim, kRows / 8>>(p, stream);
   } else {
     using Traits = DecodeTraits<Element, kHeadDim, kRows / 16>;
     return launch<Traits>(&decode_kernel<Traits>, p, stream, "sm80 decode kernel");

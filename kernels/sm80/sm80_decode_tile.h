@@ -55,8 +55,9 @@ constexpr int fp8_stage_bytes(int head_dim) { return 2 * fp8_block_n(head_dim) *
 
 constexpr int fp8_num_stages(int head_dim) { return clamp_stages(kStageBudgetBytes / fp8_stage_bytes(head_dim)); }
 
+// After the pipeline: one 8-byte mbarrier per stage (the TMA loader's, sm90/sm90_decode_tma.hpp).
 constexpr int fp8_smem_bytes(int head_dim, int rows) {
-  const int pipeline = fp8_num_stages(head_dim) * fp8_stage_bytes(head_dim);
+  const int pipeline = fp8_num_stages(head_dim) * (fp8_stage_bytes(head_dim) + 8);
   const int merge = merge_bytes(fp8_warps(head_dim), rows, head_dim);
   return pipeline > merge ? pipeline : merge;
 }
