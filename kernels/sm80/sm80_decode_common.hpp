@@ -159,6 +159,14 @@ __device__ __forceinline__ void static_for(F&& f) {
   }
 }
 
+// Where an FP8 dequantisation scale of (cache entry, KV head, row offset in the entry) lies in
+// s.scale (both stage loaders: StageLoader below, sm90/sm90_decode_tma.hpp's TmaStageLoader).
+__device__ __forceinline__ int64_t fp8_scale_index(const Fp8Scale& s, int entry, int head_kv, int offset) {
+  int64_t i = int64_t(entry) * s.batch_stride + int64_t(head_kv) * s.head_stride;
+  if (s.block_stride != 0) { i += int64_t(offset / s.block_rows) * s.block_stride; }
+  return i;
+}
+
 // cp.async copies of a stage: K and V tiles of Traits::kBlockN keys (16-byte chunks, swizzled)
 // and, for FP8 caches, each key's K and V scale at Traits::scale_slot(row, is_v). Each key row
 // is taken by kLanes adjacent threads, lane l copying the row's chunks l, l + kLanes, ...; a
@@ -226,9 +234,7 @@ struct StageLoader {
   __device__ __forceinline__ void wait(int /*tile*/, int /*it*/) const {}
 
   __device__ __forceinline__ int64_t scale_index(const Fp8Scale& s, int entry, int offset) const {
-    int64_t i = int64_t(entry) * s.batch_stride + int64_t(head_kv) * s.head_stride;
-    if (s.block_stride != 0) { i += int64_t(offset / s.block_rows) * s.block_stride; }
-    return i;
+    return fp8_scale_index(s, entry, head_kv, offset);
   }
 
   // A scale that is the same for every key of the CTA (!k_per_key / !v_per_key): 1 when absent.

@@ -26,6 +26,7 @@
 #include <cute/arch/copy_sm80.hpp>
 
 #include "common/fwd_params.h"
+#include "sm80/sm80_decode_common.hpp"
 
 namespace flashgen::sm90::decode_tma {
 
@@ -146,10 +147,9 @@ struct TmaStageLoader {
   }
 
   __device__ __forceinline__ int64_t scale_index(const Fp8Scale& s, int entry, int offset) const {
-    int64_t i = int64_t(entry) * s.batch_stride + int64_t(head_kv) * s.head_stride;
-    if (s.block_stride != 0) { i += int64_t(offset / s.block_rows) * s.block_stride; }
-    return i;
+    return sm80::decode::fp8_scale_index(s, entry, head_kv, offset);
   }
+  // A scale that is the same for every key of the CTA (!k_per_key / !v_per_key): 1 when absent.
   __device__ __forceinline__ float uniform_scale(const Fp8Scale& s) const {
     return s.scale == nullptr ? 1.f : s.scale[scale_index(s, entry_dense, 0)];
   }
