@@ -135,6 +135,10 @@ struct TmaStageLoader {
     lane = threadIdx.x % 32;
     loader_warp = threadIdx.x < 32;
     pages[0] = pages[1] = 0;
+    // (The TMA unit swizzles by shared-memory address bits, so the stages must start on 1024
+    // bytes, as dynamic shared memory does in a kernel without static shared memory, this one; a
+    // device check here changed ptxas's schedule of the measured loop, so the test against the
+    // cp.async loader, bitwise, is what guards it.)
     if (threadIdx.x < Traits::kStages) { barrier_init(&full[threadIdx.x], 1); }
     barrier_init_fence();
     __syncthreads();
