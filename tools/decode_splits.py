@@ -1,24 +1,39 @@
-"""Decode time against the split count on a few shapes (bf16 dense cache, GQA 32/8, head dim
-128, graph replay): checks the automatic choice (num_splits=0) against its neighbours."""
+"""Decode time against the split count on a few shapes (GQA 32/8, head dim 128, graph replay):
+checks the automatic choice (num_splits=0) against its neighbours. --cache picks the cache: a
+dense bf16 one (default), a bf16 one in pages of 16, or an FP8 one in pages of 16 with
+per-(page, kv head) scales (the benchmark's fp8_paged16; TB/s of its own bytes)."""
+
+import argparse
 
 import torch
 
 import flashgen
-from flashgen.bench.decode import HEAD_DIM, HEADS_KV, HEADS_Q, _graph_ms
+from flashgen.bench.decode import HEAD_DIM, HEADS_KV, HEADS_Q, _fp8_pages, _graph_ms, _paged
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cache", choices=("dense", "paged16", "fp8_paged16"), default="dense")
+    parser.add_argument("--splits", default="0,1,2,4,8,16,32,64")
+    args = parser.parse_args()
     for batch, seqlen_k in ((1, 4096), (1, 32768), (4, 16384), (8, 8192), (16, 8192)):
         q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)
         lengths = torch.full((batch,), seqlen_k, dtype=torch.int32, device="cuda")
-        nbytes = 2 * k.numel() * 2
+        extra = {}
+        if args.cache != "dense":
+            k, v, extra["block_table"] = _paged(k, v, 16)
+            if args.cache == "fp8_paged16":
+                k, v, scales = _fp8_pages(k, v)
+                extra.update(k_descale=scales[0], v_descale=scales[1])
+        nbytes = 2 * k.numel() * k.element_size()
         cells = []
-        for splits in (0, 1, 2, 4, 8, 16, 32):
-            ms = _graph_ms(lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths, num_splits=splits))
+        for splits in (int(x) for x in args.splits.split(",")):
+            ms = _graph_ms(lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths, num_splits=splits,
+                                                                    **extra))
             cells.append(f"{splits or 'auto'}: {nbytes / ms / 1e9:.2f}")
-        print(f"batch {batch} seqlen_k {seqlen_k} TB/s by splits: " + ", ".join(cells), flush=True)
+        print(f"{args.cache} batch {batch} seqlen_k {seqlen_k} TB/s by splits: " + ", ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ def _paged(k, v, page):
     return k_pages, v_pages, table
 
 
+def _fp8_pages(k_pages, v_pages):
+    """e4m3 copies of a paged cache with per-(page, kv head) scales, as a serving engine
+    quantising page by page would keep: (k8, v8, (k scales, v scales))."""
+    amax = torch.stack([k_pages.abs().amax(dim=(1, 3)), v_pages.abs().amax(dim=(1, 3))]).float()
+    scales = (amax / 448.0).clamp_min(1e-12)
+    k8 = (k_pages.float() / scales[0][:, None, :, None]).to(torch.float8_e4m3fn)
+    v8 = (v_pages.float() / scales[1][:, None, :, None]).to(torch.float8_e4m3fn)
+    return k8, v8, scales
+
+
 def run_case(batch: int, seqlen_k: int) -> DecodeResult:
     """Every call is timed from a CUDA graph (flashgen's device-side input checks, which
     synchronise, are off while capturing)."""
@@ -103,11 +113,7 @@ def run_case(batch: int, seqlen_k: int) -> DecodeResult:
         record(f"paged{page}", lambda: flashgen.flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=lengths,
                                                                          block_table=table))
         if page == 16:
-            # Per-(page, kv head) scales, as a serving engine quantising page by page would keep.
-            amax = torch.stack([k_pages.abs().amax(dim=(1, 3)), v_pages.abs().amax(dim=(1, 3))]).float()
-            scales = (amax / 448.0).clamp_min(1e-12)
-            k8 = (k_pages.float() / scales[0][:, None, :, None]).to(torch.float8_e4m3fn)
-            v8 = (v_pages.float() / scales[1][:, None, :, None]).to(torch.float8_e4m3fn)
+            k8, v8, scales = _fp8_pages(k_pages, v_pages)
             del k_pages, v_pages
 
             def fp8_call():
