@@ -97,7 +97,9 @@ __device__ __forceinline__ void load_box(const CUtensorMap* map, uint64_t* bar, 
 
 // Stage loads of the FP8 decode kernel through TMA. Same interface as sm80::decode::StageLoader
 // (load_tile<kSlot>(tile, stage), stage_k / stage_v / stage_scales); a stage's per-key scales are
-// one (K, V) pair per 16-key warp slice, at stage_scales(stage)[2 * slice + is_v].
+// one (K, V) pair per 16-key warp slice, at stage_scales(stage)[2 * slice + is_v]. The few lines
+// both loaders hold alike (stage addresses, the CTA's cache entry and scale kinds) stay written
+// in each: a common base class moved ptxas to 128 registers and a spill in the measured loop.
 template <class Traits>
 struct TmaStageLoader {
   static constexpr int kBlockN = Traits::kBlockN;
