@@ -220,6 +220,64 @@ def test_fp8_tma_loader_refuses_what_it_cannot_load(spec, monkeypatch):
         cache.call(q, lengths)
 
 
+def _cluster_combine_refused(monkeypatch, call):
+    """Before Hopper FLASHGEN_DECODE_COMBINE=cluster is an error naming the setting."""
+    if torch.cuda.get_device_capability()[0] >= 9:
+        return False
+    monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "cluster")
+    with pytest.raises(ValueError, match="FLASHGEN_DECODE_COMBINE=cluster"):
+        call()
+    return True
+
+
+@pytest.mark.parametrize("page_size", [None, 16])
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_cluster_combine_matches_the_combine_kernel(spec, page_size, monkeypatch):
+    """Splits combined in a thread-block cluster (FLASHGEN_DECODE_COMBINE=cluster, Hopper) against
+    the combine kernel (kernel) on the same calls: 2-16 splits, ragged lengths (splits without
+    keys, a sequence without keys), several row blocks, sinks and LSE; both against the float32
+    reference. The two sum the splits in different orders: equal to float32 rounding."""
+    batch, hkv = len(LENGTHS), 2
+    cache = Cache(spec, batch, hkv, 1100, page_size)
+    lengths = torch.tensor(LENGTHS, dtype=torch.int32, device="cuda")
+    sinks = torch.randn(2 * 24, device="cuda")
+    cases = [(1, 8, dict(num_splits=2)), (1, 8, dict(num_splits=16)), (2, 24, dict(num_splits=7, causal=True)),
+             (1, 8, dict(num_splits=5, sinks=sinks[:16], window_size=(300, 0))), (1, 8, dict())]
+    if _cluster_combine_refused(monkeypatch, lambda: cache.call(_q(spec, batch, 1, 16), lengths, num_splits=4)):
+        return
+    for sq, group, kw in cases:
+        q = _q(spec, batch, sq, hkv * group)
+        monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "kernel")
+        ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "cluster" if kw else "auto")
+        out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        torch.testing.assert_close(out.float(), ref_out.float(), atol=1e-3, rtol=8e-3, msg=lambda m: f"{kw}: {m}")
+        assert torch.equal(torch.isfinite(lse), torch.isfinite(ref_lse)), kw
+        finite = torch.isfinite(ref_lse)
+        torch.testing.assert_close(lse[finite], ref_lse[finite], atol=1e-5, rtol=1e-5)
+        check_against_reference(cache, q, out, lse, lengths, **kw)
+
+
+@pytest.mark.parametrize("spec", DECODE_KERNELS[:1], ids=lambda s: s.name)
+def test_cluster_combine_refuses_what_it_cannot_combine(spec, monkeypatch):
+    """FLASHGEN_DECODE_COMBINE=cluster names why a call cannot combine in a cluster (17 splits
+    here); auto falls back to the combine kernel; a wrong setting is an error."""
+    cache = Cache(spec, 2, 2, 3000)
+    lengths = torch.tensor([3000, 1900], dtype=torch.int32, device="cuda")
+    q = _q(spec, 2, 1, 8)
+    if _cluster_combine_refused(monkeypatch, lambda: cache.call(q, lengths, num_splits=4)):
+        return
+    monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "cluster")
+    with pytest.raises(ValueError, match="FLASHGEN_DECODE_COMBINE=cluster.*at most 16 splits"):
+        cache.call(q, lengths, num_splits=17)
+    monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "auto")
+    out, lse = cache.call(q, lengths, num_splits=17, return_softmax_lse=True)
+    check_against_reference(cache, q, out, lse, lengths)
+    monkeypatch.setenv("FLASHGEN_DECODE_COMBINE", "sometimes")
+    with pytest.raises(ValueError, match="expected auto, cluster or kernel"):
+        cache.call(q, lengths, num_splits=4)
+
+
 @pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
 def test_fp8_append_quantizes_into_the_cache(spec):
     """New bf16 keys/values are stored as saturate(x / scale) in e4m3 at each sequence's end."""

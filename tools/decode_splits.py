@@ -1,9 +1,12 @@
 """Decode time against the split count on a few shapes (GQA 32/8, head dim 128, graph replay):
 checks the automatic choice (num_splits=0) against its neighbours. --cache picks the cache: a
 dense bf16 one (default), a bf16 one in pages of 16, or an FP8 one in pages of 16 with
-per-(page, kv head) scales (the benchmark's fp8_paged16; TB/s of its own bytes)."""
+per-(page, kv head) scales (the benchmark's fp8_paged16; TB/s of its own bytes). --combine
+runs each row under these FLASHGEN_DECODE_COMBINE settings (auto: splits up to 16 combine in a
+cluster on Hopper; kernel: the combine kernel)."""
 
 import argparse
+import os
 
 import torch
 
@@ -15,6 +18,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", choices=("dense", "paged16", "fp8_paged16"), default="dense")
     parser.add_argument("--splits", default="0,1,2,4,8,16,32,64")
+    parser.add_argument("--combine", default="auto", help="comma-separated FLASHGEN_DECODE_COMBINE settings")
     args = parser.parse_args()
     for batch, seqlen_k in ((1, 4096), (1, 32768), (4, 16384), (8, 8192), (16, 8192)):
         q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
@@ -28,12 +32,15 @@ def main():
                 k, v, scales = _fp8_pages(k, v)
                 extra.update(k_descale=scales[0], v_descale=scales[1])
         nbytes = 2 * k.numel() * k.element_size()
-        cells = []
-        for splits in (int(x) for x in args.splits.split(",")):
-            ms = _graph_ms(lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths, num_splits=splits,
-                                                                    **extra))
-            cells.append(f"{splits or 'auto'}: {nbytes / ms / 1e9:.2f}")
-        print(f"{args.cache} batch {batch} seqlen_k {seqlen_k} TB/s by splits: " + ", ".join(cells), flush=True)
+        for combine in args.combine.split(","):
+            os.environ["FLASHGEN_DECODE_COMBINE"] = combine
+            cells = []
+            for splits in (int(x) for x in args.splits.split(",")):
+                ms = _graph_ms(lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths,
+                                                                        num_splits=splits, **extra))
+                cells.append(f"{splits or 'auto'}: {nbytes / ms / 1e9:.2f}")
+            print(f"{args.cache} combine {combine} batch {batch} seqlen_k {seqlen_k} TB/s by splits: " +
+                  ", ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -354,11 +354,105 @@ struct MergeBuffers {
   }
 };
 
+// Every thread of the cluster: the shared-memory writes before it are visible to every CTA of
+// the cluster after it (release / acquire; the clobber keeps the compiler's stores before it).
+__device__ __forceinline__ void cluster_barrier() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// The splits of one (KV head, row block, batch entry) as one thread-block cluster (sm90, the
+// kernels' kCluster instantiations, which the host launches so): after each CTA has left its
+// merged partial in its own shared memory (rows x D floats, then one LSE per row), CTA `rank`
+// combines a 1 / num_splits share of the (row, 4 channels) pieces, reading every split's partial
+// through distributed shared memory with all the splits' loads in flight together, and writes
+// the output and the LSE (the sinks added here, as the combine kernel does). No partial reaches
+// global memory and no second kernel runs; the cluster waits for its slowest split, as the
+// combine kernel waited for the whole grid.
+template <class Element, int D, int kRows, int kThreads>
+__device__ __forceinline__ void combine_in_cluster(const FwdParams& p, float* part_o, float* part_lse, int batch,
+                                                   int head_kv, int seqlen_k, int row_first) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  static_assert(D % 4 == 0, "pieces of 4 channels");
+  constexpr int kS = kMaxClusterSplits;
+  cluster_barrier();  // every split's partial is in its shared memory
+  const int splits = p.num_splits;  // the cluster's size (the host launches it so)
+  int rank;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  const uint32_t o_local = static_cast<uint32_t>(__cvta_generic_to_shared(part_o));
+  const uint32_t lse_local = static_cast<uint32_t>(__cvta_generic_to_shared(part_lse));
+  uint32_t o_at[kS], lse_at[kS];  // shared::cluster addresses of each split's partial
+  CUTE_UNROLL
+  for (int s = 0; s < kS; ++s) {
+    const int peer = s < splits ? s : 0;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(o_at[s]) : "r"(o_local), "r"(peer));
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(lse_at[s]) : "r"(lse_local), "r"(peer));
+  }
+  constexpr int kPieces = kRows * D / 4;
+  const int per_cta = (kPieces + splits - 1) / splits;
+  const int end = min(kPieces, (rank + 1) * per_cta);
+  for (int v = rank * per_cta + int(threadIdx.x); v < end; v += kThreads) {
+    const int row = v / (D / 4), col = (v % (D / 4)) * 4;
+    const RowInfo info = row_info(p, batch, head_kv, seqlen_k, row_first + row);
+    if (!info.valid) { continue; }
+    float lse[kS];
+    float4 x[kS];
+    CUTE_UNROLL
+    for (int s = 0; s < kS; ++s) {
+      lse[s] = -INFINITY;
+      x[s] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (s < splits) {
+        asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(lse[s]) : "r"(lse_at[s] + 4u * row));
+        asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                     : "=f"(x[s].x), "=f"(x[s].y), "=f"(x[s].z), "=f"(x[s].w)
+                     : "r"(o_at[s] + 4u * (row * D + col)));
+      }
+    }
+    float max_lse = -INFINITY;
+    CUTE_UNROLL
+    for (int s = 0; s < kS; ++s) { max_lse = fmaxf(max_lse, lse[s]); }
+    const float sink = p.sinks == nullptr ? -INFINITY : p.sinks[info.head];
+    const float ref = fmaxf(max_lse, sink);
+    float sum = 0.f;
+    if (ref != -INFINITY) {
+      CUTE_UNROLL
+      for (int s = 0; s < kS; ++s) { sum += __expf(lse[s] - ref); }
+      if (sink != -INFINITY) { sum += __expf(sink - ref); }
+    }
+    const bool empty = !(sum > 0.f);
+    const float out_lse = empty ? INFINITY : ref + __logf(sum);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    CUTE_UNROLL
+    for (int s = 0; s < kS; ++s) {
+      const float w = empty ? 0.f : __expf(lse[s] - out_lse);
+      if (w > 0.f) {  // a split without keys left -inf and whatever its rows hold: never multiplied
+        acc.x += w * x[s].x;
+        acc.y += w * x[s].y;
+        acc.z += w * x[s].z;
+        acc.w += w * x[s].w;
+      }
+    }
+    uint2 packed;
+    packed.x = pack2(acc.x, acc.y, static_cast<Element*>(nullptr));
+    packed.y = pack2(acc.z, acc.w, static_cast<Element*>(nullptr));
+    Element* out = static_cast<Element*>(p.out) + int64_t(batch) * p.out_batch_stride +
+                   int64_t(info.query) * p.out_row_stride + int64_t(info.head) * p.out_head_stride + col;
+    *reinterpret_cast<uint2*>(out) = packed;
+    if (col == 0 && p.lse != nullptr) {
+      p.lse[int64_t(batch) * p.lse_batch_stride + int64_t(info.head) * p.lse_head_stride + info.query] = out_lse;
+    }
+  }
+  cluster_barrier();  // each CTA's shared memory outlives its peers' reads of it
+#endif
+}
+
 // After every warp has staged its (max, sum, output) per row in `buf` (warp w = key slice s of
 // row tile rt is w = s * kRowTiles + rt): one thread per CTA row combines the slices (and the
 // sinks when the call is not split), then every thread writes 8 consecutive channels of one row
-// at a time, to the output or to this split's partials.
-template <class Element, int D, int kTileRows, int kRowTiles, int kSlices, int kThreads>
+// at a time, to the output, to this split's partials, or (kCluster) to this CTA's partial after
+// the merge buffers, which combine_in_cluster then combines with the other splits'.
+template <class Element, int D, int kTileRows, int kRowTiles, int kSlices, int kThreads, bool kCluster>
 __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
                                                        const MergeBuffers<kSlices * kRowTiles, kTileRows, D>& buf,
                                                        int batch, int head_kv, int seqlen_k, int row_first,
@@ -367,6 +461,8 @@ __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
   const int tid = threadIdx.x;
   __syncthreads();
   const bool split_out = p.num_splits > 1;
+  float* const part_o = buf.o + merge_bytes(kSlices * kRowTiles, kTileRows, D) / 4;
+  float* const part_lse = part_o + kRows * D;
   const int64_t split_stride = int64_t(p.num_heads_q) * p.total_q;
   if (tid < kRows) {
     const int rt = tid / kTileRows, r = tid % kTileRows;
@@ -392,7 +488,9 @@ __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
     if (info.valid) {
       const float lse = empty ? (split_out ? -INFINITY : INFINITY) : (ref + __log2f(l)) * float(M_LN2);
       const int64_t q_row = int64_t(batch) * p.seqlen_q + info.query;
-      if (split_out) {
+      if constexpr (kCluster) {
+        part_lse[tid] = lse;
+      } else if (split_out) {
         p.lse_accum[split * split_stride + int64_t(info.head) * p.total_q + q_row] = lse;
       } else if (p.lse != nullptr) {
         p.lse[int64_t(batch) * p.lse_batch_stride + int64_t(info.head) * p.lse_head_stride + info.query] = lse;
@@ -416,7 +514,11 @@ __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
       o[0] += f * x0.x; o[1] += f * x0.y; o[2] += f * x0.z; o[3] += f * x0.w;
       o[4] += f * x1.x; o[5] += f * x1.y; o[6] += f * x1.z; o[7] += f * x1.w;
     }
-    if (split_out) {
+    if constexpr (kCluster) {
+      float4* dst = reinterpret_cast<float4*>(part_o + row * D + col);
+      dst[0] = make_float4(o[0], o[1], o[2], o[3]);
+      dst[1] = make_float4(o[4], o[5], o[6], o[7]);
+    } else if (split_out) {
       const int64_t q_row = int64_t(batch) * p.seqlen_q + info.query;
       float4* dst = reinterpret_cast<float4*>(
           p.out_accum + ((split * split_stride + int64_t(info.head) * p.total_q + q_row) * D + col));
@@ -432,6 +534,9 @@ __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
                      int64_t(info.query) * p.out_row_stride + int64_t(info.head) * p.out_head_stride + col;
       *reinterpret_cast<uint4*>(out) = packed;
     }
+  }
+  if constexpr (kCluster) {
+    combine_in_cluster<Element, D, kRows, kThreads>(p, part_o, part_lse, batch, head_kv, seqlen_k, row_first);
   }
 }
 

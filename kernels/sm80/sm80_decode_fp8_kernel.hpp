@@ -64,7 +64,9 @@ __device__ __forceinline__ uint32_t transpose8x8(uint32_t x) {
 
 using sm90::decode_tma::DecodeTmaMaps;
 
-template <class Traits, bool kTma>
+// kTma: Hopper's TMA stage loader (sm90/sm90_decode_tma.hpp); kCluster: the splits of a row
+// block run as one thread-block cluster and combine there (sm90). Both launched so by the host.
+template <class Traits, bool kTma, bool kCluster = false>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_fp8_kernel(
     const __grid_constant__ FwdParams p, const __grid_constant__ DecodeTmaMaps maps) {
   using Element = typename Traits::Element;
@@ -374,8 +376,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) decode_f
       }
     }
   }
-  merge_slices_and_store<Element, D, Traits::kRows, 1, Traits::kWarps, kThreads>(p, buf, batch, head_kv, seqlen_k,
-                                                                                 row_first, split);
+  merge_slices_and_store<Element, D, Traits::kRows, 1, Traits::kWarps, kThreads, kCluster>(p, buf, batch, head_kv,
+                                                                                           seqlen_k, row_first, split);
 }
 
 }  // namespace flashgen::sm80::decode

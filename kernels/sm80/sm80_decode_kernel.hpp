@@ -37,7 +37,9 @@ struct DecodeTraits {
   static constexpr int kSmemBytes = smem_bytes(kHeadDim);
 };
 
-template <class Traits>
+// kCluster: the splits of a row block run as one thread-block cluster and combine there (sm90;
+// launched so by the host, sm80_decode_launch.hpp).
+template <class Traits, bool kCluster = false>
 __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p) {
   using Element = typename Traits::Element;
   constexpr int D = Traits::kHeadDim;
@@ -240,8 +242,8 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
       buf.o[(warp * 16 + r) * D + col] = acc_o[vb][i];
     }
   }
-  merge_slices_and_store<Element, D, 16, Traits::kRowTiles, Traits::kKeySlices, kThreads>(p, buf, batch, head_kv,
-                                                                                          seqlen_k, row_first, split);
+  merge_slices_and_store<Element, D, 16, Traits::kRowTiles, Traits::kKeySlices, kThreads, kCluster>(
+      p, buf, batch, head_kv, seqlen_k, row_first, split);
 }
 
 }  // namespace flashgen::sm80::decode

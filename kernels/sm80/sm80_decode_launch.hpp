@@ -16,13 +16,102 @@
 
 namespace flashgen::sm80::decode {
 
+// FLASHGEN_DECODE_COMBINE: how a split call combines its splits. auto (the default): in a
+// thread-block cluster where the call allows it, else by the combine kernel; cluster: in a
+// cluster or an error saying why not; kernel: always the combine kernel.
+enum class Combine { kAuto, kCluster, kKernel };
+
+inline flashgen_status_t combine_setting(Combine* out) {
+  const char* env = std::getenv("FLASHGEN_DECODE_COMBINE");
+  *out = Combine::kAuto;
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) { return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(env, "cluster") == 0) {
+    *out = Combine::kCluster;
+  } else if (std::strcmp(env, "kernel") == 0) {
+    *out = Combine::kKernel;
+  } else {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_DECODE_COMBINE='%s': expected auto, cluster or kernel",
+                     env);
+  }
+  return FLASHGEN_STATUS_OK;
+}
+
+// Why this split call's CTAs cannot form one cluster per row block and combine there (nullptr:
+// they can): sm_90 code of the kernel (a build without sm_90 compiles the cluster combine out),
+// at most kMaxClusterSplits splits, and a GPU that fits such a cluster of these CTAs (asked once
+// per device and size; above 8 CTAs a cluster is a non-portable size, which the H100 / H200 allow).
+template <class Traits, class Kernel>
+const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
+  if (p.num_splits > kMaxClusterSplits) { return "at most 16 splits"; }
+  static int usable[32][kMaxClusterSplits + 1] = {};  // per device and size: 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 32) { return "a device this process can query"; }
+  int& known = usable[device][p.num_splits];
+  if (known == 0) {
+    cudaFuncAttributes attr{};
+    bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+    if (ok && p.num_splits > 8) {
+      ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+    }
+    if (ok) {
+      cudaLaunchAttribute attribute;
+      attribute.id = cudaLaunchAttributeClusterDimension;
+      attribute.val.clusterDim.x = unsigned(p.num_splits);
+      attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(unsigned(p.num_splits));
+      config.blockDim = dim3(Traits::kThreads);
+      config.dynamicSmemBytes = Traits::kSmemBytes;
+      config.attrs = &attribute;
+      config.numAttrs = 1;
+      int clusters = 0;
+      ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
+    }
+    if (!ok) { (void)cudaGetLastError(); }
+    known = ok ? 1 : 2;
+  }
+  return known == 1 ? nullptr : "a GPU of sm_90 or newer, a build for it and room for a cluster of num_splits CTAs";
+}
+
+// `kernel`, or for a split call `cluster_kernel` (its kCluster instantiation) where it can run.
 template <class Traits, class Kernel, class... Extra>
-flashgen_status_t launch(Kernel* kernel, const FwdParams& p, cudaStream_t stream, const char* what,
-                         const Extra&... extra) {
-  flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
-  if (status != FLASHGEN_STATUS_OK) { return status; }
+flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams& p, cudaStream_t stream,
+                         const char* what, const Extra&... extra) {
   const int row_blocks = (p.seqlen_q * p.group_size + Traits::kRows - 1) / Traits::kRows;
   const dim3 grid(p.num_splits, p.num_heads_kv * row_blocks, p.batch);
+  flashgen_status_t status;
+  if (p.num_splits > 1) {
+    Combine combine;
+    status = combine_setting(&combine);
+    if (status != FLASHGEN_STATUS_OK) { return status; }
+    const char* why = "";
+    if (combine != Combine::kKernel) {
+      status = prepare_kernel(reinterpret_cast<const void*>(cluster_kernel), Traits::kSmemBytes);
+      if (status != FLASHGEN_STATUS_OK) { return status; }
+      why = cluster_unusable_reason<Traits>(cluster_kernel, p);
+    }
+    if (why == nullptr) {  // one cluster per row block: the splits along x
+      cudaLaunchAttribute attribute;
+      attribute.id = cudaLaunchAttributeClusterDimension;
+      attribute.val.clusterDim.x = unsigned(p.num_splits);
+      attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
+      cudaLaunchConfig_t config = {};
+      config.gridDim = grid;
+      config.blockDim = dim3(Traits::kThreads);
+      config.dynamicSmemBytes = Traits::kSmemBytes;
+      config.stream = stream;
+      config.attrs = &attribute;
+      config.numAttrs = 1;
+      cudaLaunchKernelEx(&config, cluster_kernel, p, extra...);
+      return check_launch(what);
+    }
+    if (combine == Combine::kCluster) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
+                       "FLASHGEN_DECODE_COMBINE=cluster: combining %d splits in a cluster needs %s", p.num_splits, why);
+    }
+  }
+  status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
   kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, extra...);
   status = check_launch(what);
   if (status != FLASHGEN_STATUS_OK || p.num_splits == 1) { return status; }
@@ -68,7 +157,8 @@ flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
       why = "tensor maps the driver accepts";
     }
     if (!off && why == nullptr) {
-      return launch<Traits>(&decode_fp8_kernel<Traits, true>, p, stream, "sm80 decode kernel (FP8 cache, TMA)", maps);
+      return launch<Traits>(&decode_fp8_kernel<Traits, true>, &decode_fp8_kernel<Traits, true, true>, p, stream,
+                            "sm80 decode kernel (FP8 cache, TMA)", maps);
     }
     if (on) {
       return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
@@ -78,7 +168,8 @@ flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
                      "FLASHGEN_DECODE_TMA=on: the FP8 decode's TMA loader needs head dims 64 and 128 only");
   }
-  return launch<Traits>(&decode_fp8_kernel<Traits, false>, p, stream, "sm80 decode kernel (FP8 cache)", maps);
+  return launch<Traits>(&decode_fp8_kernel<Traits, false>, &decode_fp8_kernel<Traits, false, true>, p, stream,
+                        "sm80 decode kernel (FP8 cache)", maps);
 }
 
 // The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices).
@@ -88,7 +179,7 @@ flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
     return launch_fp8<Fp8DecodeTraits<Element, kHeadDim, kRows / 8>>(p, stream);
   } else {
     using Traits = DecodeTraits<Element, kHeadDim, kRows / 16>;
-    return launch<Traits>(&decode_kernel<Traits>, p, stream, "sm80 decode kernel");
+    return launch<Traits>(&decode_kernel<Traits>, &decode_kernel<Traits, true>, p, stream, "sm80 decode kernel");
   }
 }
 

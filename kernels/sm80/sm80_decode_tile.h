@@ -31,9 +31,14 @@ constexpr int num_stages(int head_dim) { return clamp_stages(kStageBudgetBytes /
 // head_dim) floats and three floats per (warp, row).
 constexpr int merge_bytes(int warps, int rows, int head_dim) { return warps * rows * (head_dim + 3) * 4; }
 
+// Splits that combine inside a thread-block cluster (sm90; FLASHGEN_DECODE_COMBINE): each CTA
+// leaves its merged partial, (rows, head_dim) floats and an LSE per row, after the merge buffers.
+constexpr int kMaxClusterSplits = 16;
+constexpr int cluster_partial_bytes(int rows, int head_dim) { return rows * (head_dim + 1) * 4; }
+
 constexpr int smem_bytes(int head_dim) {
   const int pipeline = num_stages(head_dim) * stage_bytes(head_dim);
-  const int merge = merge_bytes(kWarps, 16, head_dim);
+  const int merge = merge_bytes(kWarps, 16, head_dim) + cluster_partial_bytes(32, head_dim);
   return pipeline > merge ? pipeline : merge;
 }
 
@@ -58,7 +63,7 @@ constexpr int fp8_num_stages(int head_dim) { return clamp_stages(kStageBudgetByt
 // After the pipeline: one 8-byte mbarrier per stage (the TMA loader's, sm90/sm90_decode_tma.hpp).
 constexpr int fp8_smem_bytes(int head_dim, int rows) {
   const int pipeline = fp8_num_stages(head_dim) * (fp8_stage_bytes(head_dim) + 8);
-  const int merge = merge_bytes(fp8_warps(head_dim), rows, head_dim);
+  const int merge = merge_bytes(fp8_warps(head_dim), rows, head_dim) + cluster_partial_bytes(rows, head_dim);
   return pipeline > merge ? pipeline : merge;
 }
 
