@@ -2,8 +2,8 @@
 checks the automatic choice (num_splits=0) against its neighbours. --cache picks the cache: a
 dense bf16 one (default), a bf16 one in pages of 16, or an FP8 one in pages of 16 with
 per-(page, kv head) scales (the benchmark's fp8_paged16; TB/s of its own bytes). --combine
-runs each row under these FLASHGEN_DECODE_COMBINE settings (auto: splits up to 16 combine in a
-cluster on Hopper; kernel: the combine kernel)."""
+runs each row under these FLASHGEN_DECODE_COMBINE settings (kernel: the combine kernel; auto:
+splits up to 16 combine in a thread-block cluster on Hopper)."""
 
 import argparse
 import os
@@ -18,7 +18,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", choices=("dense", "paged16", "fp8_paged16"), default="dense")
     parser.add_argument("--splits", default="0,1,2,4,8,16,32,64")
-    parser.add_argument("--combine", default="auto", help="comma-separated FLASHGEN_DECODE_COMBINE settings")
+    parser.add_argument("--combine", default="kernel", help="comma-separated FLASHGEN_DECODE_COMBINE settings")
     args = parser.parse_args()
     for batch, seqlen_k in ((1, 4096), (1, 32768), (4, 16384), (8, 8192), (16, 8192)):
         q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)

@@ -4,6 +4,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include <cuda_runtime_api.h>
@@ -16,21 +19,22 @@
 
 namespace flashgen::sm80::decode {
 
-// FLASHGEN_DECODE_COMBINE: how a split call combines its splits. auto (the default): in a
+// FLASHGEN_DECODE_COMBINE: how a split call combines its splits. kernel (the default until the
+// cluster combine is measured on a GPU, bench/NOTES.md): the combine kernel; auto: in a
 // thread-block cluster where the call allows it, else by the combine kernel; cluster: in a
-// cluster or an error saying why not; kernel: always the combine kernel.
-enum class Combine { kAuto, kCluster, kKernel };
+// cluster or an error saying why not.
+enum class Combine { kKernel, kAuto, kCluster };
 
 inline flashgen_status_t combine_setting(Combine* out) {
   const char* env = std::getenv("FLASHGEN_DECODE_COMBINE");
-  *out = Combine::kAuto;
-  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) { return FLASHGEN_STATUS_OK; }
-  if (std::strcmp(env, "cluster") == 0) {
+  *out = Combine::kKernel;
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "kernel") == 0) { return FLASHGEN_STATUS_OK; }
+  if (std::strcmp(env, "auto") == 0) {
+    *out = Combine::kAuto;
+  } else if (std::strcmp(env, "cluster") == 0) {
     *out = Combine::kCluster;
-  } else if (std::strcmp(env, "kernel") == 0) {
-    *out = Combine::kKernel;
   } else {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_DECODE_COMBINE='%s': expected auto, cluster or kernel",
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_DECODE_COMBINE='%s': expected kernel, auto or cluster",
                      env);
   }
   return FLASHGEN_STATUS_OK;
@@ -39,15 +43,19 @@ inline flashgen_status_t combine_setting(Combine* out) {
 // Why this split call's CTAs cannot form one cluster per row block and combine there (nullptr:
 // they can): sm_90 code of the kernel (a build without sm_90 compiles the cluster combine out),
 // at most kMaxClusterSplits splits, and a GPU that fits such a cluster of these CTAs (asked once
-// per device and size; above 8 CTAs a cluster is a non-portable size, which the H100 / H200 allow).
+// per kernel, device and size; above 8 CTAs a cluster is a non-portable size, which the H100 /
+// H200 allow).
 template <class Traits, class Kernel>
 const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
   if (p.num_splits > kMaxClusterSplits) { return "at most 16 splits"; }
-  static int usable[32][kMaxClusterSplits + 1] = {};  // per device and size: 0 unknown, 1 yes, 2 no
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 32) { return "a device this process can query"; }
-  int& known = usable[device][p.num_splits];
-  if (known == 0) {
+  if (cudaGetDevice(&device) != cudaSuccess) { return "a device this process can query"; }
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, int>, bool> usable;
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), device, p.num_splits);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto known = usable.find(key);
+  if (known == usable.end()) {
     cudaFuncAttributes attr{};
     bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
     if (ok && p.num_splits > 8) {
@@ -68,9 +76,9 @@ const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
       ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
     }
     if (!ok) { (void)cudaGetLastError(); }
-    known = ok ? 1 : 2;
+    known = usable.emplace(key, ok).first;
   }
-  return known == 1 ? nullptr : "a GPU of sm_90 or newer, a build for it and room for a cluster of num_splits CTAs";
+  return known->second ? nullptr : "a GPU of sm_90 or newer, a build for it and room for a cluster of num_splits CTAs";
 }
 
 // `kernel`, or for a split call `cluster_kernel` (its kCluster instantiation) where it can run.
