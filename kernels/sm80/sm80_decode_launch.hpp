@@ -40,6 +40,25 @@ inline flashgen_status_t combine_setting(Combine* out) {
   return FLASHGEN_STATUS_OK;
 }
 
+// A launch of `grid` whose x extent, the splits, is one thread-block cluster (one per row block).
+template <class Traits>
+struct ClusterLaunch {
+  cudaLaunchAttribute attribute{};
+  cudaLaunchConfig_t config{};
+  ClusterLaunch(dim3 grid, int splits, cudaStream_t stream) {
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = unsigned(splits);
+    attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
+    config.gridDim = grid;
+    config.blockDim = dim3(Traits::kThreads);
+    config.dynamicSmemBytes = Traits::kSmemBytes;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // config points at attribute
+};
+
 // Why this split call's CTAs cannot form one cluster per row block and combine there (nullptr:
 // they can): sm_90 code of the kernel (a build without sm_90 compiles the cluster combine out),
 // at most kMaxClusterSplits splits, and a GPU that fits such a cluster of these CTAs (asked once
@@ -62,18 +81,9 @@ const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
       ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
     }
     if (ok) {
-      cudaLaunchAttribute attribute;
-      attribute.id = cudaLaunchAttributeClusterDimension;
-      attribute.val.clusterDim.x = unsigned(p.num_splits);
-      attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(unsigned(p.num_splits));
-      config.blockDim = dim3(Traits::kThreads);
-      config.dynamicSmemBytes = Traits::kSmemBytes;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
+      const ClusterLaunch<Traits> one(dim3(unsigned(p.num_splits)), p.num_splits, nullptr);
       int clusters = 0;
-      ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
+      ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &one.config) == cudaSuccess && clusters > 0;
     }
     if (!ok) { (void)cudaGetLastError(); }
     known = usable.emplace(key, ok).first;
@@ -98,19 +108,9 @@ flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams
       if (status != FLASHGEN_STATUS_OK) { return status; }
       why = cluster_unusable_reason<Traits>(cluster_kernel, p);
     }
-    if (why == nullptr) {  // one cluster per row block: the splits along x
-      cudaLaunchAttribute attribute;
-      attribute.id = cudaLaunchAttributeClusterDimension;
-      attribute.val.clusterDim.x = unsigned(p.num_splits);
-      attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
-      cudaLaunchConfig_t config = {};
-      config.gridDim = grid;
-      config.blockDim = dim3(Traits::kThreads);
-      config.dynamicSmemBytes = Traits::kSmemBytes;
-      config.stream = stream;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
-      cudaLaunchKernelEx(&config, cluster_kernel, p, extra...);
+    if (why == nullptr) {
+      const ClusterLaunch<Traits> cluster(grid, p.num_splits, stream);
+      cudaLaunchKernelEx(&cluster.config, cluster_kernel, p, extra...);
       return check_launch(what);
     }
     if (combine == Combine::kCluster) {
