@@ -6,6 +6,7 @@
 # tools/decode_splits.py for each cache in SPLIT_CACHES. Everything lands in $OUT/summary.txt.
 #   AB_ENV="FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto" tools/gpu_decode_ab.sh
 #   ROUNDS=2                               benchmark rounds per side
+#   TEST_ENV="FLASHGEN_DECODE_COMBINE=auto"  settings of the test and memcheck runs (default none)
 #   MEMCHECK_K="cluster or graph"          pytest -k of the memcheck run (empty: none)
 #   SPLIT_CACHES="dense fp8_paged16"       decode_splits.py caches (empty: none); SPLIT_ARGS more
 set -uo pipefail
@@ -17,10 +18,10 @@ export FLASHGEN_DIRECTIONS="fwd;decode"
 export FLASHGEN_KERNELS="decode_sm80_bf16_hdim128,decode_sm80_bf16_hdim64,decode_sm80_e4m3_hdim128,decode_sm80_e4m3_hdim64,fwd_sm80_bf16_hdim128"
 : "${AB_ENV:?AB_ENV: the settings to compare, e.g. FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto}"
 export AB_ENV ROUNDS=${ROUNDS:-2} AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 BENCH_ARGS="--mode decode"
-export PRE_BENCH="timeout 200 python3 -m pytest -q tests/test_decode.py"
+export PRE_BENCH="timeout 200 env ${TEST_ENV:-} python3 -m pytest -q tests/test_decode.py"
 timeout 420 tools/gpu_ab.sh > "$S" 2>&1 || echo "gpu_ab.sh rc $?" >> "$S"
 if [[ -n "${MEMCHECK_K-cluster or graph}" ]]; then
-  timeout 120 env PYTHONPATH=/tmp/ab_b compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
+  timeout 120 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
     tests/test_decode.py -k "${MEMCHECK_K-cluster or graph}" > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
 fi
