@@ -162,8 +162,8 @@ def test_fp8_cache_per_head_scales_and_fp16_queries(spec):
 
 
 def _poison_unused_rows(cache, lengths, nan_byte=0x7F):
-    """FP8 cache rows past each sequence's keys (and pages no sequence uses) become e4m3 NaN:
-    a loader that reads them must keep them out of the output."""
+    """Cache rows past each sequence's keys (and pages no sequence uses) become NaN (0x7F: e4m3
+    NaN; 0xFF: fp16 / bf16 NaN): a loader that reads them must keep them out of the output."""
     used = torch.zeros(cache.k.shape[:2], dtype=torch.bool, device="cuda")
     for b, n in enumerate(lengths.tolist()):
         if cache.block_table is None:
@@ -201,6 +201,36 @@ def test_fp8_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
             assert torch.equal(out, ref_out), kw
             assert torch.equal(lse, ref_lse), kw
             check_against_reference(cache, q, out, lse, lengths, **kw)
+
+
+@pytest.mark.parametrize("page_size", [None, 16, 64, 256])
+@pytest.mark.parametrize("spec", BF16_CACHE, ids=lambda s: s.name)
+def test_16bit_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
+    """The 16-bit kernel's TMA loader (FLASHGEN_DECODE_TMA_16BIT=on, Hopper; head dim 128 lands as
+    two 128-byte column blocks) against its cp.async loader (off) on the same calls: bitwise
+    equal outputs and LSE, with NaN in every cache row past the keys; ragged lengths, splits."""
+    if spec.head_dim_qk not in (64, 128):
+        pytest.skip("the 16-bit TMA loader takes head dims 64 and 128")
+    batch, hkv, h = len(LENGTHS), 2, 16
+    lengths = torch.tensor(LENGTHS, dtype=torch.int32, device="cuda")
+    cache = Cache(spec, batch, hkv, 1100, page_size)
+    _poison_unused_rows(cache, lengths, nan_byte=0xFF)
+    q = _q(spec, batch, 2, h)
+    for kw in (dict(), dict(causal=True, num_splits=3), dict(window_size=(150, 0), softcap=4.0)):
+        monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "off")
+        ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "on")
+        if torch.cuda.get_device_capability()[0] < 9:
+            with pytest.raises(ValueError, match="FLASHGEN_DECODE_TMA_16BIT=on"):
+                cache.call(q, lengths, **kw)
+            return
+        out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        assert torch.equal(out, ref_out), kw
+        assert torch.equal(lse, ref_lse), kw
+        check_against_reference(cache, q, out, lse, lengths, **kw)
+    monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "sometimes")
+    with pytest.raises(ValueError, match="expected auto, on or off"):
+        cache.call(q, lengths)
 
 
 @pytest.mark.parametrize("spec", FP8_CACHE[:1], ids=lambda s: s.name)

@@ -6,7 +6,8 @@
 # tools/decode_splits.py for each cache in SPLIT_CACHES. Everything lands in $OUT/summary.txt.
 #   AB_ENV="FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto" tools/gpu_decode_ab.sh
 #   ROUNDS=2                               benchmark rounds per side
-#   TEST_ENV="FLASHGEN_DECODE_COMBINE=auto"  settings of the test and memcheck runs (default none)
+#   TEST_ENV="FLASHGEN_DECODE_COMBINE=auto"  settings of the test, memcheck and decode_splits.py
+#                                          runs (default none)
 #   MEMCHECK_K="cluster or graph"          pytest -k of the memcheck run (empty: none)
 #   SPLIT_CACHES="dense fp8_paged16"       decode_splits.py caches (empty: none); SPLIT_ARGS more
 set -uo pipefail
@@ -26,6 +27,6 @@ if [[ -n "${MEMCHECK_K-cluster or graph}" ]]; then
   echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
 fi
 for cache in ${SPLIT_CACHES-dense fp8_paged16}; do
-  timeout 90 env PYTHONPATH=/tmp/ab_b python3 tools/decode_splits.py --cache "$cache" ${SPLIT_ARGS:-} >> "$S" 2>&1
+  timeout 90 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b python3 tools/decode_splits.py --cache "$cache" ${SPLIT_ARGS:-} >> "$S" 2>&1
 done
 cat "$S"

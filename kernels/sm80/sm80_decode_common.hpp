@@ -29,6 +29,19 @@ __device__ __forceinline__ int swizzled(int row, int chunk) {
   return (row * kChunks + (chunk ^ ((row / kPeriod) % kG))) * 16;
 }
 
+// The same for a tile that Hopper's TMA loader left (sm90/sm90_decode_tma.hpp): rows of at most
+// 128 bytes are swizzled<kChunks>'s layout; longer rows lie as 128-byte column blocks of kBlockN
+// rows each, the 128-byte swizzle (chunk ^ row % 8) inside, so eight rows at one chunk still
+// hit eight bank groups.
+template <int kChunks, int kBlockN>
+__device__ __forceinline__ int tma_swizzled(int row, int chunk) {
+  if constexpr (kChunks <= 8) {
+    return swizzled<kChunks>(row, chunk);
+  } else {
+    return ((chunk / 8) * kBlockN * 8 + row * 8 + ((chunk % 8) ^ (row % 8))) * 16;
+  }
+}
+
 // Two e4m3 values (the low or the high 16 bits of x) -> fp16x2. sm89 and newer convert in one
 // instruction; sm80 moves the e4m3 exponent and mantissa bits into the fp16 fields, which is
 // exact (subnormals included) and gives 2^-8 times the value: kFp8Unscale puts that back.

@@ -5,10 +5,13 @@
 // Bound by reading K and V, so the kernel is built around the loads: one CTA per (key split,
 // KV head, block of packed rows, batch entry), a deep cp.async pipeline of 64-key stages, and the
 // four warps splitting each stage's keys between them (each warp keeps its own running max, sum
-// and output for all the CTA's rows of its row tile; they are merged once at the end).
+// and output for all the CTA's rows of its row tile; they are merged once at the end). On Hopper
+// the stages can come through TMA instead (kTma: warp 0 issues the boxes, nobody computes row
+// addresses; sm90/sm90_decode_tma.hpp).
 #pragma once
 
 #include "sm80/sm80_decode_common.hpp"
+#include "sm90/sm90_decode_tma.hpp"
 
 namespace flashgen::sm80::decode {
 
@@ -37,10 +40,12 @@ struct DecodeTraits {
   static constexpr int kSmemBytes = smem_bytes(kHeadDim);
 };
 
-// kCluster: the splits of a row block run as one thread-block cluster and combine there (sm90;
-// launched so by the host, sm80_decode_launch.hpp).
-template <class Traits, bool kCluster = false>
-__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p) {
+// kTma: Hopper's TMA stage loader (sm90/sm90_decode_tma.hpp; FLASHGEN_DECODE_TMA_16BIT);
+// kCluster: the splits of a row block run as one thread-block cluster and combine there (sm90).
+// Both launched so by the host (sm80_decode_launch.hpp).
+template <class Traits, bool kTma = false, bool kCluster = false>
+__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p,
+                                                          const __grid_constant__ sm90::decode_tma::DecodeTmaMaps maps) {
   using Element = typename Traits::Element;
   constexpr int D = Traits::kHeadDim;
   constexpr int kChunks = Traits::kChunks;
@@ -64,8 +69,18 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
   const int slice = warp / Traits::kRowTiles;
 
   // Start the pipeline before touching Q.
-  StageLoader<Traits> loader(p, smem, keys);
+  auto loader = [&]() {
+    if constexpr (kTma) {
+      return sm90::decode_tma::TmaStageLoader<Traits>(p, maps, smem, keys);
+    } else {
+      return StageLoader<Traits>(p, smem, keys);
+    }
+  }();
   load_prologue<kStages, /*kMoveSlots=*/true>(loader, my_first, my_tiles);
+  // Where chunk `chunk` of key row `row` lies in a stage's K or V tile (the loaders' layouts).
+  auto at = [](int row, int chunk) {
+    return kTma ? tma_swizzled<kChunks, kBlockN>(row, chunk) : swizzled<kChunks>(row, chunk);
+  };
 
   // ---- Q fragments (A operand, rows g and g + 8 of this warp's row tile) ----
   const RowInfo rows[2] = {row_info(p, batch, head_kv, seqlen_k, row_first + row_tile * 16 + g),
@@ -122,7 +137,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
         const int row = key0 + np * 16 + (mat / 2) * 8 + lane % 8;
         const int chunk = 2 * kb + mat % 2;
         uint32_t b[4];
-        cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sk + swizzled<kChunks>(row, chunk)),
+        cute::SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const cute::uint128_t*>(sk + at(row, chunk)),
                                       b[0], b[1], b[2], b[3]);
         mma16816<Element>(s[2 * np], qf[kb], b[0], b[1]);
         mma16816<Element>(s[2 * np + 1], qf[kb], b[2], b[3]);
@@ -211,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant_
         const int row = kbase + (mat % 2) * 8 + lane % 8;
         const int chunk = 2 * vp + mat / 2;
         uint32_t b[4];
-        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sv + swizzled<kChunks>(row, chunk)),
+        cute::SM75_U16x8_LDSM_T::copy(*reinterpret_cast<const cute::uint128_t*>(sv + at(row, chunk)),
                                       b[0], b[1], b[2], b[3]);
         mma16816<Element>(acc_o[2 * vp], a, b[0], b[1]);
         mma16816<Element>(acc_o[2 * vp + 1], a, b[2], b[3]);

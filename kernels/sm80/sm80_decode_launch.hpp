@@ -128,66 +128,78 @@ flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams
   return run_fwd_combine(p, kDtype, stream);
 }
 
-// Whether the FP8 kernel's TMA instantiation runs on the current device as sm_90+ code (a build
+// Whether a kernel's TMA instantiation runs on the current device as sm_90+ code (a build
 // without sm_90 leaves it a stub, and a device without a matching image cannot load it).
-template <class Traits>
-bool fp8_tma_kernel_built() {
+template <class Traits, class Kernel>
+bool tma_kernel_built(Kernel* kernel) {
   static int built[32] = {};  // per device: 0 unknown, 1 yes, 2 no
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 32) { return false; }
   if (built[device] == 0) {
     cudaFuncAttributes attr{};
-    const bool ok = cudaFuncGetAttributes(&attr, decode_fp8_kernel<Traits, true>) == cudaSuccess &&
-                    attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+    const bool ok =
+        cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
     if (!ok) { (void)cudaGetLastError(); }
     built[device] = ok ? 1 : 2;
   }
   return built[device] == 1;
 }
 
-// The FP8 kernel with the TMA loader where the call allows it (FLASHGEN_DECODE_TMA: auto, the
-// default; off: always cp.async; on: TMA or an error saying why not), else with cp.async.
-template <class Traits>
-flashgen_status_t launch_fp8(const FwdParams& p, cudaStream_t stream) {
-  const char* env = std::getenv("FLASHGEN_DECODE_TMA");
-  const bool off = env != nullptr && std::strcmp(env, "off") == 0;
-  const bool on = env != nullptr && std::strcmp(env, "on") == 0;
-  if (env != nullptr && env[0] != '\0' && !off && !on && std::strcmp(env, "auto") != 0) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_DECODE_TMA='%s': expected auto, on or off", env);
+// A decode kernel with the TMA loader where the call allows it, else with cp.async. `env` holds
+// auto, off (always cp.async) or on (TMA or an error saying why not); unset means auto when
+// default_auto. kernel_of(kTma, kCluster) names the instantiations (std::bool_constant
+// arguments); kTmaLoads: whether this kernel has a TMA loader at all (its rows' layout).
+template <class Traits, bool kTmaLoads, class KernelOf>
+flashgen_status_t launch_with_loader(const char* env_name, bool default_auto, KernelOf kernel_of, const FwdParams& p,
+                                     cudaStream_t stream, const char* what, const char* what_tma) {
+  using std::false_type, std::true_type;
+  const char* env = std::getenv(env_name);
+  const bool set = env != nullptr && env[0] != '\0';
+  const bool on = set && std::strcmp(env, "on") == 0;
+  const bool off = set ? std::strcmp(env, "off") == 0 : !default_auto;
+  if (set && !off && !on && std::strcmp(env, "auto") != 0) {
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, on or off", env_name, env);
   }
   DecodeTmaMaps maps{};
-  if constexpr (Traits::kRowBytes == 64 || Traits::kRowBytes == 128) {
+  if constexpr (kTmaLoads) {
     const char* why = off ? nullptr
-                      : fp8_tma_kernel_built<Traits>()
-                          ? sm90::decode_tma::unusable_reason(p, Traits::kRowBytes)
+                      : tma_kernel_built<Traits>(kernel_of(true_type{}, false_type{}))
+                          ? sm90::decode_tma::unusable_reason(p, Traits::kRowBytes, Traits::kKvBytes)
                           : "a GPU of sm_90 or newer and a build for it";
-    if (!off && why == nullptr && !sm90::decode_tma::encode(p, Traits::kHeadDim, Traits::kBlockN, &maps)) {
+    if (!off && why == nullptr &&
+        !sm90::decode_tma::encode(p, Traits::kRowBytes, Traits::kKvBytes, Traits::kBlockN, &maps)) {
       why = "tensor maps the driver accepts";
     }
     if (!off && why == nullptr) {
-      return launch<Traits>(&decode_fp8_kernel<Traits, true>, &decode_fp8_kernel<Traits, true, true>, p, stream,
-                            "sm80 decode kernel (FP8 cache, TMA)", maps);
+      return launch<Traits>(kernel_of(true_type{}, false_type{}), kernel_of(true_type{}, true_type{}), p, stream,
+                            what_tma, maps);
     }
-    if (on) {
-      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                       "FLASHGEN_DECODE_TMA=on: the FP8 decode's TMA loader needs %s", why);
-    }
+    if (on) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs %s", env_name, why); }
   } else if (on) {
-    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "FLASHGEN_DECODE_TMA=on: the FP8 decode's TMA loader needs head dims 64 and 128 only");
+    return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs head dims 64 and 128 only",
+                     env_name);
   }
-  return launch<Traits>(&decode_fp8_kernel<Traits, false>, &decode_fp8_kernel<Traits, false, true>, p, stream,
-                        "sm80 decode kernel (FP8 cache)", maps);
+  return launch<Traits>(kernel_of(false_type{}, false_type{}), kernel_of(false_type{}, true_type{}), p, stream, what,
+                        maps);
 }
 
-// The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices).
+// The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices). FP8 caches take
+// the TMA loader by default (FLASHGEN_DECODE_TMA); 16-bit ones only when asked
+// (FLASHGEN_DECODE_TMA_16BIT, off by default until measured on a GPU).
 template <bool kFp8, class Element, int kHeadDim, int kRows>
 flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
   if constexpr (kFp8) {
-    return launch_fp8<Fp8DecodeTraits<Element, kHeadDim, kRows / 8>>(p, stream);
+    using Traits = Fp8DecodeTraits<Element, kHeadDim, kRows / 8>;
+    constexpr bool kTmaLoads = Traits::kRowBytes == 64 || Traits::kRowBytes == 128;
+    auto kernel_of = [](auto tma, auto cluster) { return &decode_fp8_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>; };
+    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA", true, kernel_of, p, stream,
+                                                 "sm80 decode kernel (FP8 cache)", "sm80 decode kernel (FP8 cache, TMA)");
   } else {
     using Traits = DecodeTraits<Element, kHeadDim, kRows / 16>;
-    return launch<Traits>(&decode_kernel<Traits>, &decode_kernel<Traits, true>, p, stream, "sm80 decode kernel");
+    constexpr bool kTmaLoads = Traits::kRowBytes == 128 || Traits::kRowBytes == 256;
+    auto kernel_of = [](auto tma, auto cluster) { return &decode_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>; };
+    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA_16BIT", false, kernel_of, p, stream,
+                                                 "sm80 decode kernel", "sm80 decode kernel (TMA)");
   }
 }
 

@@ -36,8 +36,9 @@ constexpr int merge_bytes(int warps, int rows, int head_dim) { return warps * ro
 constexpr int kMaxClusterSplits = 16;
 constexpr int cluster_partial_bytes(int rows, int head_dim) { return rows * (head_dim + 1) * 4; }
 
+// After the pipeline: one 8-byte mbarrier per stage (the TMA loader's, sm90/sm90_decode_tma.hpp).
 constexpr int smem_bytes(int head_dim) {
-  const int pipeline = num_stages(head_dim) * stage_bytes(head_dim);
+  const int pipeline = num_stages(head_dim) * (stage_bytes(head_dim) + 8);
   const int merge = merge_bytes(kWarps, 16, head_dim) + cluster_partial_bytes(32, head_dim);
   return pipeline > merge ? pipeline : merge;
 }

@@ -1,13 +1,17 @@
-// TMA loads for the FP8-cache decode kernel (sm80/sm80_decode_fp8_kernel.hpp) on Hopper.
+// TMA loads for the decode kernels (sm80/sm80_decode_fp8_kernel.hpp, sm80/sm80_decode_kernel.hpp)
+// on Hopper.
 //
-// That kernel is bound by its instruction issue, not by its loads, and its cp.async loader cost
+// The FP8 kernel is bound by its instruction issue, not by its loads, and its cp.async loader cost
 // every thread a block-table read, a row address and eight 16-byte copies per stage. Here warp 0
-// alone loads a stage: one TMA box per page of the stage's keys (per stage for a dense cache),
-// K and V, completed on one mbarrier per stage, and the other warps only wait.
-// - The tensor maps see a cache as (head dim, KV heads, rows, entries): entries are pages (rows:
+// alone loads a stage: one TMA box per page of the stage's keys (per stage for a dense cache)
+// and 128-byte column block of the rows, K and V, completed on one mbarrier per stage, and the
+// other warps only wait. The 16-bit kernel can take it too (FLASHGEN_DECODE_TMA_16BIT).
+// - The tensor maps see a cache as (row bytes, KV heads, rows, entries): entries are pages (rows:
 //   the page size) or the dense cache's batch entries (rows: its capacity). Rows of 64 or 128
-//   bytes with the 64- or 128-byte swizzle are exactly the layout of the kernel's own swizzle
-//   (`swizzled<kChunks>`), so the fragment reads do not change.
+//   bytes with the 64- or 128-byte swizzle are exactly the layout of the kernels' own swizzle
+//   (`swizzled<kChunks>`), so the fragment reads do not change; longer rows (16-bit head dim
+//   128: 256 bytes) land as one 128-byte-wide box per column block, each holding the stage's
+//   rows, which the kernel reads through `tma_swizzled`.
 // - Pages: powers of two of at least 16 keys (a 16-key warp slice then lies in one page, and so
 //   shares one per-page scale); other page sizes, head dim 256 and pre-Hopper GPUs keep the
 //   cp.async loader.
@@ -83,27 +87,31 @@ __device__ __forceinline__ void barrier_wait(uint64_t* bar, int parity) {
 #endif
 }
 
-// One box of `map` at (0, head, row, entry) into shared memory, completing on `bar`.
-__device__ __forceinline__ void load_box(const CUtensorMap* map, uint64_t* bar, void* dst, int head, int row,
-                                         int entry) {
+// One box of `map` at (col, head, row, entry) into shared memory, completing on `bar`.
+__device__ __forceinline__ void load_box(const CUtensorMap* map, uint64_t* bar, void* dst, int col, int head,
+                                         int row, int entry) {
 #ifdef FLASHGEN_DECODE_TMA_DEVICE
   asm volatile(
       "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%3, %4, %5, %6}], [%2];" ::"r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(0), "r"(head), "r"(row), "r"(entry)
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(col), "r"(head), "r"(row), "r"(entry)
       : "memory");
 #endif
 }
 
-// Stage loads of the FP8 decode kernel through TMA. Same interface as sm80::decode::StageLoader
-// (load_tile<kSlot>(tile, stage), stage_k / stage_v / stage_scales); a stage's per-key scales are
-// one (K, V) pair per 16-key warp slice, at stage_scales(stage)[2 * slice + is_v]. The few lines
+// Stage loads of a decode kernel through TMA. Same interface as sm80::decode::StageLoader
+// (load_tile<kSlot>(tile, stage), stage_k / stage_v / stage_scales); an FP8 stage's per-key scales
+// are one (K, V) pair per 16-key warp slice, at stage_scales(stage)[2 * slice + is_v]. The few lines
 // both loaders hold alike (stage addresses, the CTA's cache entry and scale kinds) stay written
 // in each: a common base class moved ptxas to 128 registers and a spill in the measured loop.
 template <class Traits>
 struct TmaStageLoader {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kSlices = kBlockN / 16;
+  // Rows longer than 128 bytes: one box per 128-byte column block (sm80::decode::tma_swizzled).
+  static constexpr int kBoxBytes = Traits::kRowBytes < 128 ? Traits::kRowBytes : 128;
+  static constexpr int kColBoxes = Traits::kRowBytes / kBoxBytes;
+  static_assert(kColBoxes * kBoxBytes == Traits::kRowBytes, "rows of whole 128-byte column blocks");
   static_assert(kSlices <= 16, "lanes 0..15 of warp 0 copy the slices' scales");
 
   const FwdParams& p;
@@ -172,20 +180,37 @@ struct TmaStageLoader {
     if (first_tile + 1 < end_tile) { pages[1] = fetch_page(first_tile + 1); }
   }
 
+  // kSlot: (tile - first tile) % 2, or -1: use slot 0 and move slot 1 into it (the 16-bit
+  // kernel's loop is not unrolled by two).
   template <int kSlot>
   __device__ __forceinline__ void load_tile(int tile, int stage) {
-    static_assert(kSlot == 0 || kSlot == 1, "the FP8 kernel alternates its page slots");
+    constexpr int kUse = kSlot < 0 ? 0 : kSlot;
     if (!loader_warp) { return; }
     const int n0 = tile * kBlockN;
     const bool paged = block_row != nullptr;
     if (lane == 0) { barrier_arrive_expect(&full[stage], 2 * Traits::kTileBytes); }
-    const int page = paged ? max(0, min(pages[kSlot], p.num_pages - 1)) : entry_dense;
+    const int page = paged ? max(0, min(pages[kUse], p.num_pages - 1)) : entry_dense;
     if (lane < maps.boxes) {
       const int row = paged ? (n0 + lane * maps.box_rows) & page_mask : n0;
-      const int dst = lane * maps.box_rows * Traits::kRowBytes;
-      load_box(&maps.k, &full[stage], stage_k(stage) + dst, head_kv, row, page);
-      load_box(&maps.v, &full[stage], stage_v(stage) + dst, head_kv, row, page);
+      const int dst = lane * maps.box_rows * kBoxBytes;
+      CUTE_UNROLL
+      for (int cb = 0; cb < kColBoxes; ++cb) {
+        const int at = dst + cb * kBlockN * kBoxBytes;
+        load_box(&maps.k, &full[stage], stage_k(stage) + at, cb * kBoxBytes, head_kv, row, page);
+        load_box(&maps.v, &full[stage], stage_v(stage) + at, cb * kBoxBytes, head_kv, row, page);
+      }
     }
+    if constexpr (Traits::kKvE4m3) {
+      load_scales(n0, stage, paged, page);
+    }
+    if constexpr (kSlot < 0) {
+      if (paged) { pages[0] = pages[1]; }
+    }
+    if (paged && tile + 2 < end_tile) { pages[kSlot < 0 ? 1 : kSlot] = fetch_page(tile + 2); }
+  }
+
+  // FP8: the stage's per-slice K and V scales, where they differ between the CTA's keys.
+  __device__ __forceinline__ void load_scales(int n0, int stage, bool paged, int page) {
     if (k_per_key || v_per_key) {
       // Lane s (< kSlices) copies slice s's K scale, lane kSlices + s its V scale.
       const int slice = lane % kSlices;
@@ -201,7 +226,6 @@ struct TmaStageLoader {
             *reinterpret_cast<uint32_t*>(stage_scales(stage) + 2 * slice + is_v), in);
       }
     }
-    if (paged && tile + 2 < end_tile) { pages[kSlot] = fetch_page(tile + 2); }
   }
 
   // Step it (tile `tile`) may read its stage. A stage that ends past the keys (only the last)
@@ -211,9 +235,12 @@ struct TmaStageLoader {
     barrier_wait(&full[stage], (it / Traits::kStages) & 1);
     const int valid = key_hi - tile * kBlockN;
     if (valid < kBlockN) {
-      constexpr int kVecs = Traits::kRowBytes / 16;
+      constexpr int kVecs = kBoxBytes / 16;  // per row and column block
       for (int i = max(valid, 0) * kVecs + int(threadIdx.x); i < kBlockN * kVecs; i += Traits::kThreads) {
-        reinterpret_cast<uint4*>(stage_v(stage))[i] = make_uint4(0u, 0u, 0u, 0u);
+        CUTE_UNROLL
+        for (int cb = 0; cb < kColBoxes; ++cb) {
+          reinterpret_cast<uint4*>(stage_v(stage))[cb * kBlockN * kVecs + i] = make_uint4(0u, 0u, 0u, 0u);
+        }
       }
     }
   }
@@ -223,8 +250,11 @@ struct TmaStageLoader {
 
 #if !defined(__CUDACC_RTC__)
 // Why a call cannot take the TMA loader (nullptr: it can), for FLASHGEN_DECODE_TMA=on's error.
-inline const char* unusable_reason(const FwdParams& p, int row_bytes) {
-  if (row_bytes != 64 && row_bytes != 128) { return "head dims 64 and 128 only"; }
+// row_bytes: one key's K (or V) row; elem_bytes: the cache's element size.
+inline const char* unusable_reason(const FwdParams& p, int row_bytes, int elem_bytes) {
+  if (row_bytes != 64 && row_bytes != 128 && row_bytes != 256) {
+    return "head dims 64 and 128 only";
+  }
   if (p.block_table != nullptr &&
       (p.page_size < 16 || (p.page_size & (p.page_size - 1)) != 0 || p.num_pages < 1)) {
     return "page sizes that are powers of two >= 16 only";
@@ -233,7 +263,7 @@ inline const char* unusable_reason(const FwdParams& p, int row_bytes) {
     return s.scale == nullptr || s.block_stride == 0 || s.block_rows % 16 == 0;
   };
   if (!per_key_ok(p.k_scale) || !per_key_ok(p.v_scale)) { return "scale blocks of a multiple of 16 keys only"; }
-  auto stride_ok = [](int64_t s) { return s > 0 && s % 16 == 0 && s < (int64_t(1) << 40); };
+  auto stride_ok = [&](int64_t s) { return s > 0 && s * elem_bytes % 16 == 0 && s < (int64_t(1) << 40); };
   const bool dense = p.block_table == nullptr;
   if (dense && p.seqlen_k < 1) { return "an empty cache"; }
   for (const auto* t : {&p.k, &p.v}) {
@@ -263,8 +293,9 @@ inline EncodeTiled encode_tiled_fn() {
   return fn;
 }
 
-// Encodes the call's K and V maps; false when the driver refuses (the caller falls back).
-inline bool encode(const FwdParams& p, int head_dim, int block_n, DecodeTmaMaps* maps) {
+// Encodes the call's K and V maps (rows of row_bytes; strides in elements of elem_bytes); false
+// when the driver refuses (the caller falls back).
+inline bool encode(const FwdParams& p, int row_bytes, int elem_bytes, int block_n, DecodeTmaMaps* maps) {
   const EncodeTiled fn = encode_tiled_fn();
   if (fn == nullptr) { return false; }
   const bool paged = p.block_table != nullptr;
@@ -274,12 +305,14 @@ inline bool encode(const FwdParams& p, int head_dim, int block_n, DecodeTmaMaps*
   maps->boxes = block_n / maps->box_rows;
   const int rows = paged ? p.page_size : p.seqlen_k;
   const int entries = paged ? p.num_pages : (p.kv_batch_idx != nullptr ? p.kv_batch_count : p.batch);
-  const CUtensorMapSwizzle swizzle = head_dim == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const CUtensorMapSwizzle swizzle = row_bytes >= 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+  const int box_bytes = row_bytes < 128 ? row_bytes : 128;
   auto one = [&](CUtensorMap* map, const void* base, int64_t head_stride, int64_t row_stride, int64_t batch_stride) {
-    const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(p.num_heads_kv), cuuint64_t(rows),
+    const cuuint64_t dims[4] = {cuuint64_t(row_bytes), cuuint64_t(p.num_heads_kv), cuuint64_t(rows),
                                 cuuint64_t(entries < 1 ? 1 : entries)};
-    const cuuint64_t strides[3] = {cuuint64_t(head_stride), cuuint64_t(row_stride), cuuint64_t(batch_stride)};
-    const cuuint32_t box[4] = {cuuint32_t(head_dim), 1u, cuuint32_t(maps->box_rows), 1u};
+    const cuuint64_t strides[3] = {cuuint64_t(head_stride * elem_bytes), cuuint64_t(row_stride * elem_bytes),
+                                   cuuint64_t(batch_stride * elem_bytes)};
+    const cuuint32_t box[4] = {cuuint32_t(box_bytes), 1u, cuuint32_t(maps->box_rows), 1u};
     const cuuint32_t unit[4] = {1u, 1u, 1u, 1u};
     return fn(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void*>(base), dims, strides, box, unit,
               CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
