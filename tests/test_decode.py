@@ -175,6 +175,25 @@ def _poison_unused_rows(cache, lengths, nan_byte=0x7F):
         t.view(torch.uint8)[~used] = nan_byte
 
 
+def _tma_matches_copy_loader(cache, q, lengths, setting, monkeypatch):
+    """The TMA loader (`setting`=on) against the cp.async one (off) on the same calls, bitwise
+    (outputs and LSE), and against the reference; before Hopper `on` is an error naming it.
+    False when refused (the caller stops)."""
+    for kw in (dict(), dict(causal=True, num_splits=3), dict(window_size=(150, 0), softcap=4.0)):
+        monkeypatch.setenv(setting, "off")
+        ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        monkeypatch.setenv(setting, "on")
+        if torch.cuda.get_device_capability()[0] < 9:
+            with pytest.raises(ValueError, match=f"{setting}=on"):
+                cache.call(q, lengths, **kw)
+            return False
+        out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        assert torch.equal(out, ref_out), kw
+        assert torch.equal(lse, ref_lse), kw
+        check_against_reference(cache, q, out, lse, lengths, **kw)
+    return True
+
+
 @pytest.mark.parametrize("page_size", [None, 16, 64, 256])
 @pytest.mark.parametrize("spec", FP8_CACHE, ids=lambda s: s.name)
 def test_fp8_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
@@ -188,19 +207,8 @@ def test_fp8_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
     for per_page in (True, False):
         cache = Cache(spec, batch, hkv, 1100, page_size, per_page_scales=per_page)
         _poison_unused_rows(cache, lengths)
-        q = _q(spec, batch, 2, h)
-        for kw in (dict(), dict(causal=True, num_splits=3), dict(window_size=(150, 0), softcap=4.0)):
-            monkeypatch.setenv("FLASHGEN_DECODE_TMA", "off")
-            ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
-            monkeypatch.setenv("FLASHGEN_DECODE_TMA", "on")
-            if torch.cuda.get_device_capability()[0] < 9:
-                with pytest.raises(ValueError, match="FLASHGEN_DECODE_TMA=on"):
-                    cache.call(q, lengths, **kw)
-                return
-            out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
-            assert torch.equal(out, ref_out), kw
-            assert torch.equal(lse, ref_lse), kw
-            check_against_reference(cache, q, out, lse, lengths, **kw)
+        if not _tma_matches_copy_loader(cache, _q(spec, batch, 2, h), lengths, "FLASHGEN_DECODE_TMA", monkeypatch):
+            return
 
 
 @pytest.mark.parametrize("page_size", [None, 16, 64, 256])
@@ -216,18 +224,8 @@ def test_16bit_tma_loader_matches_the_copy_loader(spec, page_size, monkeypatch):
     cache = Cache(spec, batch, hkv, 1100, page_size)
     _poison_unused_rows(cache, lengths, nan_byte=0xFF)
     q = _q(spec, batch, 2, h)
-    for kw in (dict(), dict(causal=True, num_splits=3), dict(window_size=(150, 0), softcap=4.0)):
-        monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "off")
-        ref_out, ref_lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
-        monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "on")
-        if torch.cuda.get_device_capability()[0] < 9:
-            with pytest.raises(ValueError, match="FLASHGEN_DECODE_TMA_16BIT=on"):
-                cache.call(q, lengths, **kw)
-            return
-        out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
-        assert torch.equal(out, ref_out), kw
-        assert torch.equal(lse, ref_lse), kw
-        check_against_reference(cache, q, out, lse, lengths, **kw)
+    if not _tma_matches_copy_loader(cache, q, lengths, "FLASHGEN_DECODE_TMA_16BIT", monkeypatch):
+        return
     monkeypatch.setenv("FLASHGEN_DECODE_TMA_16BIT", "sometimes")
     with pytest.raises(ValueError, match="expected auto, on or off"):
         cache.call(q, lengths)
