@@ -44,8 +44,8 @@ struct DecodeTraits {
 // kCluster: the splits of a row block run as one thread-block cluster and combine there (sm90).
 // Both launched so by the host (sm80_decode_launch.hpp).
 template <class Traits, bool kTma = false, bool kCluster = false>
-__global__ void __launch_bounds__(kThreads) decode_kernel(const __grid_constant__ FwdParams p,
-                                                          const __grid_constant__ sm90::decode_tma::DecodeTmaMaps maps) {
+__global__ void __launch_bounds__(kThreads)
+    decode_kernel(const __grid_constant__ FwdParams p, const __grid_constant__ sm90::decode_tma::DecodeTmaMaps maps) {
   using Element = typename Traits::Element;
   constexpr int D = Traits::kHeadDim;
   constexpr int kChunks = Traits::kChunks;

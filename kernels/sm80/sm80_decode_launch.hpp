@@ -174,7 +174,9 @@ flashgen_status_t launch_with_loader(const char* env_name, bool default_auto, Ke
       return launch<Traits>(kernel_of(true_type{}, false_type{}), kernel_of(true_type{}, true_type{}), p, stream,
                             what_tma, maps);
     }
-    if (on) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs %s", env_name, why); }
+    if (on) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs %s", env_name, why);
+    }
   } else if (on) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs head dims 64 and 128 only",
                      env_name);
@@ -191,13 +193,18 @@ flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
   if constexpr (kFp8) {
     using Traits = Fp8DecodeTraits<Element, kHeadDim, kRows / 8>;
     constexpr bool kTmaLoads = Traits::kRowBytes == 64 || Traits::kRowBytes == 128;
-    auto kernel_of = [](auto tma, auto cluster) { return &decode_fp8_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>; };
+    auto kernel_of = [](auto tma, auto cluster) {
+      return &decode_fp8_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>;
+    };
     return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA", true, kernel_of, p, stream,
-                                                 "sm80 decode kernel (FP8 cache)", "sm80 decode kernel (FP8 cache, TMA)");
+                                                 "sm80 decode kernel (FP8 cache)",
+                                                 "sm80 decode kernel (FP8 cache, TMA)");
   } else {
     using Traits = DecodeTraits<Element, kHeadDim, kRows / 16>;
     constexpr bool kTmaLoads = Traits::kRowBytes == 128 || Traits::kRowBytes == 256;
-    auto kernel_of = [](auto tma, auto cluster) { return &decode_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>; };
+    auto kernel_of = [](auto tma, auto cluster) {
+      return &decode_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>;
+    };
     return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA_16BIT", false, kernel_of, p, stream,
                                                  "sm80 decode kernel", "sm80 decode kernel (TMA)");
   }

@@ -263,7 +263,9 @@ inline const char* unusable_reason(const FwdParams& p, int row_bytes, int elem_b
     return s.scale == nullptr || s.block_stride == 0 || s.block_rows % 16 == 0;
   };
   if (!per_key_ok(p.k_scale) || !per_key_ok(p.v_scale)) { return "scale blocks of a multiple of 16 keys only"; }
-  auto stride_ok = [&](int64_t s) { return s > 0 && s * elem_bytes % 16 == 0 && s < (int64_t(1) << 40); };
+  auto stride_ok = [&](int64_t s) {
+    return s > 0 && s * elem_bytes % 16 == 0 && s * elem_bytes < (int64_t(1) << 40);
+  };
   const bool dense = p.block_table == nullptr;
   if (dense && p.seqlen_k < 1) { return "an empty cache"; }
   for (const auto* t : {&p.k, &p.v}) {
