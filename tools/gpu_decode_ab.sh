@@ -8,7 +8,7 @@
 #   ROUNDS=2                               benchmark rounds per side
 #   TEST_ENV="FLASHGEN_DECODE_COMBINE=auto"  settings of the test, memcheck and decode_splits.py
 #                                          runs (default none)
-#   MEMCHECK_K="cluster or graph"          pytest -k of the memcheck run (empty: none)
+#   MEMCHECK_K="cluster and None"          pytest -k of the memcheck run (empty: none)
 #   SPLIT_CACHES="dense fp8_paged16"       decode_splits.py caches (empty: none); SPLIT_ARGS more
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
@@ -20,13 +20,13 @@ export FLASHGEN_KERNELS="decode_sm80_bf16_hdim128,decode_sm80_bf16_hdim64,decode
 : "${AB_ENV:?AB_ENV: the settings to compare, e.g. FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto}"
 export AB_ENV ROUNDS=${ROUNDS:-2} AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 BENCH_ARGS="--mode decode"
 export PRE_BENCH="timeout 200 env ${TEST_ENV:-} python3 -m pytest -q tests/test_decode.py"
-timeout 420 tools/gpu_ab.sh > "$S" 2>&1 || echo "gpu_ab.sh rc $?" >> "$S"
+timeout 480 tools/gpu_ab.sh > "$S" 2>&1 || echo "gpu_ab.sh rc $?" >> "$S"
 if [[ -n "${MEMCHECK_K-cluster or graph}" ]]; then
-  timeout 120 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
+  timeout 60 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
     tests/test_decode.py -k "${MEMCHECK_K-cluster or graph}" > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
 fi
 for cache in ${SPLIT_CACHES-dense fp8_paged16}; do
-  timeout 90 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b python3 tools/decode_splits.py --cache "$cache" ${SPLIT_ARGS:-} >> "$S" 2>&1
+  timeout 50 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b python3 tools/decode_splits.py --cache "$cache" ${SPLIT_ARGS:-} >> "$S" 2>&1
 done
 cat "$S"
