@@ -8,6 +8,7 @@
 #include <mutex>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <cuda_runtime_api.h>
 
@@ -59,6 +60,28 @@ struct ClusterLaunch {
   ClusterLaunch(const ClusterLaunch&) = delete;  // config points at attribute
 };
 
+// Whether `kernel` runs on the current device as sm_90+ code: a build without sm_90 leaves its
+// TMA and cluster code stubs, and a device without a matching image cannot load it. Asked once
+// per kernel and device.
+template <class Kernel>
+bool sm90_code_on_device(Kernel* kernel) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) { return false; }
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> known;
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), device);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(key);
+  if (it == known.end()) {
+    cudaFuncAttributes attr{};
+    const bool ok =
+        cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+    if (!ok) { (void)cudaGetLastError(); }
+    it = known.emplace(key, ok).first;
+  }
+  return it->second;
+}
+
 // Why this split call's CTAs cannot form one cluster per row block and combine there (nullptr:
 // they can): sm_90 code of the kernel (a build without sm_90 compiles the cluster combine out),
 // at most kMaxClusterSplits splits, and a GPU that fits such a cluster of these CTAs (asked once
@@ -67,6 +90,8 @@ struct ClusterLaunch {
 template <class Traits, class Kernel>
 const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
   if (p.num_splits > kMaxClusterSplits) { return "at most 16 splits"; }
+  constexpr const char* kNeeds = "a GPU of sm_90 or newer, a build for it and room for a cluster of num_splits CTAs";
+  if (!sm90_code_on_device(kernel)) { return kNeeds; }
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) { return "a device this process can query"; }
   static std::mutex mutex;
@@ -75,9 +100,8 @@ const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
   std::lock_guard<std::mutex> lock(mutex);
   auto known = usable.find(key);
   if (known == usable.end()) {
-    cudaFuncAttributes attr{};
-    bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
-    if (ok && p.num_splits > 8) {
+    bool ok = true;
+    if (p.num_splits > 8) {
       ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
     }
     if (ok) {
@@ -88,7 +112,7 @@ const char* cluster_unusable_reason(Kernel* kernel, const FwdParams& p) {
     if (!ok) { (void)cudaGetLastError(); }
     known = usable.emplace(key, ok).first;
   }
-  return known->second ? nullptr : "a GPU of sm_90 or newer, a build for it and room for a cluster of num_splits CTAs";
+  return known->second ? nullptr : kNeeds;
 }
 
 // `kernel`, or for a split call `cluster_kernel` (its kCluster instantiation) where it can run.
@@ -128,23 +152,6 @@ flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams
   return run_fwd_combine(p, kDtype, stream);
 }
 
-// Whether a kernel's TMA instantiation runs on the current device as sm_90+ code (a build
-// without sm_90 leaves it a stub, and a device without a matching image cannot load it).
-template <class Traits, class Kernel>
-bool tma_kernel_built(Kernel* kernel) {
-  static int built[32] = {};  // per device: 0 unknown, 1 yes, 2 no
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 32) { return false; }
-  if (built[device] == 0) {
-    cudaFuncAttributes attr{};
-    const bool ok =
-        cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
-    if (!ok) { (void)cudaGetLastError(); }
-    built[device] = ok ? 1 : 2;
-  }
-  return built[device] == 1;
-}
-
 // A decode kernel with the TMA loader where the call allows it, else with cp.async. `env` holds
 // auto, off (always cp.async) or on (TMA or an error saying why not); unset means auto when
 // default_auto. kernel_of(kTma, kCluster) names the instantiations (std::bool_constant
@@ -162,20 +169,20 @@ flashgen_status_t launch_with_loader(const char* env_name, bool default_auto, Ke
   }
   DecodeTmaMaps maps{};
   if constexpr (kTmaLoads) {
-    const char* why = off ? nullptr
-                      : tma_kernel_built<Traits>(kernel_of(true_type{}, false_type{}))
-                          ? sm90::decode_tma::unusable_reason(p, Traits::kRowBytes, Traits::kKvBytes)
-                          : "a GPU of sm_90 or newer and a build for it";
-    if (!off && why == nullptr &&
-        !sm90::decode_tma::encode(p, Traits::kRowBytes, Traits::kKvBytes, Traits::kBlockN, &maps)) {
-      why = "tensor maps the driver accepts";
-    }
-    if (!off && why == nullptr) {
-      return launch<Traits>(kernel_of(true_type{}, false_type{}), kernel_of(true_type{}, true_type{}), p, stream,
-                            what_tma, maps);
-    }
-    if (on) {
-      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs %s", env_name, why);
+    if (!off) {
+      const char* why = !sm90_code_on_device(kernel_of(true_type{}, false_type{}))
+                            ? "a GPU of sm_90 or newer and a build for it"
+                            : sm90::decode_tma::unusable_reason(p, Traits::kRowBytes, Traits::kKvBytes);
+      if (why == nullptr && !sm90::decode_tma::encode(p, Traits::kRowBytes, Traits::kKvBytes, Traits::kBlockN, &maps)) {
+        why = "tensor maps the driver accepts";
+      }
+      if (why == nullptr) {
+        return launch<Traits>(kernel_of(true_type{}, false_type{}), kernel_of(true_type{}, true_type{}), p, stream,
+                              what_tma, maps);
+      }
+      if (on) {
+        return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs %s", env_name, why);
+      }
     }
   } else if (on) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s=on: the decode's TMA loader needs head dims 64 and 128 only",
