@@ -384,8 +384,8 @@ __device__ __forceinline__ void cluster_barrier() {
 // global memory and no second kernel runs; the cluster waits for its slowest split, as the
 // combine kernel waited for the whole grid.
 template <class Element, int D, int kRows, int kThreads>
-__device__ __forceinline__ void combine_in_cluster(const FwdParams& p, float* part_o, float* part_lse, int batch,
-                                                   int head_kv, int seqlen_k, int row_first) {
+__device__ __forceinline__ void combine_in_cluster(const FwdParams& p, float* part_o, int batch, int head_kv,
+                                                   int seqlen_k, int row_first) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   static_assert(D % 4 == 0, "pieces of 4 channels");
   constexpr int kS = kMaxClusterSplits;
@@ -394,13 +394,10 @@ __device__ __forceinline__ void combine_in_cluster(const FwdParams& p, float* pa
   int rank;
   asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
   const uint32_t o_local = static_cast<uint32_t>(__cvta_generic_to_shared(part_o));
-  const uint32_t lse_local = static_cast<uint32_t>(__cvta_generic_to_shared(part_lse));
-  uint32_t o_at[kS], lse_at[kS];  // shared::cluster addresses of each split's partial
+  uint32_t at[kS];  // shared::cluster address of each split's partial (its LSEs follow, kRows * D floats on)
   CUTE_UNROLL
   for (int s = 0; s < kS; ++s) {
-    const int peer = s < splits ? s : 0;
-    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(o_at[s]) : "r"(o_local), "r"(peer));
-    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(lse_at[s]) : "r"(lse_local), "r"(peer));
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(at[s]) : "r"(o_local), "r"(s < splits ? s : 0));
   }
   constexpr int kPieces = kRows * D / 4;
   const int per_cta = (kPieces + splits - 1) / splits;
@@ -416,10 +413,10 @@ __device__ __forceinline__ void combine_in_cluster(const FwdParams& p, float* pa
       lse[s] = -INFINITY;
       x[s] = make_float4(0.f, 0.f, 0.f, 0.f);
       if (s < splits) {
-        asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(lse[s]) : "r"(lse_at[s] + 4u * row));
+        asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(lse[s]) : "r"(at[s] + 4u * (kRows * D + row)));
         asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
                      : "=f"(x[s].x), "=f"(x[s].y), "=f"(x[s].z), "=f"(x[s].w)
-                     : "r"(o_at[s] + 4u * (row * D + col)));
+                     : "r"(at[s] + 4u * (row * D + col)));
       }
     }
     float max_lse = -INFINITY;
@@ -549,7 +546,7 @@ __device__ __forceinline__ void merge_slices_and_store(const FwdParams& p,
     }
   }
   if constexpr (kCluster) {
-    combine_in_cluster<Element, D, kRows, kThreads>(p, part_o, part_lse, batch, head_kv, seqlen_k, row_first);
+    combine_in_cluster<Element, D, kRows, kThreads>(p, part_o, batch, head_kv, seqlen_k, row_first);
   }
 }
 
