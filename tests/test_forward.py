@@ -252,7 +252,8 @@ def test_sm90_tall_and_short_tiles(spec, rows, monkeypatch):
 
 
 @pytest.mark.parametrize("variable, value", [("FLASHGEN_FWD_BACKEND", "sm75"), ("FLASHGEN_SM80_FWD_ROWS", "tall"),
-                                             ("FLASHGEN_SM90_FWD_ROWS", "narrow")])
+                                             ("FLASHGEN_SM90_FWD_ROWS", "narrow"),
+                                             ("FLASHGEN_SM90_FP8_KEYS", "256")])
 def test_override_is_validated(variable, value, monkeypatch):
     monkeypatch.setenv(variable, value)
     spec = FWD_KERNELS[0]

@@ -173,6 +173,50 @@ def test_fp8_window_sinks_and_seqused():
         _check_against_dequantized(out[i:i + 1], None, ref_out, None)
 
 
+# FLASHGEN_SM90_FP8_KEYS=192: head-dim-128 kernels run 192-key blocks where every key block gets
+# one K and one V scale (per tensor, per head, blocks of 384 rows); 128-row scale blocks keep the
+# 128-key tile. Odd lengths leave a partial last block; varlen packs sequences whose last block
+# runs into the next one's keys; a window masks blocks on both sides.
+FP8_LONG_KEYS = [s for s in FP8_KERNELS if s.head_dim_qk == 128 and s.head_dim_v == 128]
+
+
+@pytest.mark.parametrize("granularity, block", [("tensor", 128), ("head", 128), ("block", 384), ("block", 128)],
+                         ids=["tensor", "head", "block384", "block128_keeps_128"])
+@pytest.mark.parametrize("spec", FP8_LONG_KEYS, ids=lambda s: s.name)
+def test_fp8_192_key_blocks(spec, granularity, block, monkeypatch):
+    monkeypatch.setenv("FLASHGEN_SM90_FP8_KEYS", "192")
+    shapes = (((239, 1023), (-1, -1)), ((2111, 2201), (-1, -1)), ((577, 961), (300, 0 if spec.causal else 191)))
+    for (sq, sk), window in shapes:
+        b, h, hkv = 2, 4, 2
+        q = torch.randn(b, sq, h, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, sk, hkv, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(b, sk, hkv, 128, device="cuda", dtype=torch.bfloat16)
+        q8 = fp8.quantize(q, granularity=granularity, block=64)
+        k8 = fp8.quantize(k, granularity=granularity, block=block)
+        v8 = fp8.quantize(v, granularity=granularity, block=block, layout="pv")
+        out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, window_size=window, return_lse=True)
+        ref_out, ref_lse = _dequantized_ref(q8, k8, v8, causal=spec.causal, window=window)
+        _check_against_dequantized(out, lse, ref_out, ref_lse)
+    lens_q, lens_k = [1, 200, 113, 385], [5, 193, 577, 385]
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
+    q = torch.randn(sum(lens_q), 4, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=torch.bfloat16)
+    kw_k = dict(cu_seqlens=cu_k, max_seqlen=max(lens_k))
+    q8 = fp8.quantize(q, granularity=granularity, block=64, cu_seqlens=cu_q, max_seqlen=max(lens_q))
+    k8 = fp8.quantize(k, granularity=granularity, block=block, **kw_k)
+    v8 = fp8.quantize(v, granularity=granularity, block=block, layout="pv", **kw_k)
+    out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                                       max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k), return_lse=True)
+    qd, kd, vd = fp8.dequantize(q8), fp8.dequantize(k8), fp8.dequantize(v8)
+    for i in range(len(lens_q)):
+        qs, ks = slice(cu_q[i].item(), cu_q[i + 1].item()), slice(cu_k[i].item(), cu_k[i + 1].item())
+        ref_out, ref_lse = attention_ref(qd[qs][None], kd[ks][None], vd[ks][None], causal=spec.causal,
+                                         compute_dtype=torch.float64)
+        _check_against_dequantized(out[qs][None], lse[:, qs][None], ref_out, ref_lse)
+
+
 def test_fp8_bf16_inputs_are_quantized_in_the_call():
     spec = _pick()
     q = torch.randn(1, 77, 2, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)

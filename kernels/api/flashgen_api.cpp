@@ -373,6 +373,22 @@ flashgen_status_t rows_overrides(int* sm80_rows, int* sm90_rows) {
   return env_choice("FLASHGEN_SM90_FWD_ROWS", kSm90Names, kSm90Values, 2, sm90_rows);
 }
 
+// FLASHGEN_SM90_FP8_KEYS=128|192: the key block of the FP8 head-dim-128 forward
+// (sm90_fwd_tile.h); 192 is taken where the K and V scales give each 192-key block one scale
+// (per tensor, per head, or blocks of a multiple of 192 rows), else 128. auto is 128 until the
+// 192-key tile is measured.
+enum Fp8KeysChoice : int { kFp8KeysAuto = 0, kFp8Keys128 = 1, kFp8Keys192 = 2 };
+
+flashgen_status_t fp8_keys_override(int* choice) {
+  static const char* const kNames[] = {"128", "192"};
+  static const int kValues[] = {kFp8Keys128, kFp8Keys192};
+  return env_choice("FLASHGEN_SM90_FP8_KEYS", kNames, kValues, 2, choice);
+}
+
+bool one_scale_per_block(const flashgen_fp8_scale_t& s, int block_n) {
+  return s.scale == nullptr || s.block_stride == 0 || s.block_rows % block_n == 0;
+}
+
 // workspace_available: whether an automatic split count may ask for workspace.
 flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_available, Plan* plan) {
   clear_error();
@@ -398,8 +414,10 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   int backend = 0;
   status = family_override("FLASHGEN_FWD_BACKEND", &backend);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  int sm80_rows = kRowsAuto, sm90_rows = kRowsAuto;
+  int sm80_rows = kRowsAuto, sm90_rows = kRowsAuto, fp8_keys = kFp8KeysAuto;
   status = rows_overrides(&sm80_rows, &sm90_rows);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  status = fp8_keys_override(&fp8_keys);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
@@ -475,9 +493,13 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   const int element_bytes = args->dtype == FLASHGEN_DTYPE_E4M3 ? 1 : 2;
   p.sm90_tall = sm90_rows == kRowsAuto ? sm90::fwd_tall_rows(key.causal, p.seqlen_q)
                                        : sm90_rows == kSm90RowsTall || !key.causal;
-  const sm90::FwdTile t90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes,
-                                           sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes),
-                                           p.sm90_tall);
+  const bool wide90 = sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes);
+  p.sm90_long_keys = fp8_keys == kFp8Keys192 &&
+                     sm90::fwd_has_long_keys(p.head_dim_qk, p.head_dim_v, element_bytes, wide90) &&
+                     one_scale_per_block(args->k_scale, sm90::kFp8LongKeys) &&
+                     one_scale_per_block(args->v_scale, sm90::kFp8LongKeys);
+  const sm90::FwdTile t90 =
+      sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes, wide90, p.sm90_tall, p.sm90_long_keys);
   const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;
   if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
     // Short queries (decode) are served better by the SM80 path's packed GQA rows and split

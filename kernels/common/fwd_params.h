@@ -42,6 +42,9 @@ struct FwdParams {
   // FLASHGEN_SM90_FWD_ROWS), which sizes split workspaces with the same tile; true for the
   // other sm90 kernels, which hold one.
   bool sm90_tall;
+  // sm90 FP8 kernels at head dim 128 (sm90::fwd_has_long_keys): run the 192-key instantiation.
+  // Set by the planner (FLASHGEN_SM90_FP8_KEYS) only where the K and V scales allow it.
+  bool sm90_long_keys;
   int head_dim_qk;
   int head_dim_v;
   int total_q;  // rows of q over the whole batch: batch * seqlen_q, or total_q when varlen

@@ -64,7 +64,8 @@ CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) 
 
 // The scales of one (batch entry, KV head) by key block of the kernel, without an integer
 // division per block: scale blocks hold a whole number of kernel blocks (block_rows is a
-// multiple of 128), and (n + 0.5) / blocks_per_scale stays clear of integers in float.
+// multiple of kBlockN: the planner checks 128, and 192 before it takes 192-key blocks), and
+// (n + 0.5) / blocks_per_scale stays clear of integers in float.
 template <int kBlockN>
 struct Fp8KeyScales {
   const float* base;

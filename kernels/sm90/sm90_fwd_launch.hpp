@@ -128,13 +128,21 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
 
 // The tile follows the spec (sm90_fwd_tile.h); a causal kernel whose tall tiles (three
 // consumers) lose on short queries also holds the 128-row kernel and picks per call, by the
-// planner's choice (FwdParams::sm90_tall), with which it sized the split workspace.
+// planner's choice (FwdParams::sm90_tall), with which it sized the split workspace. FP8 head
+// dim 128 kernels hold a 192-key instantiation too (FwdParams::sm90_long_keys).
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
           bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   constexpr bool kWide = fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)));
   using Tall = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true>;
   using Short = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/false>;
+  if constexpr (fwd_has_long_keys(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWide)) {
+    using Long = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true, /*kLongKeys=*/true>;
+    static_assert(Long::kBlockM == Tall::kBlockM && Tall::kBlockM == Short::kBlockM);
+    if (params.sm90_long_keys) {
+      return launch_fwd<Long, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);
+    }
+  }
   if constexpr (kIsCausal && Tall::kBlockM != Short::kBlockM) {
     if (!params.sm90_tall) {
       return launch_fwd<Short, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>(params, stream);

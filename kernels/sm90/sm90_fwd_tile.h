@@ -42,17 +42,33 @@ constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_
   return element_bytes == 1 ? !paged && !dropout : !causal && !paged && !dropout;
 }
 
+// FP8 at head dim 128, `wide` kernels: `long_keys` takes 192-key blocks (FA3 runs 224 there; 224
+// and 256 spill in our key loop, 192 does not: sm_90a ptxas, no local memory in the key loop,
+// 1,088 instructions per 192 keys against 808 per 128, -10% per key). The K and V scales must
+// give a whole kernel block one scale, so per-block scales need block_rows a multiple of 192
+// (e.g. 384) and the default 128-row blocks keep the 128-key tile: those kernels hold both
+// instantiations and the planner picks per call (FwdParams::sm90_long_keys,
+// FLASHGEN_SM90_FP8_KEYS). Not yet measured on a GPU, so not the default.
+constexpr int kFp8LongKeys = 192;
+
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false,
-                           bool tall = true) {
+                           bool tall = true, bool long_keys = false) {
   const int d = head_dim_qk > head_dim_v ? head_dim_qk : head_dim_v;
   const int block_m_d64 = d == 64 && tall ? 192 : 128;
   if (element_bytes == 1) {
     if (d > 192 && wide) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
+    if (d == 128 && wide && long_keys) { return {/*block_m=*/128, /*block_n=*/kFp8LongKeys, /*stages=*/3}; }
     return {/*block_m=*/block_m_d64, /*block_n=*/d <= 128 ? 128 : 64, /*stages=*/d <= 64 ? 4 : 3};
   }
   if (d <= 64) { return {/*block_m=*/block_m_d64, /*block_n=*/128, /*stages=*/3}; }
   if (d <= 128) { return {/*block_m=*/128, /*block_n=*/128, /*stages=*/2}; }
   return {/*block_m=*/128, /*block_n=*/wide && d > 192 ? 80 : 64, /*stages=*/2};
+}
+
+// Whether a kernel of this spec holds a second, long-key instantiation (above).
+constexpr bool fwd_has_long_keys(int head_dim_qk, int head_dim_v, int element_bytes, bool wide) {
+  return fwd_tile(head_dim_qk, head_dim_v, element_bytes, wide, true, true).block_n !=
+         fwd_tile(head_dim_qk, head_dim_v, element_bytes, wide, true, false).block_n;
 }
 
 constexpr int fwd_consumer_warpgroups(FwdTile t) { return t.block_m / 64; }

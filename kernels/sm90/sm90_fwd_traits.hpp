@@ -45,7 +45,8 @@ CUTE_HOST_DEVICE constexpr auto gmma_smem_atom() {
   }
 }
 
-template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kWideKeys_ = false, bool kTallRows_ = true>
+template <class Element_, int kHeadDimQK_, int kHeadDimV_, bool kWideKeys_ = false, bool kTallRows_ = true,
+          bool kLongKeys_ = false>
 struct FwdTraits {
   using Element = Element_;
   // FP8: e4m3 Q, K and V (the latter in the PV layout: keys contiguous), P re-quantised to e4m3
@@ -59,7 +60,7 @@ struct FwdTraits {
   static constexpr int kMmaK = kIsFp8 ? 32 : 16;  // the k width of one wgmma
   static_assert(kHeadDimQK % kMmaK == 0 && kHeadDimV % kMmaK == 0, "head dims must be multiples of the wgmma k");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_, kTallRows_);
+  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_, kTallRows_, kLongKeys_);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
