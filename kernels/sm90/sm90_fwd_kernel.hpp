@@ -14,6 +14,8 @@
 // the last one down, as in the SM80 path, so masked blocks come first.
 #pragma once
 
+#include <tuple>
+
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
@@ -52,6 +54,16 @@ constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
 // is a skip: 2^8 for 16-bit P; FP8 P already carries 2^8 and e4m3 ends at 448 = 2^8.8, so 0.75,
 // measured +3-5% at head dim 256 and -2-3% at 128 (H200, same run; its rescale is half as long),
 // so FP8 head dims up to 128 keep the exact max.
+// FLASHGEN_SM90_FWD_AHEAD=1 (a build-time switch, 0 by default until measured): each tile's
+// tail issues the next tile's first S = Q K^T before its epilogue, so that the tensor cores have
+// work while the consumers store O, and the next tile starts at its softmax. Kernels with two Q
+// buffers only (the next Q must land while this tile's is still in use).
+#ifndef FLASHGEN_SM90_FWD_AHEAD
+#define FLASHGEN_SM90_FWD_AHEAD 0
+#endif
+template <class Traits>
+constexpr bool kTileAhead = FLASHGEN_SM90_FWD_AHEAD != 0 && Traits::kQBuffers == 2;
+
 template <bool kIsFp8, int kDimV>
 constexpr float kRescaleSlack =
     !kSkippableRescale<kIsFp8, kDimV> ? 0.f : !kIsFp8 ? kRescaleSlackLog2 : kDimV > 128 ? 0.75f : 0.f;
@@ -355,13 +367,26 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   PipelineState read_k, read_v;
   int q_count = 0;  // tiles with work so far, as the producer counts them
   const bool never = params.batch < 0;  // end_block_before_wait's condition (the API checks batch >= 0)
-  for (int k = 0;; ++k) {
+  auto peek_coord = [&](int k) __attribute__((always_inline)) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
     compiler_fence();
     const FwdTileCoord coord = storage.tile[slot];
     compiler_fence();
-    EmptyBarrier::arrive(&storage.tile_empty[slot]);
+    return coord;
+  };
+  auto read_coord = [&](int k) __attribute__((always_inline)) {
+    const FwdTileCoord coord = peek_coord(k);
+    EmptyBarrier::arrive(&storage.tile_empty[k & 1]);
+    return coord;
+  };
+  // kTileAhead: tile k's tail reads tile k + 1's coordinate and issues its first S = Q K^T, which
+  // then runs under tile k's epilogue (next_coord / s_ready carry them over; acc_s_first holds
+  // S). Without it, each tile issues its first S after its own coordinate and Q.
+  bool s_ready = false;    // and its first S is in acc_s_first (its Q and K waited for there)
+  Tensor acc_s_first = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+  for (int k = 0;; ++k) {
+    const FwdTileCoord coord = read_coord(k);
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
       break;
@@ -490,8 +515,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     };
 
     if (consumer == kConsumers - 1 && q_count == 0) { end_turn(); }  // the very first turn
+    // (Broadcast from lane 0 so that ptxas sees a warp-uniform branch around the wgmma below;
+    // otherwise it moved the K stage index and the descriptors out of uniform registers: +41
+    // instructions per key block.)
+    const bool first_s_ready = kTileAhead<Traits> && __shfl_sync(0xffffffff, int(s_ready), 0) != 0;
+    if constexpr (kTileAhead<Traits>) { s_ready = false; }
     const int q_buffer = q_count % Traits::kQBuffers;
-    FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
+    if (!first_s_ready) { FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1); }
     ++q_count;
     Tensor tSrQ_tile = tSrQ(_, _, _, q_buffer);
     int n = range.n_max - 1;
@@ -499,14 +529,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       const float k_scale = kIsFp8 ? key_scale(params.k_scale, k_scale_at, n) : 1.f;
       if constexpr (kIsFp8) { v_ref = key_scale(params.v_scale, v_scale_at, n); }
       prefetch_scales(n - 1);
-      Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      pipeline_k.consumer_wait(read_k);
-      begin_turn();
-      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
-      end_turn();
-      warpgroup_wait<0>();
-      pipeline_k.consumer_release(read_k);
-      ++read_k;
+      Tensor acc_s_tile = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      auto& acc_s = std::get<kTileAhead<Traits> ? 0 : 1>(std::tie(acc_s_first, acc_s_tile));
+      if (!first_s_ready) {
+        pipeline_k.consumer_wait(read_k);
+        begin_turn();
+        wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
+        end_turn();
+        warpgroup_wait<0>();
+        pipeline_k.consumer_release(read_k);
+        ++read_k;
+      }
       scores_to_probs(acc_s, n, true_type{}, range.needs_mask(n), k_scale, /*v_ratio=*/1.f);
       scores_into_p(acc_s);
     }
@@ -555,7 +588,31 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     begin_turn();
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
     end_turn();
-    warpgroup_wait<0>();
+    // kTileAhead: the next tile's first S lands in a fresh accumulator (wgmma's asm reads its
+    // accumulators, so issuing into acc_s_first kept the first block's probabilities live across
+    // the key loop), copied over once complete.
+    Tensor acc_s_next = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    if constexpr (kTileAhead<Traits>) {
+      // The next tile's first S, in a turn of its own (the coordinate may still be on its way
+      // from the producer's claim: P V goes first). It is issued whatever comes next, so that
+      // ptxas sees every wgmma issued unconditionally (a conditional one serialized them all in
+      // the backward, bench/NOTES.md); without a next tile with work it reads whatever Q buffer
+      // and K stage it finds and nobody uses the result.
+      const FwdTileCoord next_coord = peek_coord(k + 1);  // read again (and released) at the top
+      const int next_q_buffer = q_count % Traits::kQBuffers;  // the top of the loop counts it
+      s_ready = next_coord.m_block >= 0 && make_tile(next_coord).has_work;
+      if (s_ready) {
+        FullBarrier::wait(&storage.q_full[next_q_buffer], (q_count / Traits::kQBuffers) & 1);
+        pipeline_k.consumer_wait(read_k);
+      }
+      Tensor tSrQ_next = tSrQ(_, _, _, next_q_buffer);
+      begin_turn();
+      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_next, tSrK(_, _, _, read_k.index()), acc_s_next);
+      end_turn();
+      warpgroup_wait<1>();  // P V is done; the next S runs on under the epilogue
+    } else {
+      warpgroup_wait<0>();
+    }
     pipeline_v.consumer_release(read_v);
     ++read_v;
     // Every wgmma that read sQ is complete: with a separate sO, the next Q may load now,
@@ -653,6 +710,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       for (int r = 0; r < kRowsPerThread; ++r) {
         const int row = get<0>(taccOcO_rc(r, 0));
         if (row < rows_left) { *lse_ptr(row) = lse[r]; }
+      }
+    }
+    if constexpr (kTileAhead<Traits>) {
+      warpgroup_wait<0>();  // the next tile's first S
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_s_first); ++i) { acc_s_first(i) = acc_s_next(i); }
+      if (s_ready) {
+        pipeline_k.consumer_release(read_k);
+        ++read_k;
       }
     }
   }
