@@ -204,11 +204,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // Publishes the k-th tile to the consumers (slot k % 2; waits until they took k - 2), decoded:
     // the tile order's divisions then run once per tile, in this thread, instead of in every
     // consumer thread ahead of its first wgmma. m_block < 0 ends the sequence.
-    auto publish = [&](int k, FwdTileCoord const& c) __attribute__((always_inline)) {
+    // kTileAhead also publishes whether the tile has work, for the consumers' look-ahead.
+    auto publish = [&](int k, FwdTileCoord const& c, bool has_work = false) __attribute__((always_inline)) {
       const int slot = k & 1;
       if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
       compiler_fence();
       storage.tile[slot] = c;
+      if constexpr (kTileAhead<Traits>) { storage.tile_work[slot] = has_work; }
       compiler_fence();
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
@@ -227,8 +229,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         break;
       }
       const FwdTileCoord c = order.coord(index);
-      publish(k, c);
+      if constexpr (!kTileAhead<Traits>) { publish(k, c); }
       const Tile t = make_tile(c);
+      if constexpr (kTileAhead<Traits>) { publish(k, c, t.has_work); }
       if (!t.has_work) {
         claim_next();
         continue;
@@ -367,11 +370,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   PipelineState read_k, read_v;
   int q_count = 0;  // tiles with work so far, as the producer counts them
   const bool never = params.batch < 0;  // end_block_before_wait's condition (the API checks batch >= 0)
-  auto peek_coord = [&](int k) __attribute__((always_inline)) {
+  auto peek_coord = [&](int k, bool* has_work = nullptr) __attribute__((always_inline)) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
     compiler_fence();
     const FwdTileCoord coord = storage.tile[slot];
+    if (has_work != nullptr) { *has_work = storage.tile_work[slot] != 0; }
     compiler_fence();
     return coord;
   };
@@ -598,9 +602,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       // ptxas sees every wgmma issued unconditionally (a conditional one serialized them all in
       // the backward, bench/NOTES.md); without a next tile with work it reads whatever Q buffer
       // and K stage it finds and nobody uses the result.
-      const FwdTileCoord next_coord = peek_coord(k + 1);  // read again (and released) at the top
+      bool next_has_work = false;
+      const FwdTileCoord next_coord = peek_coord(k + 1, &next_has_work);  // read again (and released) at the top
       const int next_q_buffer = q_count % Traits::kQBuffers;  // the top of the loop counts it
-      s_ready = next_coord.m_block >= 0 && make_tile(next_coord).has_work;
+      s_ready = next_coord.m_block >= 0 && next_has_work;
       if (s_ready) {
         FullBarrier::wait(&storage.q_full[next_q_buffer], (q_count / Traits::kQBuffers) & 1);
         pipeline_k.consumer_wait(read_k);

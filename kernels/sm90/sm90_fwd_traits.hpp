@@ -137,6 +137,7 @@ struct FwdTraits {
     alignas(8) uint64_t tile_full[2];
     alignas(8) uint64_t tile_empty[2];
     alignas(16) FwdTileCoord tile[2];
+    int tile_work[2];  // whether each slot's tile has work (published with FLASHGEN_SM90_FWD_AHEAD only)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
