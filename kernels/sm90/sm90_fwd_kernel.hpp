@@ -593,8 +593,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
     end_turn();
     // kTileAhead: the next tile's first S lands in a fresh accumulator (wgmma's asm reads its
-    // accumulators, so issuing into acc_s_first kept the first block's probabilities live across
-    // the key loop), copied over once complete.
+    // accumulators, so acc_s_first's stale probabilities would be inputs), copied over once
+    // complete (the register allocator coalesces the copy).
     Tensor acc_s_next = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
     if constexpr (kTileAhead<Traits>) {
       // The next tile's first S, in a turn of its own (the coordinate may still be on its way
