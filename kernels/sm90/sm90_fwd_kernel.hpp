@@ -54,6 +54,10 @@ constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
 // is a skip: 2^8 for 16-bit P; FP8 P already carries 2^8 and e4m3 ends at 448 = 2^8.8, so 0.75,
 // measured +3-5% at head dim 256 and -2-3% at 128 (H200, same run; its rescale is half as long),
 // so FP8 head dims up to 128 keep the exact max.
+template <bool kIsFp8, int kDimV>
+constexpr float kRescaleSlack =
+    !kSkippableRescale<kIsFp8, kDimV> ? 0.f : !kIsFp8 ? kRescaleSlackLog2 : kDimV > 128 ? 0.75f : 0.f;
+
 // FLASHGEN_SM90_FWD_AHEAD=1 (a build-time switch, 0 by default until measured): each tile's
 // tail issues the next tile's first S = Q K^T before its epilogue, so that the tensor cores have
 // work while the consumers store O, and the next tile starts at its softmax. Kernels with two Q
@@ -63,10 +67,6 @@ constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
 #endif
 template <class Traits>
 constexpr bool kTileAhead = FLASHGEN_SM90_FWD_AHEAD != 0 && Traits::kQBuffers == 2;
-
-template <bool kIsFp8, int kDimV>
-constexpr float kRescaleSlack =
-    !kSkippableRescale<kIsFp8, kDimV> ? 0.f : !kIsFp8 ? kRescaleSlackLog2 : kDimV > 128 ? 0.75f : 0.f;
 
 CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
   if (s.scale == nullptr) { return 1.f; }
@@ -384,10 +384,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     EmptyBarrier::arrive(&storage.tile_empty[k & 1]);
     return coord;
   };
-  // kTileAhead: tile k's tail reads tile k + 1's coordinate and issues its first S = Q K^T, which
-  // then runs under tile k's epilogue (next_coord / s_ready carry them over; acc_s_first holds
-  // S). Without it, each tile issues its first S after its own coordinate and Q.
-  bool s_ready = false;    // and its first S is in acc_s_first (its Q and K waited for there)
+  // kTileAhead: tile k's tail peeks at tile k + 1's coordinate and issues its first S = Q K^T,
+  // which then runs under tile k's epilogue. Without it, each tile issues its first S after its
+  // own coordinate and Q.
+  bool s_ready = false;  // the next tile's first S is in acc_s_first (its Q and K waited for)
   Tensor acc_s_first = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
   for (int k = 0;; ++k) {
     const FwdTileCoord coord = read_coord(k);
