@@ -60,7 +60,8 @@ struct FwdTraits {
   static constexpr int kMmaK = kIsFp8 ? 32 : 16;  // the k width of one wgmma
   static_assert(kHeadDimQK % kMmaK == 0 && kHeadDimV % kMmaK == 0, "head dims must be multiples of the wgmma k");
 
-  static constexpr FwdTile kTile = fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_, kTallRows_, kLongKeys_);
+  static constexpr FwdTile kTile =
+      fwd_tile(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWideKeys_, kTallRows_, kLongKeys_);
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
