@@ -368,6 +368,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   auto end_turn = [&]() __attribute__((always_inline)) { NamedBarrier::arrive(2 * 128, next_turn); };
 
   PipelineState read_k, read_v;
+#if FLASHGEN_SM90_FWD_TMA_STORE
+  constexpr bool kTmaStoreO = Traits::kSeparateO;
+  const bool tma_store_call = kp.tma_store;
+#else
+  constexpr bool kTmaStoreO = false;
+  const bool tma_store_call = false;
+#endif
   int q_count = 0;  // tiles with work so far, as the producer counts them
   const bool never = params.batch < 0;  // end_block_before_wait's condition (the API checks batch >= 0)
   auto peek_coord = [&](int k, bool* has_work = nullptr) __attribute__((always_inline)) {
@@ -393,6 +400,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const FwdTileCoord coord = read_coord(k);
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
+      // Outstanding TMA stores must have read sO before the CTA's shared memory goes.
+      if (kTmaStoreO && tma_store_call && tid % 128 == 0) { tma_store_wait<0>(); }
       break;
     }
     const Tile t = make_tile(coord);
@@ -625,6 +634,29 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if constexpr (Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty[q_buffer]); }
 
     // ---- Epilogue ----
+    // FLASHGEN_SM90_FWD_TMA_STORE: once this consumer's rows are in sO (stmatrix), they leave by
+    // TMA, one box of 64 rows per kOBoxCols columns, issued by the consumer's first thread; the
+    // bytes are the same for a bf16 and an fp16 output, so one descriptor serves both.
+    auto store_rows_by_tma = [&](int barrier) __attribute__((always_inline)) {
+      if constexpr (kTmaStoreO) {
+        cutlass::arch::fence_view_async_shared();  // the stmatrix writes, visible to TMA
+        NamedBarrier::sync(128, barrier);
+        if (tid % 128 == 0) {
+          Tensor sO_tma = make_tensor(make_smem_ptr(static_cast<typename Traits::ElementO*>(smem_o)),
+                                      typename Traits::SmemLayoutO{});
+          Tensor mO = kp.tma_o.get_tma_tensor(make_shape(params.seqlen_q, kDimV, params.num_heads_q, params.batch));
+          using Box = Shape<_64, Int<Traits::kOBoxCols>>;
+          const int row_block = m_block * kConsumers + consumer;
+          Tensor gO = local_tile(mO(_, _, head, t.batch), Box{}, make_coord(row_block, _));  // (64, cols, boxes)
+          Tensor sO_rows = local_tile(sO_tma, Box{}, make_coord(consumer, _));               // (64, cols, boxes)
+          auto [tOgO, tOsO] = tma_partition(kp.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO_rows),
+                                            group_modes<0, 2>(gO));  // (global, shared) views
+          CUTE_UNROLL
+          for (int b = 0; b < Traits::kOBoxes; ++b) { copy(kp.tma_o, tOsO(_, b), tOgO(_, b)); }
+          tma_store_arrive();
+        }
+      }
+    };
     float lse[kRowsPerThread];
     float sink[kRowsPerThread];
     CUTE_UNROLL
@@ -675,8 +707,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
         if constexpr (Traits::kSeparateO) {
           const int barrier = int(FwdBarrier::kEpilogue0) + consumer;
+          const bool tma_store = kTmaStoreO && tma_store_call;
+          // This consumer's previous TMA store has read its rows of sO (the issuing thread waits,
+          // the barrier holds the others).
+          if (tma_store && tid % 128 == 0) { tma_store_wait<0>(); }
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+          if (tma_store) {
+            store_rows_by_tma(barrier);
+            return;
+          }
           NamedBarrier::sync(128, barrier);
           using ConsumerRows = Shape<_64, Int<kDimV>>;
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
