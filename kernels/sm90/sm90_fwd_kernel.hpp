@@ -529,8 +529,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
     if (consumer == kConsumers - 1 && q_count == 0) { end_turn(); }  // the very first turn
     // (Broadcast from lane 0 so that ptxas sees a warp-uniform branch around the wgmma below;
-    // otherwise it moved the K stage index and the descriptors out of uniform registers: +41
-    // instructions per key block.)
+    // otherwise it moved the K stage index out of uniform registers: 857 instead of 839
+    // instructions per key block at bf16 head dim 128.)
     const bool first_s_ready = kTileAhead<Traits> && __shfl_sync(0xffffffff, int(s_ready), 0) != 0;
     if constexpr (kTileAhead<Traits>) { s_ready = false; }
     const int q_buffer = q_count % Traits::kQBuffers;
