@@ -125,10 +125,8 @@ def test_fp8_granularities_and_output_types(granularity, out_dtype):
     _check_against_dequantized(out, lse, ref_out, ref_lse)
 
 
-def test_fp8_varlen_odd_lengths():
-    spec = _pick()
-    lens_q, lens_k = [1, 17, 113, 239], [5, 17, 300, 239]
-    h, hkv = 4, 1
+def _check_varlen(spec, lens_q, lens_k, h, hkv, granularity, q_block, kv_block):
+    """Packed sequences of the given lengths, quantized per sequence, against the reference of each."""
     cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
     cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
     q = torch.randn(sum(lens_q), h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
@@ -136,9 +134,9 @@ def test_fp8_varlen_odd_lengths():
     v = torch.randn(sum(lens_k), hkv, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
     kw_q = dict(cu_seqlens=cu_q, max_seqlen=max(lens_q))
     kw_k = dict(cu_seqlens=cu_k, max_seqlen=max(lens_k))
-    q8 = fp8.quantize(q, granularity="block", block=64, **kw_q)
-    k8 = fp8.quantize(k, granularity="block", block=128, **kw_k)
-    v8 = fp8.quantize(v, granularity="block", block=128, layout="pv", **kw_k)
+    q8 = fp8.quantize(q, granularity=granularity, block=q_block, **kw_q)
+    k8 = fp8.quantize(k, granularity=granularity, block=kv_block, **kw_k)
+    v8 = fp8.quantize(v, granularity=granularity, block=kv_block, layout="pv", **kw_k)
     out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
                                        max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k), return_lse=True)
     qd, kd, vd = fp8.dequantize(q8), fp8.dequantize(k8), fp8.dequantize(v8)
@@ -147,6 +145,11 @@ def test_fp8_varlen_odd_lengths():
         ref_out, ref_lse = attention_ref(qd[qs][None], kd[ks][None], vd[ks][None], causal=spec.causal,
                                          compute_dtype=torch.float64)
         _check_against_dequantized(out[qs][None], lse[:, qs][None], ref_out, ref_lse)
+
+
+def test_fp8_varlen_odd_lengths():
+    _check_varlen(_pick(), [1, 17, 113, 239], [5, 17, 300, 239], h=4, hkv=1, granularity="block", q_block=64,
+                  kv_block=128)
 
 
 def test_fp8_window_sinks_and_seqused():
@@ -197,24 +200,8 @@ def test_fp8_192_key_blocks(spec, granularity, block, monkeypatch):
         out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, window_size=window, return_lse=True)
         ref_out, ref_lse = _dequantized_ref(q8, k8, v8, causal=spec.causal, window=window)
         _check_against_dequantized(out, lse, ref_out, ref_lse)
-    lens_q, lens_k = [1, 200, 113, 385], [5, 193, 577, 385]
-    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
-    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32, device="cuda")
-    q = torch.randn(sum(lens_q), 4, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=torch.bfloat16)
-    kw_k = dict(cu_seqlens=cu_k, max_seqlen=max(lens_k))
-    q8 = fp8.quantize(q, granularity=granularity, block=64, cu_seqlens=cu_q, max_seqlen=max(lens_q))
-    k8 = fp8.quantize(k, granularity=granularity, block=block, **kw_k)
-    v8 = fp8.quantize(v, granularity=granularity, block=block, layout="pv", **kw_k)
-    out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
-                                       max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k), return_lse=True)
-    qd, kd, vd = fp8.dequantize(q8), fp8.dequantize(k8), fp8.dequantize(v8)
-    for i in range(len(lens_q)):
-        qs, ks = slice(cu_q[i].item(), cu_q[i + 1].item()), slice(cu_k[i].item(), cu_k[i + 1].item())
-        ref_out, ref_lse = attention_ref(qd[qs][None], kd[ks][None], vd[ks][None], causal=spec.causal,
-                                         compute_dtype=torch.float64)
-        _check_against_dequantized(out[qs][None], lse[:, qs][None], ref_out, ref_lse)
+    _check_varlen(spec, [1, 200, 113, 385], [5, 193, 577, 385], h=4, hkv=2, granularity=granularity, q_block=64,
+                  kv_block=block)
 
 
 def test_fp8_bf16_inputs_are_quantized_in_the_call():
