@@ -61,12 +61,14 @@ constexpr float kRescaleSlack =
 // FLASHGEN_SM90_FWD_AHEAD=1 (a build-time switch, 0 by default until measured): each tile's
 // tail issues the next tile's first S = Q K^T before its epilogue, so that the tensor cores have
 // work while the consumers store O, and the next tile starts at its softmax. Kernels with two Q
-// buffers only (the next Q must land while this tile's is still in use).
+// buffers (the next Q must land while this tile's is still in use) and head dims up to 128: it
+// costs each key block ~25 instructions (SASS, bench/NOTES.md), 3% of a 128-key block's but 7% of
+// head dim 192's 64-key one, where the A/B has not been run.
 #ifndef FLASHGEN_SM90_FWD_AHEAD
 #define FLASHGEN_SM90_FWD_AHEAD 0
 #endif
 template <class Traits>
-constexpr bool kTileAhead = FLASHGEN_SM90_FWD_AHEAD != 0 && Traits::kQBuffers == 2;
+constexpr bool kTileAhead = FLASHGEN_SM90_FWD_AHEAD != 0 && Traits::kQBuffers == 2 && Traits::kHeadDimQK <= 128;
 
 CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
   if (s.scale == nullptr) { return 1.f; }
