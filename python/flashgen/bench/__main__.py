@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         "TFLOP/s (fwd FLOPs = 4*b*h*s^2*d, halved when causal); b*s = 16384, h*d = 2048, bf16; "
         "err = max |out - fp32 reference| on batch 0, heads 0-1",
         f"flashgen kernel families (bf16, head dim 128): forward {_family('fwd')}, backward {_family('bwd')}"
-        + "".join(f"; {knob}={os.environ[knob]}" for knob in ("FLASHGEN_SM80_FWD_ROWS", "FLASHGEN_SM90_FWD_ROWS")
+        + "".join(f"; {knob}={os.environ[knob]}"
+                  for knob in ("FLASHGEN_SM80_FWD_ROWS", "FLASHGEN_SM90_FWD_ROWS", "FLASHGEN_SM90_FP8_KEYS")
                   if os.environ.get(knob)),
     ]
     for line in header:
