@@ -26,15 +26,15 @@ export FLASHGEN_KERNELS=${FLASHGEN_KERNELS:-fwd_sm90_bf16_hdim64,fwd_sm90_bf16_h
 fp8_args="--mode fp8 --head-dims 128 --seqlens 2048,4096,16384 --causal both"
 
 echo "== 1. bf16 forward, A = main, B = working tree, C = ab_c"
-PRE_BENCH="timeout 120 python3 -m pytest -q -x tests/test_forward.py tests/test_fp8.py -k 'sm90 or fp8'" \
+PRE_BENCH="timeout 150 python3 -m pytest -q -x tests/test_forward.py tests/test_fp8.py -k 'sm90 or fp8'" \
   ROUNDS=2 BENCH_ARGS="--mode fwd --head-dims 64,128 --seqlens 2048,4096,16384 --causal both" \
-  timeout "${STEP1_S:-370}" tools/gpu_ab.sh
+  timeout "${STEP1_S:-400}" tools/gpu_ab.sh
 echo "== 2. FP8 key block on B: 128 against 192"
 SKIP_BUILD=1 TAG=keys ROUNDS=2 AB_KEY_COLS=3 AB_VALUE_COLS=3,4 BENCH_ARGS="$fp8_args" \
-  AB_ENV="FLASHGEN_SM90_FP8_KEYS=128 FLASHGEN_SM90_FP8_KEYS=192" timeout "${STEP2_S:-80}" tools/gpu_ab.sh
+  AB_ENV="FLASHGEN_SM90_FP8_KEYS=128 FLASHGEN_SM90_FP8_KEYS=192" timeout "${STEP2_S:-70}" tools/gpu_ab.sh
 echo "== 3. FP8 forward, A = main, B = working tree, C = ab_c"
 SKIP_BUILD=1 TAG=fp8 ROUNDS=1 AB_KEY_COLS=3 AB_VALUE_COLS=3,4 BENCH_ARGS="$fp8_args" \
-  timeout "${STEP3_S:-80}" tools/gpu_ab.sh
+  timeout "${STEP3_S:-70}" tools/gpu_ab.sh
 echo "== 4. head dim 64 causal rows on B: tall against short"
 SKIP_BUILD=1 TAG=rows ROUNDS=2 BENCH_ARGS="--mode fwd --head-dims 64 --seqlens 2048,4096 --causal yes" \
-  AB_ENV="FLASHGEN_SM90_FWD_ROWS=tall FLASHGEN_SM90_FWD_ROWS=short" timeout "${STEP4_S:-40}" tools/gpu_ab.sh
+  AB_ENV="FLASHGEN_SM90_FWD_ROWS=tall FLASHGEN_SM90_FWD_ROWS=short" timeout "${STEP4_S:-35}" tools/gpu_ab.sh
