@@ -15,7 +15,7 @@
 // FLASHGEN_SM90_FWD_TMA_STORE=1 (a build-time switch, 0 by default until measured): kernels
 // with their own sO store each consumer's 64 output rows with TMA (one box per swizzle atom's
 // columns) instead of reading sO back into registers for 16-byte global stores; fixed-length,
-// unsplit calls whose output is 16-byte aligned (others keep the read-back).
+// unsplit calls (others keep the read-back).
 #ifndef FLASHGEN_SM90_FWD_TMA_STORE
 #define FLASHGEN_SM90_FWD_TMA_STORE 0
 #endif
