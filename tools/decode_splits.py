@@ -19,8 +19,10 @@ def main():
     parser.add_argument("--cache", choices=("dense", "paged16", "fp8_paged16"), default="dense")
     parser.add_argument("--splits", default="0,1,2,4,8,16,32,64")
     parser.add_argument("--combine", default="kernel", help="comma-separated FLASHGEN_DECODE_COMBINE settings")
+    parser.add_argument("--shapes", default="1x4096,1x32768,4x16384,8x8192,16x8192",
+                        help="comma-separated BATCHxSEQLEN_K")
     args = parser.parse_args()
-    for batch, seqlen_k in ((1, 4096), (1, 32768), (4, 16384), (8, 8192), (16, 8192)):
+    for batch, seqlen_k in (tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")):
         q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)

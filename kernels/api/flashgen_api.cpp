@@ -375,9 +375,12 @@ flashgen_status_t rows_overrides(int* sm80_rows, int* sm90_rows) {
 
 // FLASHGEN_SM90_FP8_KEYS=128|192: the key block of the FP8 head-dim-128 forward
 // (sm90_fwd_tile.h); 192 is taken where the K and V scales give each 192-key block one scale
-// (per tensor, per head, or blocks of a multiple of 192 rows), else 128. auto is 128 until the
-// 192-key tile is measured.
+// (per tensor, per head, or blocks of a multiple of 192 rows) and pages hold whole 192-key
+// blocks, else 128. auto takes 192 from kFp8LongKeysFrom keys: H200, per-tensor scales, 192 against
+// 128 in the same run (bench/RESULTS.md, 2026-12-05): +3.9% / +5.2% at 16k (non-causal / causal),
+// +2.7% / +1.6% at 4k, +0.1% / -1.4% at 2k, where the partial last block wastes 3% of the keys.
 enum Fp8KeysChoice : int { kFp8KeysAuto = 0, kFp8Keys128 = 1, kFp8Keys192 = 2 };
+constexpr int kFp8LongKeysFrom = 4096;
 
 flashgen_status_t fp8_keys_override(int* choice) {
   static const char* const kNames[] = {"128", "192"};
@@ -494,10 +497,12 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   p.sm90_tall = sm90_rows == kRowsAuto ? sm90::fwd_tall_rows(key.causal, p.seqlen_q)
                                        : sm90_rows == kSm90RowsTall || !key.causal;
   const bool wide90 = sm90::fwd_wide_keys(key.causal, key.paged, key.dropout, element_bytes);
-  p.sm90_long_keys = fp8_keys == kFp8Keys192 &&
-                     sm90::fwd_has_long_keys(p.head_dim_qk, p.head_dim_v, element_bytes, wide90) &&
-                     one_scale_per_block(args->k_scale, sm90::kFp8LongKeys) &&
-                     one_scale_per_block(args->v_scale, sm90::kFp8LongKeys);
+  const bool long_keys_fit = sm90::fwd_has_long_keys(p.head_dim_qk, p.head_dim_v, element_bytes, wide90) &&
+                             one_scale_per_block(args->k_scale, sm90::kFp8LongKeys) &&
+                             one_scale_per_block(args->v_scale, sm90::kFp8LongKeys) &&
+                             (!key.paged || p.page_size % sm90::kFp8LongKeys == 0);
+  p.sm90_long_keys = long_keys_fit && (fp8_keys == kFp8Keys192 ||
+                                       (fp8_keys == kFp8KeysAuto && p.seqlen_k >= kFp8LongKeysFrom));
   const sm90::FwdTile t90 =
       sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes, wide90, p.sm90_tall, p.sm90_long_keys);
   const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;

@@ -153,23 +153,24 @@ flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams
 }
 
 // A decode kernel with the TMA loader where the call allows it, else with cp.async. `env` holds
-// auto, off (always cp.async) or on (TMA or an error saying why not); unset means auto when
-// default_auto. kernel_of(kTma, kCluster) names the instantiations (std::bool_constant
-// arguments); kTmaLoads: whether this kernel has a TMA loader at all (its rows' layout).
+// auto (the default when unset: TMA where the call allows it and auto_takes says so), off
+// (always cp.async) or on (TMA or an error saying why not). kernel_of(kTma, kCluster) names the
+// instantiations (std::bool_constant arguments); kTmaLoads: whether this kernel has a TMA loader
+// at all (its rows' layout).
 template <class Traits, bool kTmaLoads, class KernelOf>
-flashgen_status_t launch_with_loader(const char* env_name, bool default_auto, KernelOf kernel_of, const FwdParams& p,
+flashgen_status_t launch_with_loader(const char* env_name, bool auto_takes, KernelOf kernel_of, const FwdParams& p,
                                      cudaStream_t stream, const char* what, const char* what_tma) {
   using std::false_type, std::true_type;
   const char* env = std::getenv(env_name);
   const bool set = env != nullptr && env[0] != '\0';
   const bool on = set && std::strcmp(env, "on") == 0;
-  const bool off = set ? std::strcmp(env, "off") == 0 : !default_auto;
+  const bool off = set && std::strcmp(env, "off") == 0;
   if (set && !off && !on && std::strcmp(env, "auto") != 0) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "%s='%s': expected auto, on or off", env_name, env);
   }
   DecodeTmaMaps maps{};
   if constexpr (kTmaLoads) {
-    if (!off) {
+    if (on || (!off && auto_takes)) {
       const char* why = !sm90_code_on_device(kernel_of(true_type{}, false_type{}))
                             ? "a GPU of sm_90 or newer and a build for it"
                             : sm90::decode_tma::unusable_reason(p, Traits::kRowBytes, Traits::kKvBytes);
@@ -193,8 +194,12 @@ flashgen_status_t launch_with_loader(const char* env_name, bool default_auto, Ke
 }
 
 // The kernel for a cache kind and a CTA row count (plan_rows_per_cta's choices). FP8 caches take
-// the TMA loader by default (FLASHGEN_DECODE_TMA); 16-bit ones only when asked
-// (FLASHGEN_DECODE_TMA_16BIT, off by default until measured on a GPU).
+// the TMA loader wherever they can (FLASHGEN_DECODE_TMA); 16-bit ones where at most
+// kTma16MaxStreams (sequence, kv head) pairs share the GPU (FLASHGEN_DECODE_TMA_16BIT): H200,
+// GQA 32/8, head dim 128, against cp.async in the same run (bench/RESULTS.md, 2026-12-05): batch
+// 1-2 from 1k to 16k keys +5-14% dense, -1% to +11% in pages of 16; from batch 4 -1% to +2%, and
+// -2% to -5% at batch 32-64, where the cp.async warps keep more bytes in flight.
+constexpr int64_t kTma16MaxStreams = 16;
 template <bool kFp8, class Element, int kHeadDim, int kRows>
 flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
   if constexpr (kFp8) {
@@ -203,7 +208,7 @@ flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
     auto kernel_of = [](auto tma, auto cluster) {
       return &decode_fp8_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>;
     };
-    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA", true, kernel_of, p, stream,
+    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA", /*auto_takes=*/true, kernel_of, p, stream,
                                                  "sm80 decode kernel (FP8 cache)",
                                                  "sm80 decode kernel (FP8 cache, TMA)");
   } else {
@@ -212,7 +217,8 @@ flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
     auto kernel_of = [](auto tma, auto cluster) {
       return &decode_kernel<Traits, decltype(tma)::value, decltype(cluster)::value>;
     };
-    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA_16BIT", false, kernel_of, p, stream,
+    const bool few_streams = int64_t(p.batch) * p.num_heads_kv <= kTma16MaxStreams;
+    return launch_with_loader<Traits, kTmaLoads>("FLASHGEN_DECODE_TMA_16BIT", few_streams, kernel_of, p, stream,
                                                  "sm80 decode kernel", "sm80 decode kernel (TMA)");
   }
 }

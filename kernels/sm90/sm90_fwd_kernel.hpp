@@ -14,8 +14,6 @@
 // the last one down, as in the SM80 path, so masked blocks come first.
 #pragma once
 
-#include <tuple>
-
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
@@ -57,18 +55,6 @@ constexpr bool kSkippableRescale = kIsFp8 || kDimV >= 128;
 template <bool kIsFp8, int kDimV>
 constexpr float kRescaleSlack =
     !kSkippableRescale<kIsFp8, kDimV> ? 0.f : !kIsFp8 ? kRescaleSlackLog2 : kDimV > 128 ? 0.75f : 0.f;
-
-// FLASHGEN_SM90_FWD_AHEAD=1 (a build-time switch, 0 by default until measured): each tile's
-// tail issues the next tile's first S = Q K^T before its epilogue, so that the tensor cores have
-// work while the consumers store O, and the next tile starts at its softmax. Kernels with two Q
-// buffers (the next Q must land while this tile's is still in use) and head dims up to 128: it
-// costs each key block ~25 instructions (SASS, bench/NOTES.md), 3% of a 128-key block's but 7% of
-// head dim 192's 64-key one, where the A/B has not been run.
-#ifndef FLASHGEN_SM90_FWD_AHEAD
-#define FLASHGEN_SM90_FWD_AHEAD 0
-#endif
-template <class Traits>
-constexpr bool kTileAhead = FLASHGEN_SM90_FWD_AHEAD != 0 && Traits::kQBuffers == 2 && Traits::kHeadDimQK <= 128;
 
 CUTE_DEVICE float fp8_scale_at(Fp8Scale const& s, int batch, int head, int row) {
   if (s.scale == nullptr) { return 1.f; }
@@ -206,13 +192,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // Publishes the k-th tile to the consumers (slot k % 2; waits until they took k - 2), decoded:
     // the tile order's divisions then run once per tile, in this thread, instead of in every
     // consumer thread ahead of its first wgmma. m_block < 0 ends the sequence.
-    // kTileAhead also publishes whether the tile has work, for the consumers' look-ahead.
-    auto publish = [&](int k, FwdTileCoord const& c, bool has_work = false) __attribute__((always_inline)) {
+    auto publish = [&](int k, FwdTileCoord const& c) __attribute__((always_inline)) {
       const int slot = k & 1;
       if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
       compiler_fence();
       storage.tile[slot] = c;
-      if constexpr (kTileAhead<Traits>) { storage.tile_work[slot] = has_work; }
       compiler_fence();
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
@@ -231,9 +215,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         break;
       }
       const FwdTileCoord c = order.coord(index);
-      if constexpr (!kTileAhead<Traits>) { publish(k, c); }
+      publish(k, c);
       const Tile t = make_tile(c);
-      if constexpr (kTileAhead<Traits>) { publish(k, c, t.has_work); }
       if (!t.has_work) {
         claim_next();
         continue;
@@ -370,40 +353,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   auto end_turn = [&]() __attribute__((always_inline)) { NamedBarrier::arrive(2 * 128, next_turn); };
 
   PipelineState read_k, read_v;
-#if FLASHGEN_SM90_FWD_TMA_STORE
-  constexpr bool kTmaStoreO = Traits::kSeparateO;
-  const bool tma_store_call = kp.tma_store;
-#else
-  constexpr bool kTmaStoreO = false;
-  const bool tma_store_call = false;
-#endif
   int q_count = 0;  // tiles with work so far, as the producer counts them
   const bool never = params.batch < 0;  // end_block_before_wait's condition (the API checks batch >= 0)
-  auto peek_coord = [&](int k, bool* has_work = nullptr) __attribute__((always_inline)) {
+  for (int k = 0;; ++k) {
     const int slot = k & 1;
     EmptyBarrier::wait(&storage.tile_full[slot], (k >> 1) & 1);
     compiler_fence();
     const FwdTileCoord coord = storage.tile[slot];
-    if (has_work != nullptr) { *has_work = storage.tile_work[slot] != 0; }
     compiler_fence();
-    return coord;
-  };
-  auto read_coord = [&](int k) __attribute__((always_inline)) {
-    const FwdTileCoord coord = peek_coord(k);
-    EmptyBarrier::arrive(&storage.tile_empty[k & 1]);
-    return coord;
-  };
-  // kTileAhead: tile k's tail peeks at tile k + 1's coordinate and issues its first S = Q K^T,
-  // which then runs under tile k's epilogue. Without it, each tile issues its first S after its
-  // own coordinate and Q.
-  bool s_ready = false;  // the next tile's first S is in acc_s_first (its Q and K waited for)
-  Tensor acc_s_first = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-  for (int k = 0;; ++k) {
-    const FwdTileCoord coord = read_coord(k);
+    EmptyBarrier::arrive(&storage.tile_empty[slot]);
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
-      // Outstanding TMA stores must have read sO before the CTA's shared memory goes.
-      if (kTmaStoreO && tma_store_call && tid % 128 == 0) { tma_store_wait<0>(); }
       break;
     }
     const Tile t = make_tile(coord);
@@ -530,13 +490,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     };
 
     if (consumer == kConsumers - 1 && q_count == 0) { end_turn(); }  // the very first turn
-    // (Broadcast from lane 0 so that ptxas sees a warp-uniform branch around the wgmma below;
-    // otherwise it moved the K stage index out of uniform registers: 857 instead of 839
-    // instructions per key block at bf16 head dim 128.)
-    const bool first_s_ready = kTileAhead<Traits> && __shfl_sync(0xffffffff, int(s_ready), 0) != 0;
-    if constexpr (kTileAhead<Traits>) { s_ready = false; }
     const int q_buffer = q_count % Traits::kQBuffers;
-    if (!first_s_ready) { FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1); }
+    FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
     ++q_count;
     Tensor tSrQ_tile = tSrQ(_, _, _, q_buffer);
     int n = range.n_max - 1;
@@ -544,17 +499,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       const float k_scale = kIsFp8 ? key_scale(params.k_scale, k_scale_at, n) : 1.f;
       if constexpr (kIsFp8) { v_ref = key_scale(params.v_scale, v_scale_at, n); }
       prefetch_scales(n - 1);
-      Tensor acc_s_tile = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      auto& acc_s = std::get<kTileAhead<Traits> ? 0 : 1>(std::tie(acc_s_first, acc_s_tile));
-      if (!first_s_ready) {
-        pipeline_k.consumer_wait(read_k);
-        begin_turn();
-        wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
-        end_turn();
-        warpgroup_wait<0>();
-        pipeline_k.consumer_release(read_k);
-        ++read_k;
-      }
+      Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      pipeline_k.consumer_wait(read_k);
+      begin_turn();
+      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
+      end_turn();
+      warpgroup_wait<0>();
+      pipeline_k.consumer_release(read_k);
+      ++read_k;
       scores_to_probs(acc_s, n, true_type{}, range.needs_mask(n), k_scale, /*v_ratio=*/1.f);
       scores_into_p(acc_s);
     }
@@ -603,32 +555,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     begin_turn();
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
     end_turn();
-    // kTileAhead: the next tile's first S lands in a fresh accumulator (wgmma's asm reads its
-    // accumulators, so acc_s_first's stale probabilities would be inputs), copied over once
-    // complete (the register allocator coalesces the copy).
-    Tensor acc_s_next = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-    if constexpr (kTileAhead<Traits>) {
-      // The next tile's first S, in a turn of its own (the coordinate may still be on its way
-      // from the producer's claim: P V goes first). It is issued whatever comes next, so that
-      // ptxas sees every wgmma issued unconditionally (a conditional one serialized them all in
-      // the backward, bench/NOTES.md); without a next tile with work it reads whatever Q buffer
-      // and K stage it finds and nobody uses the result.
-      bool next_has_work = false;
-      const FwdTileCoord next_coord = peek_coord(k + 1, &next_has_work);  // read again (and released) at the top
-      const int next_q_buffer = q_count % Traits::kQBuffers;  // the top of the loop counts it
-      s_ready = next_coord.m_block >= 0 && next_has_work;
-      if (s_ready) {
-        FullBarrier::wait(&storage.q_full[next_q_buffer], (q_count / Traits::kQBuffers) & 1);
-        pipeline_k.consumer_wait(read_k);
-      }
-      Tensor tSrQ_next = tSrQ(_, _, _, next_q_buffer);
-      begin_turn();
-      wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_next, tSrK(_, _, _, read_k.index()), acc_s_next);
-      end_turn();
-      warpgroup_wait<1>();  // P V is done; the next S runs on under the epilogue
-    } else {
-      warpgroup_wait<0>();
-    }
+    warpgroup_wait<0>();
     pipeline_v.consumer_release(read_v);
     ++read_v;
     // Every wgmma that read sQ is complete: with a separate sO, the next Q may load now,
@@ -636,29 +563,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if constexpr (Traits::kSeparateO) { EmptyBarrier::arrive(&storage.q_empty[q_buffer]); }
 
     // ---- Epilogue ----
-    // FLASHGEN_SM90_FWD_TMA_STORE: once this consumer's rows are in sO (stmatrix), they leave by
-    // TMA, one box of 64 rows per kOBoxCols columns, issued by the consumer's first thread; the
-    // bytes are the same for a bf16 and an fp16 output, so one descriptor serves both.
-    auto store_rows_by_tma = [&](int barrier) __attribute__((always_inline)) {
-      if constexpr (kTmaStoreO) {
-        cutlass::arch::fence_view_async_shared();  // the stmatrix writes, visible to TMA
-        NamedBarrier::sync(128, barrier);
-        if (tid % 128 == 0) {
-          Tensor sO_tma = make_tensor(make_smem_ptr(static_cast<typename Traits::ElementO*>(smem_o)),
-                                      typename Traits::SmemLayoutO{});
-          Tensor mO = kp.tma_o.get_tma_tensor(make_shape(params.seqlen_q, kDimV, params.num_heads_q, params.batch));
-          using Box = Shape<_64, Int<Traits::kOBoxCols>>;
-          const int row_block = m_block * kConsumers + consumer;
-          Tensor gO = local_tile(mO(_, _, head, t.batch), Box{}, make_coord(row_block, _));  // (64, cols, boxes)
-          Tensor sO_rows = local_tile(sO_tma, Box{}, make_coord(consumer, _));               // (64, cols, boxes)
-          auto [tOgO, tOsO] = tma_partition(kp.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO_rows),
-                                            group_modes<0, 2>(gO));  // (global, shared) views
-          CUTE_UNROLL
-          for (int b = 0; b < Traits::kOBoxes; ++b) { copy(kp.tma_o, tOsO(_, b), tOgO(_, b)); }
-          tma_store_arrive();
-        }
-      }
-    };
     float lse[kRowsPerThread];
     float sink[kRowsPerThread];
     CUTE_UNROLL
@@ -709,16 +613,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
         if constexpr (Traits::kSeparateO) {
           const int barrier = int(FwdBarrier::kEpilogue0) + consumer;
-          const bool tma_store = kTmaStoreO && tma_store_call;
-          // This consumer's previous TMA store has read its rows of sO (the issuing thread waits,
-          // the barrier holds the others).
-          if (tma_store && tid % 128 == 0) { tma_store_wait<0>(); }
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
-          if (tma_store) {
-            store_rows_by_tma(barrier);
-            return;
-          }
           NamedBarrier::sync(128, barrier);
           using ConsumerRows = Shape<_64, Int<kDimV>>;
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
@@ -757,15 +653,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       for (int r = 0; r < kRowsPerThread; ++r) {
         const int row = get<0>(taccOcO_rc(r, 0));
         if (row < rows_left) { *lse_ptr(row) = lse[r]; }
-      }
-    }
-    if constexpr (kTileAhead<Traits>) {
-      warpgroup_wait<0>();  // the next tile's first S
-      CUTE_UNROLL
-      for (int i = 0; i < size(acc_s_first); ++i) { acc_s_first(i) = acc_s_next(i); }
-      if (s_ready) {
-        pipeline_k.consumer_release(read_k);
-        ++read_k;
       }
     }
   }

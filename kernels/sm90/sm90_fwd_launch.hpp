@@ -92,21 +92,6 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
                            Shape<Int<Traits::kBlockN>, Int<kHeadDimQK>>{}, _1{});
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, typename Traits::SmemLayoutVtStage{},
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
-#if FLASHGEN_SM90_FWD_TMA_STORE
-  // The output by TMA: fixed-length, unsplit calls (a varlen tile's rows past its sequence are
-  // the next one's, which a box would overwrite). The API has checked that out and its strides
-  // are 16-byte aligned (its 16-byte stores need it too); a batch stride of 0 keeps the read-back.
-  using ElementO = typename Traits::ElementO;
-  kp.tma_store = Traits::kSeparateO && !varlen && params.num_splits == 1 && params.seqlen_q > 0 &&
-                 params.batch > 0 && params.out_batch_stride > 0;
-  if (kp.tma_store) {
-    Tensor mO = make_tensor(make_gmem_ptr(static_cast<ElementO*>(params.out)),
-                            make_shape(params.seqlen_q, kHeadDimV, params.num_heads_q, params.batch),
-                            make_stride(params.out_row_stride, _1{}, params.out_head_stride, params.out_batch_stride));
-    kp.tma_o = make_tma_copy(SM90_TMA_STORE{}, mO, typename Traits::SmemLayoutOBox{},
-                             Shape<_64, Int<Traits::kOBoxCols>>{}, _1{});
-  }
-#endif
 
   const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
   const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch * params.num_splits;

@@ -12,14 +12,6 @@
 #include "common/fwd_params.h"
 #include "sm90/sm90_fwd_tile.h"
 
-// FLASHGEN_SM90_FWD_TMA_STORE=1 (a build-time switch, 0 by default until measured): kernels
-// with their own sO store each consumer's 64 output rows with TMA (one box per swizzle atom's
-// columns) instead of reading sO back into registers for 16-byte global stores; fixed-length,
-// unsplit calls (others keep the read-back).
-#ifndef FLASHGEN_SM90_FWD_TMA_STORE
-#define FLASHGEN_SM90_FWD_TMA_STORE 0
-#endif
-
 namespace flashgen::sm90 {
 
 using namespace cute;
@@ -146,7 +138,6 @@ struct FwdTraits {
     alignas(8) uint64_t tile_full[2];
     alignas(8) uint64_t tile_empty[2];
     alignas(16) FwdTileCoord tile[2];
-    int tile_work[2];  // whether each slot's tile has work (published with FLASHGEN_SM90_FWD_AHEAD only)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit Hopper shared memory");
@@ -171,17 +162,6 @@ struct FwdTraits {
   using TmaVt = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideVt>{}, SmemLayoutVtStage{},
                                        Shape<Int<kHeadDimV>, Int<kBlockN>>{}, _1{}));
 
-  // The TMA store's box: 64 rows (a consumer's) by one swizzle atom's columns. sO's atoms are
-  // laid out rows first, so each such block of sO is contiguous and laid out as this box.
-  static constexpr int kOBoxCols =
-      int(size<1>(gmma_smem_atom<GMMA::Major::K, ElementO, kBlockM, kHeadDimV>()));
-  static constexpr int kOBoxes = kHeadDimV / kOBoxCols;
-  using SmemLayoutOBox = decltype(tile_to_shape(gmma_smem_atom<GMMA::Major::K, ElementO, kBlockM, kHeadDimV>(),
-                                                Shape<_64, Int<kOBoxCols>>{}));
-  using TmaO = decltype(make_tma_copy(
-      SM90_TMA_STORE{}, make_tensor(make_gmem_ptr(static_cast<ElementO*>(nullptr)), ShapeRows{}, StrideRows{}),
-      SmemLayoutOBox{}, Shape<_64, Int<kOBoxCols>>{}, _1{}));
-
   // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
   static constexpr int kOutVec = 16 / sizeof(ElementO);
   static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);
@@ -205,10 +185,6 @@ struct FwdKernelParams {
   int32_t k_rows, k_batches;
   int32_t v_cols;  // keys per entry of V's TMA view (the PV layout's padded extent for FP8)
   FwdTileOrder order;
-#if FLASHGEN_SM90_FWD_TMA_STORE
-  typename Traits::TmaO tma_o;  // built when tma_store: out as (seqlen_q, head_dim_v, heads, batch)
-  bool tma_store;
-#endif
 };
 
 }  // namespace flashgen::sm90
