@@ -163,6 +163,49 @@ def test_tail_split_matches_whole_key_blocks(spec, monkeypatch):
         flashgen_grads(q, k, v, dout, **options)
 
 
+@pytest.mark.parametrize("spec", TAIL_SPLIT, ids=lambda s: s.name)
+def test_persistent_grid_matches_one_block_per_cta(spec, monkeypatch):
+    """The Hopper backward's persistent grid (FLASHGEN_BWD_PERSISTENT=auto, the default, or on:
+    one CTA per SM taking key blocks in turn, the next block's K / V loaded during the previous
+    one's epilogue) against one CTA per key block (off) and the float32 reference, with and
+    without the tail split: b 3, 999 queries x 1999 keys, GQA 16 / 8 (384 key blocks: about
+    three per CTA on 132 SMs). dK / dV of a whole block are the same products in the same order
+    either way: bitwise equal."""
+    b, sq, sk, h, hkv = 3, 999, 1999, 16, 8
+    assert -(-sk // 128) * hkv * b >= 2 * torch.cuda.get_device_properties(0).multi_processor_count
+    q, k, v = make_qkv(spec, b=b, sq=sq, sk=sk, h=h, hkv=hkv)
+    dout = torch.randn(*q.shape[:3], spec.head_dim_v, device="cuda", dtype=q.dtype)
+    options = {"softcap": 30.0} if spec.softcap else {}
+    grads = {}
+    for persistent, tail in (("off", "off"), ("on", "off"), ("on", "auto")):
+        monkeypatch.setenv("FLASHGEN_BWD_PERSISTENT", persistent)
+        monkeypatch.setenv("FLASHGEN_BWD_TAIL_SPLIT", tail)
+        if spec.dropout:
+            torch.manual_seed(5)  # the same mask each time
+            leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+            out, _, mask = flashgen.flash_attn_func(*leaves, dropout_p=0.2, return_attn_probs=True, **options)
+            out.backward(dout)
+            grads[persistent, tail] = [t.grad for t in leaves]
+            assert_grads_close(grads[persistent, tail] + [None], q, k, v, dout, dropout_mask=mask, dropout_p=0.2,
+                               **options)
+        else:
+            grads[persistent, tail] = list(flashgen_grads(q, k, v, dout, **options)[1:4])
+            assert_grads_close(grads[persistent, tail] + [None], q, k, v, dout, **options)
+    whole, persistent = grads["off", "off"], grads["on", "off"]
+    assert torch.equal(whole[1], persistent[1]) and torch.equal(whole[2], persistent[2])
+    for name, a, c in zip(("dq", "dk", "dv"), whole, grads["on", "auto"]):
+        scale = a.float().abs().max().item()
+        assert (a.float() - c.float()).abs().max().item() <= 2e-2 * scale, name
+    monkeypatch.setenv("FLASHGEN_BWD_PERSISTENT", "always")
+    with pytest.raises(ValueError, match="FLASHGEN_BWD_PERSISTENT='always': expected auto, on or off"):
+        flashgen_grads(q, k, v, dout, **options)
+    # A call that keeps one CTA per key block whatever the setting (deterministic mode) still matches.
+    monkeypatch.setenv("FLASHGEN_BWD_PERSISTENT", "on")
+    if not spec.dropout:
+        got = list(flashgen_grads(q, k, v, dout, deterministic=True, **options)[1:4])
+        assert_grads_close(got + [None], q, k, v, dout, **options)
+
+
 @pytest.mark.parametrize("spec", [s for s in SAMPLE if s.head_dim_qk == s.head_dim_v], ids=lambda s: s.name)
 def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
     """A backward call of an earlier call's signature (shapes, strides, dtypes, options) copies its

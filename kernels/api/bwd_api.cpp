@@ -60,13 +60,14 @@ flashgen_status_t validate_gradients(const flashgen_bwd_args_t& a) {
   return FLASHGEN_STATUS_OK;
 }
 
-// The Hopper keys-split backward's tail split (common/bwd_tail_split.h) for a call: fixed
-// lengths and no mask that shortens key blocks (every CTA equally long), the default
-// (non-deterministic) mode, where the sums' order may follow the pieces' finishing order.
-// FLASHGEN_BWD_TAIL_SPLIT (tuning knobs): off keeps whole key blocks; an integer N >= 2 cuts the
-// partial last wave's blocks into N pieces each instead of the model's plan. Sets params.tail and
-// params.tail_zero_bytes.
-flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams& p) {
+// The Hopper keys-split backward's grid for a call whose key blocks are all equally long (fixed
+// lengths, no mask that shortens blocks) in the default (non-deterministic) mode, where the sums'
+// order may follow the pieces' finishing order: the tail split (common/bwd_tail_split.h) and the
+// persistent grid (sm90_bwd_launch.hpp). Tuning knobs: FLASHGEN_BWD_TAIL_SPLIT=off keeps whole
+// key blocks, an integer N >= 2 cuts the partial last wave's blocks into N pieces each instead of
+// the model's plan; FLASHGEN_BWD_PERSISTENT=off keeps one CTA per key block (auto, the default,
+// and on: persistent). Sets params.tail, params.grid_zero_bytes and params.persistent.
+flashgen_status_t plan_bwd_grid(const KernelEntry& entry, int num_sms, BwdParams& p) {
   const char* env = std::getenv("FLASHGEN_BWD_TAIL_SPLIT");
   bool off = false;
   int forced_pieces = 0;
@@ -82,14 +83,27 @@ flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams
                        "FLASHGEN_BWD_TAIL_SPLIT='%s': expected auto, off or a piece count 2..1024", env);
     }
   }
+  const char* persistent_env = std::getenv("FLASHGEN_BWD_PERSISTENT");
+  bool persistent = true;
+  if (persistent_env != nullptr && persistent_env[0] != '\0' && std::strcmp(persistent_env, "auto") != 0 &&
+      std::strcmp(persistent_env, "on") != 0) {
+    if (std::strcmp(persistent_env, "off") != 0) {
+      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_BWD_PERSISTENT='%s': expected auto, on or off",
+                       persistent_env);
+    }
+    persistent = false;
+  }
   p.tail = TailSplit{};
-  p.tail_zero_bytes = 0;
+  p.grid_zero_bytes = 0;
+  p.persistent = false;
   const int qk = p.head_dim_qk, dv = p.head_dim_v;
-  if (off || entry.key.family != KernelFamily::kSm90 || sm90::bwd_split_roles(qk, dv) ||
-      p.cu_seqlens_q != nullptr || entry.key.causal || p.window_left >= 0 || p.window_right >= 0 ||
-      p.deterministic) {
+  if (entry.key.family != KernelFamily::kSm90 || sm90::bwd_split_roles(qk, dv) || p.cu_seqlens_q != nullptr ||
+      entry.key.causal || p.window_left >= 0 || p.window_right >= 0 || p.deterministic) {
     return FLASHGEN_STATUS_OK;
   }
+  p.persistent = persistent;
+  if (persistent) { p.grid_zero_bytes = 16; }  // the item counter (more below with a tail split)
+  if (off) { return FLASHGEN_STATUS_OK; }
   const int block_m = sm90::bwd_block_m(qk, dv), block_n = sm90::bwd_block_n(qk, dv);
   const int64_t ctas = int64_t((p.seqlen_k + block_n - 1) / block_n) * p.num_heads_kv * p.batch;
   const int64_t steps = int64_t((p.seqlen_q + block_m - 1) / block_m) * p.group_size;
@@ -102,7 +116,7 @@ flashgen_status_t plan_bwd_tail(const KernelEntry& entry, int num_sms, BwdParams
   }
   if (p.tail.blocks > 0) {
     const int64_t counters = (int64_t(p.tail.blocks) + 3) / 4 * 4;  // whole 16-byte chunks
-    p.tail_zero_bytes = (int64_t(p.tail.blocks) * 2 * block_n * qk + counters) * int64_t(sizeof(float));
+    p.grid_zero_bytes += (int64_t(p.tail.blocks) * 2 * block_n * qk + counters) * int64_t(sizeof(float));
   }
   return FLASHGEN_STATUS_OK;
 }
@@ -193,10 +207,10 @@ flashgen_status_t make_bwd_plan(const flashgen_bwd_args_t* args, BwdPlan* plan) 
   // Only the sm80 kernels keep dq_accum in per-block tiles that need the padding rows.
   const bool padded = plan->entry->key.family == KernelFamily::kSm80;
   p.dq_accum_rows = int64_t(p.total_q) + (padded ? int64_t(p.batch) * kDqAccumPadRows : 0);
-  status = plan_bwd_tail(*plan->entry, device.num_sms, p);
+  status = plan_bwd_grid(*plan->entry, device.num_sms, p);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   plan->accum_bytes =
-      align_up(size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float) + size_t(p.tail_zero_bytes));
+      align_up(size_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * sizeof(float) + size_t(p.grid_zero_bytes));
   plan->d_bytes = align_up(size_t(p.num_heads_q) * p.total_q * sizeof(float));
   plan->semaphore_bytes = p.deterministic ? align_up(size_t(p.batch) * p.num_heads_q * p.num_m_blocks * sizeof(int)) : 0;
   return FLASHGEN_STATUS_OK;
@@ -238,10 +252,16 @@ flashgen_status_t flashgen_bwd(const flashgen_bwd_args_t* args, cudaStream_t str
   }
   char* workspace = static_cast<char*>(args->workspace);
   p.dq_accum = reinterpret_cast<float*>(workspace);
-  if (p.tail.blocks > 0) {  // plan_bwd_tail's slots, then its counters, right after dq_accum
+  // plan_bwd_grid's zeroed workspace right after dq_accum: the tail slots, their counters, the
+  // persistent grid's item counter (its last 16 bytes).
+  float* grid_workspace = p.dq_accum + int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim;
+  if (p.tail.blocks > 0) {
     const int64_t slot_floats = 2 * int64_t(sm90::bwd_block_n(p.head_dim_qk, p.head_dim_v)) * p.head_dim_qk;
-    p.tail_accum = p.dq_accum + int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim;
+    p.tail_accum = grid_workspace;
     p.tail_counters = reinterpret_cast<int*>(p.tail_accum + p.tail.blocks * slot_floats);
+  }
+  if (p.persistent) {
+    p.item_counter = reinterpret_cast<int*>(reinterpret_cast<char*>(grid_workspace) + p.grid_zero_bytes - 16);
   }
   p.softmax_d = reinterpret_cast<float*>(workspace + plan.accum_bytes);
   p.dq_semaphore = p.deterministic ? reinterpret_cast<int*>(workspace + plan.accum_bytes + plan.d_bytes) : nullptr;

@@ -143,7 +143,7 @@ RowAddress row_address(const BwdParams& p, int64_t batch_stride, int64_t row_str
 }
 
 // dq_accum's size: whole 16-byte chunks (dq_accum_dim is a multiple of 8). The tail split's
-// workspace follows it (BwdParams::tail_zero_bytes, also whole chunks) and is zeroed with it.
+// workspace follows it (BwdParams::grid_zero_bytes, also whole chunks) and is zeroed with it.
 int64_t accum_bytes(const BwdParams& p) {
   return int64_t(p.dq_accum_rows) * p.num_heads_q * p.dq_accum_dim * int64_t(sizeof(float));
 }
@@ -158,7 +158,7 @@ void launch_softmax_d(const BwdParams& p, cudaStream_t stream) {
       row_address(p, p.dout_batch_stride, p.dout_row_stride, p.dout_head_stride),
       row_address(p, p.out_batch_stride, p.out_row_stride, p.out_head_stride), p.total_q, p.num_heads_q,
       p.head_dim_v, p.softmax_d, reinterpret_cast<float4*>(p.dq_accum),
-      (accum_bytes(p) + p.tail_zero_bytes) / int64_t(sizeof(float4)));
+      (accum_bytes(p) + p.grid_zero_bytes) / int64_t(sizeof(float4)));
 }
 
 template <class T>
@@ -170,7 +170,7 @@ flashgen_status_t preprocess(const BwdParams& p, cudaStream_t stream) {
     }
   }
   if (int64_t(p.total_q) * p.num_heads_q == 0) {  // no rows: the kernel below would not launch
-    if (cudaMemsetAsync(p.dq_accum, 0, size_t(accum_bytes(p) + p.tail_zero_bytes), stream) != cudaSuccess) {
+    if (cudaMemsetAsync(p.dq_accum, 0, size_t(accum_bytes(p) + p.grid_zero_bytes), stream) != cudaSuccess) {
       return check_launch("dq_accum memset");
     }
     return FLASHGEN_STATUS_OK;

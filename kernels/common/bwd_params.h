@@ -53,13 +53,18 @@ struct BwdParams : FwdParams {
   // entry), KV head fastest, per_unit the key blocks of the longest sequence.
   SectionedOrder key_order;
   // Hopper keys-split backward: the last key blocks of key_order run as several CTAs each
-  // (common/bwd_tail_split.h; tail.blocks == 0: none). Their workspace, right after dq_accum's
-  // bytes and zeroed with them by the preprocess (tail_zero_bytes): per split block a slot of
-  // 2 * block_n * head_dim floats (dK's sum, then dV's) and a counter of finished pieces.
+  // (common/bwd_tail_split.h; tail.blocks == 0: none), and a persistent grid of one CTA per SM
+  // may run the blocks (and pieces) in turn (sm90_bwd_launch.hpp; the plan sets `persistent`
+  // where every block is equally long), each CTA taking its next one from item_counter. Their
+  // workspace, right after dq_accum's bytes and zeroed with them by the preprocess
+  // (grid_zero_bytes): per split block a slot of 2 * block_n * head_dim floats (dK's sum, then
+  // dV's), a counter of finished pieces per split block, then (persistent) the item counter.
   TailSplit tail;
   float* tail_accum = nullptr;
   int* tail_counters = nullptr;
-  int64_t tail_zero_bytes = 0;
+  bool persistent = false;
+  int* item_counter = nullptr;
+  int64_t grid_zero_bytes = 0;
 };
 
 // Sets params.key_order for key blocks of block_n keys (block_m queries a step) and returns the

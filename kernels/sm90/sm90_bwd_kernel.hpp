@@ -116,19 +116,139 @@ struct BwdKernelParams {
   typename Traits::TmadQ tma_dq;  // kDqTma only
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
+  // Work items: the key blocks of key_order, the tail split's pieces in place of its blocks
+  // (params.tail.grid()). A grid smaller than num_items is persistent (Traits::kPersistent only).
+  int32_t num_items;
 };
 
-// The steps of one CTA: the (query head of the GQA group, query block) pairs that see its keys,
-// or a tail-split piece's range of them (from `first`).
+// The steps of one work item: the (query head of the GQA group, query block) pairs that see its
+// keys, or a tail-split piece's range of them (from `first`). `base` counts the CTA's steps
+// before the item: the stage ring, the LSE / D buffers and the dQ tiles run on across items, so
+// their slots and phases follow the CTA's step count (`base + step`).
 struct BwdSteps {
   int m_lo;
   int m_count;
   int count;
   int head0;
   int first;
+  int base;
   CUTE_DEVICE int head(int step) const { return head0 + (first + step) / m_count; }
   CUTE_DEVICE int block(int step) const { return m_lo + (first + step) % m_count; }
 };
+
+// One work item of a CTA: a key block (or a tail piece of one) and its steps. `ordinal` counts
+// the CTA's earlier items with keys: K and V's barriers change phase once per item.
+template <class Traits, class Mask>
+struct BwdItem {
+  TailPiece piece;
+  sm80::KeyBlockTile tile;
+  SeqInfo seq;
+  Mask mask;
+  BwdSteps steps;
+  int ordinal;
+
+  CUTE_DEVICE BwdItem(BwdParams const& params, sm80::DqOrder const& dq_order, int index)
+      : piece(tail_piece(index, params.tail)),
+        tile(sm80::key_block_tile(params, dq_order, piece.index)),
+        seq(params, tile.batch),
+        mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1) {
+    int m_lo = 0, m_hi = 0;
+    sm80::query_blocks_of_key_block<Traits::kBlockM, Traits::kBlockN>(mask, tile.n_block, m_lo, m_hi);
+    steps.m_lo = m_lo;
+    steps.m_count = max(0, m_hi - m_lo);
+    steps.count = steps.m_count * params.group_size;
+    steps.head0 = tile.head_kv * params.group_size;
+    steps.first = 0;
+    steps.base = 0;
+    if (piece.piece >= 0) {
+      int lo, hi;
+      tail_piece_steps(steps.count, params.tail.pieces, piece.piece, lo, hi);
+      steps.first = lo;
+      steps.count = hi - lo;
+    }
+    ordinal = 0;
+  }
+  // False where the batch entry has fewer key blocks (variable lengths): no work.
+  CUTE_DEVICE bool has_keys() const { return tile.n_block * Traits::kBlockN < seq.seqlen_k; }
+};
+
+// threadIdx.x through an opaque read: the consumers derive every per-thread address and
+// coordinate from it inside their item loop, so that the compiler does not hoist them out of
+// it and keep them alive through the epilogue (which then spilled hundreds of bytes).
+template <class Traits>
+CUTE_DEVICE int thread_index_opaque() {
+  if constexpr (!Traits::kPersistent) { return int(threadIdx.x); }  // one item: nothing to hoist out of
+  int tid;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+  return tid;
+}
+
+// Shared-memory int accesses that stay in program order with the barriers' asm statements
+// (CUTLASS's mbarrier waits do not clobber memory).
+CUTE_DEVICE void st_shared_ordered(int* ptr, int value) {
+  asm volatile("st.shared.b32 [%0], %1;" : : "r"(cute::cast_smem_ptr_to_uint(ptr)), "r"(value) : "memory");
+}
+CUTE_DEVICE int ld_shared_ordered(const int* ptr) {
+  int value;
+  asm volatile("ld.shared.b32 %0, [%1];" : "=r"(value) : "r"(cute::cast_smem_ptr_to_uint(ptr)) : "memory");
+  return value;
+}
+
+// Every other role reads each item index of the ring (item_empty's arrivals): lane 0 of the
+// LSE / D loader and of the dQ writer, and every consumer thread.
+template <class Traits>
+constexpr int kItemReaders = 2 + Traits::kNumMmaThreads;
+
+// Calls f(item) for each of this CTA's items with keys, in order, setting each one's step base
+// and ordinal. One item per CTA (blockIdx.x) unless Traits::kPersistent; then the TMA warp's
+// lane (kPublisher) walks the items, blockIdx.x first and then one at a time from
+// params.item_counter (+ gridDim.x; without the counter, the launch runs one item per CTA), so
+// that SMs that finish early take more, as the hardware's scheduler would, and hands each index
+// to the other roles through a two-slot ring in shared memory (item_index, item_full /
+// item_empty; -1 ends the walk). `reader` says whether the caller counts in item_empty.
+template <class Traits, class Mask, bool kPublisher = false, class F>
+CUTE_DEVICE void for_each_item(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
+                               sm80::DqOrder const& dq_order, BwdItem<Traits, Mask> const* entry, bool reader,
+                               F&& f) {
+  using Barrier = cutlass::arch::ClusterBarrier;
+  using Item = BwdItem<Traits, Mask>;
+  if constexpr (!Traits::kPersistent) {  // one item per CTA, decoded at the kernel's entry (with keys)
+    f(*entry);
+    return;
+  }
+  int base = 0;
+  int index = int(blockIdx.x);  // the publisher's next candidate
+  for (int j = 0;; ++j) {
+    const int slot = j & 1;
+    if constexpr (kPublisher) {
+      auto next = [&] {
+        return kp.bwd.item_counter != nullptr ? atomicAdd(kp.bwd.item_counter, 1) + int(gridDim.x) : kp.num_items;
+      };
+      while (index < kp.num_items && !Item(kp.bwd, dq_order, index).has_keys()) { index = next(); }
+      if (j >= 2) { Barrier::wait(&storage.item_empty[slot], ((j >> 1) & 1) ^ 1); }
+      st_shared_ordered(&storage.item_index[slot], index < kp.num_items ? index : -1);
+      Barrier::arrive(&storage.item_full[slot]);
+      if (index >= kp.num_items) { return; }
+      const int this_index = index;
+      index = next();  // the atomic's latency runs beside this item
+      Item item(kp.bwd, dq_order, this_index);
+      item.steps.base = base;
+      item.ordinal = j;
+      base += item.steps.count;
+      f(static_cast<Item const&>(item));
+    } else {
+      Barrier::wait(&storage.item_full[slot], (j >> 1) & 1);
+      const int this_index = ld_shared_ordered(&storage.item_index[slot]);
+      if (reader) { Barrier::arrive(&storage.item_empty[slot]); }
+      if (this_index < 0) { return; }
+      Item item(kp.bwd, dq_order, this_index);
+      item.steps.base = base;
+      item.ordinal = j;
+      base += item.steps.count;
+      f(static_cast<Item const&>(item));
+    }
+  }
+}
 
 // Stage of a step and the parity of its k-th use of that stage.
 template <int kStages>
@@ -140,13 +260,14 @@ CUTE_DEVICE int phase_of(int step) {
   return (step / kStages) & 1;
 }
 
-// The producer warpgroup: warp 0 issues the TMA loads, warp 1 loads LSE and D, warp 2 sends dQ.
+// The producer warpgroup: warp 0 issues the TMA loads, warp 1 loads LSE and D, warp 2 sends dQ;
+// each over all of the CTA's items.
 template <class Traits, class Mask>
 CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
-                              SeqInfo const& seq, Mask const& mask, BwdSteps const& steps,
-                              sm80::DqOrder const& dq_order, int n_block, int head_kv, int batch) {
+                              sm80::DqOrder const& dq_order, BwdItem<Traits, Mask> const* entry) {
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
+  using Item = BwdItem<Traits, Mask>;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kHeadDim;
@@ -166,132 +287,169 @@ CUTE_DEVICE void bwd_producer(BwdKernelParams<Traits> const& kp, typename Traits
     Tensor mdO = kp.tma_do.get_tma_tensor(make_shape(kp.q_rows, kDimV, params.num_heads_q, kp.q_batches));
     Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDim, params.num_heads_kv, kp.k_batches));
     Tensor mV = kp.tma_v.get_tma_tensor(make_shape(kp.k_rows, kDimV, params.num_heads_kv, kp.k_batches));
-    const int q_row0 = varlen ? seq.row_base : 0;
-    const int q_batch = varlen ? 0 : batch;
-    Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
-                           Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-    Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
-                           Shape<Int<kBlockN>, Int<kDimV>>{}, make_coord(n_block, _0{}));
-    auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-    auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-    FullBarrier::arrive_and_expect_tx(&storage.kv_full, Traits::kKBytes + Traits::kVBytes);
-    copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
-    copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
-    for (int step = 0; step < steps.count; ++step) {
-      const int stage = stage_of<kStages>(step);
-      if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(step) ^ 1); }
-      const int h = steps.head(step);
-      Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
-                             Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(steps.block(step), _0{}));
-      Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
-                              Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(steps.block(step), _0{}));
-      auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-      auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-      FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], Traits::kQBytes + Traits::kdOBytes);
-      copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, Traits::q_slot(stage)));
-      copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, Traits::do_slot(stage)));
-    }
+    for_each_item<Traits, Mask, /*kPublisher=*/true>(kp, storage, dq_order, entry, false, [&](Item const& item)
+                                                     __attribute__((always_inline)) {
+      SeqInfo const& seq = item.seq;
+      BwdSteps const& steps = item.steps;
+      const int q_row0 = varlen ? seq.row_base : 0;
+      const int q_batch = varlen ? 0 : item.tile.batch;
+      const int n_block = item.tile.n_block, head_kv = item.tile.head_kv;
+      Tensor gK = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mK(_, _, head_kv, seq.kv_batch)),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+      Tensor gV = local_tile(domain_offset(make_coord(seq.key_row_base, _0{}), mV(_, _, head_kv, seq.kv_batch)),
+                             Shape<Int<kBlockN>, Int<kDimV>>{}, make_coord(n_block, _0{}));
+      auto k_part = tma_partition(kp.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto v_part = tma_partition(kp.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+      auto load_step = [&](int step) __attribute__((always_inline)) {
+        const int g = steps.base + step;
+        const int stage = stage_of<kStages>(g);
+        if (g >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(g) ^ 1); }
+        const int h = steps.head(step);
+        Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, h, q_batch)),
+                               Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(steps.block(step), _0{}));
+        Tensor gdO = local_tile(domain_offset(make_coord(q_row0, _0{}), mdO(_, _, h, q_batch)),
+                                Shape<Int<kBlockM>, Int<kDimV>>{}, make_coord(steps.block(step), _0{}));
+        auto q_part = tma_partition(kp.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        auto do_part = tma_partition(kp.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+        FullBarrier::arrive_and_expect_tx(&storage.qdo_full[stage], Traits::kQBytes + Traits::kdOBytes);
+        copy(kp.tma_q.with(storage.qdo_full[stage]), get<0>(q_part), get<1>(q_part)(_, Traits::q_slot(stage)));
+        copy(kp.tma_do.with(storage.qdo_full[stage]), get<0>(do_part), get<1>(do_part)(_, Traits::do_slot(stage)));
+      };
+      // A later item's K and V once the consumers' products of the previous one no longer read
+      // the tiles (they arrive on kv_empty before their epilogue, which then runs beside this
+      // load). (Issuing the item's first Q / dO loads ahead of this wait measured -0.5-1%.)
+      if (item.ordinal > 0) { EmptyBarrier::wait(&storage.kv_empty, (item.ordinal - 1) & 1); }
+      FullBarrier::arrive_and_expect_tx(&storage.kv_full, Traits::kKBytes + Traits::kVBytes);
+      copy(kp.tma_k.with(storage.kv_full), get<0>(k_part), get<1>(k_part));
+      copy(kp.tma_v.with(storage.kv_full), get<0>(v_part), get<1>(v_part));
+      for (int step = 0; step < steps.count; ++step) { load_step(step); }
+    });
   } else if (warp_idx == 1) {
     // LSE (log2 units; +inf past the end, so P is 0 there) and D of each step's rows.
-    for (int step = 0; step < steps.count; ++step) {
-      const int stage = stage_of<kStages>(step);
-      if (step >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(step) ^ 1); }
-      const int h = steps.head(step);
-      const float* lse = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
-      const float* dsum = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
-      CUTE_UNROLL
-      for (int row = lane; row < kBlockM; row += 32) {
-        const int q = steps.block(step) * kBlockM + row;
-        const bool in = q < seq.seqlen_q;
-        storage.lse_log2[stage][row] = in ? lse[q] * float(M_LOG2E) : INFINITY;
-        storage.dsum[stage][row] = in ? dsum[q] : 0.f;
+    for_each_item<Traits, Mask>(kp, storage, dq_order, entry, lane == 0, [&](Item const& item)
+                                                                     __attribute__((always_inline)) {
+      SeqInfo const& seq = item.seq;
+      BwdSteps const& steps = item.steps;
+      for (int step = 0; step < steps.count; ++step) {
+        const int g = steps.base + step;
+        const int stage = stage_of<kStages>(g);
+        if (g >= kStages) { EmptyBarrier::wait(&storage.qdo_empty[stage], phase_of<kStages>(g) ^ 1); }
+        const int h = steps.head(step);
+        const float* lse = params.lse + seq.lse_offset + int64_t(h) * params.lse_head_stride;
+        const float* dsum = params.softmax_d + int64_t(h) * params.total_q + seq.row_base;
+        CUTE_UNROLL
+        for (int row = lane; row < kBlockM; row += 32) {
+          const int q = steps.block(step) * kBlockM + row;
+          const bool in = q < seq.seqlen_q;
+          storage.lse_log2[stage][row] = in ? lse[q] * float(M_LOG2E) : INFINITY;
+          storage.dsum[stage][row] = in ? dsum[q] : 0.f;
+        }
+        FullBarrier::arrive(&storage.qdo_full[stage]);
       }
-      FullBarrier::arrive(&storage.qdo_full[stage]);
-    }
+    });
   } else if (warp_idx == 2 && Traits::kDqTma) {
     // dQ writer, TMA tiles: one TMA reduce-add of each step's fp32 tile (rows past the sequence
     // carry exact zeros: their P and dS are 0). In-stage tiles (head dim 256): the stage goes
     // back to the loaders once its tile has been read. Two tiles (kDqDouble): a tile goes back
-    // to the consumers once the next step's reduce-add is issued and its own has been read.
+    // to the consumers once the next step's reduce-add is issued and its own has been read; at
+    // an item's end both tiles are (dq_drained), for the consumers' dK / dV.
     // Deterministic mode: released once the adds are done, in DqOrder's order.
     static_assert(kStages == 2 || !Traits::kDqDouble);
     Tensor mdQ = kp.tma_dq.get_tma_tensor(make_shape(max(1, params.total_q), kDim, params.num_heads_q));
-    for (int step = 0; step < steps.count; ++step) {
-      const int stage = stage_of<kStages>(step);  // kDqDouble: the tile too
-      EmptyBarrier::wait(&storage.dq_full[stage], phase_of<kStages>(step));
-      const int m = steps.block(step);
-      const int h = steps.head(step);
-      if (lane == 0) {
+    for_each_item<Traits, Mask>(kp, storage, dq_order, entry, lane == 0, [&](Item const& item)
+                                                                     __attribute__((always_inline)) {
+      SeqInfo const& seq = item.seq;
+      BwdSteps const& steps = item.steps;
+      for (int step = 0; step < steps.count; ++step) {
+        const int g = steps.base + step;
+        const int stage = stage_of<kStages>(g);  // kDqDouble: the tile too
+        EmptyBarrier::wait(&storage.dq_full[stage], phase_of<kStages>(g));
+        const int m = steps.block(step);
+        const int h = steps.head(step);
+        if (lane == 0) {
+          int* semaphore = nullptr;
+          if (params.deterministic) {
+            semaphore = sm80::DqOrder::counter(params, item.tile.batch, h, m);
+            dq_order.wait_turn(semaphore, item.mask, m, item.tile.n_block);
+            __threadfence();
+            fence_proxy_async_global();
+          }
+          float* tile = Traits::kDqInStage ? Traits::dq_stage_tile(storage, stage) : Traits::dq_buffer(storage, stage);
+          Tensor sdQ = make_tensor(make_smem_ptr(tile), typename Traits::SmemLayoutdQ{});
+          Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
+                                  Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
+          auto dq_thr = kp.tma_dq.get_slice(_0{});
+          copy(kp.tma_dq, dq_thr.partition_S(sdQ), dq_thr.partition_D(gdQ));
+          tma_store_arrive();
+          if (params.deterministic) {
+            bulk_wait_all();  // the adds are done in global memory, not just read from shared
+            fence_proxy_async_global();
+            __threadfence();
+            atomicAdd(semaphore, 1);
+            EmptyBarrier::arrive(Traits::kDqInStage ? &storage.qdo_empty[stage] : &storage.dq_empty[stage]);
+          } else if constexpr (Traits::kDqInStage) {
+            tma_store_wait<0>();  // the tile has been read: the stage may be loaded again
+            EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+          } else {
+            tma_store_wait<1>();  // the previous step's tile has been read
+            if (g > 0) { EmptyBarrier::arrive(&storage.dq_empty[stage ^ 1]); }
+          }
+        }
+        __syncwarp();
+      }
+      if constexpr (Traits::kPersistent) {
+        if (lane == 0) {
+          tma_store_wait<0>();  // the item's last tile has been read: both tiles are free
+          EmptyBarrier::arrive(&storage.dq_drained);
+        }
+        __syncwarp();
+      }
+    });
+    if (lane == 0) { tma_store_wait<0>(); }  // the last tile is read before the CTA may exit
+  } else if (warp_idx == 2) {
+    // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
+    const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
+    for_each_item<Traits, Mask>(kp, storage, dq_order, entry, lane == 0, [&](Item const& item)
+                                                                     __attribute__((always_inline)) {
+      SeqInfo const& seq = item.seq;
+      BwdSteps const& steps = item.steps;
+      float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
+      for (int step = 0; step < steps.count; ++step) {
+        barrier_arrive_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqEmpty);
+        barrier_sync_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqFull);
+        const int m = steps.block(step);
+        const int query0 = m * kBlockM;
+        const int h = steps.head(step);
+        // Deterministic mode: the key blocks that see query block m add their dQ parts in
+        // sm80::DqOrder's order behind a counter.
         int* semaphore = nullptr;
         if (params.deterministic) {
-          semaphore = sm80::DqOrder::counter(params, batch, h, m);
-          dq_order.wait_turn(semaphore, mask, m, n_block);
+          semaphore = sm80::DqOrder::counter(params, item.tile.batch, h, m);
+          if (lane == 0) { dq_order.wait_turn(semaphore, item.mask, m, item.tile.n_block); }
+          __syncwarp();
           __threadfence();
           fence_proxy_async_global();
         }
-        float* tile = Traits::kDqInStage ? Traits::dq_stage_tile(storage, stage) : Traits::dq_buffer(storage, stage);
-        Tensor sdQ = make_tensor(make_smem_ptr(tile), typename Traits::SmemLayoutdQ{});
-        Tensor gdQ = local_tile(domain_offset(make_coord(seq.row_base, _0{}), mdQ(_, _, h)),
-                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m, _0{}));
-        auto dq_thr = kp.tma_dq.get_slice(_0{});
-        copy(kp.tma_dq, dq_thr.partition_S(sdQ), dq_thr.partition_D(gdQ));
+        float* dq_head = dq_rows + int64_t(h) * params.dq_accum_dim;
+        CUTE_UNROLL
+        for (int row = lane; row < kBlockM; row += 32) {
+          if (query0 + row < seq.seqlen_q) {
+            bulk_reduce_add_f32(dq_head + (query0 + row) * dq_row_stride, &storage.dq[row * Traits::kDQRowFloats],
+                                kDim * int(sizeof(float)));
+          }
+        }
         tma_store_arrive();
         if (params.deterministic) {
           bulk_wait_all();  // the adds are done in global memory, not just read from shared
           fence_proxy_async_global();
           __threadfence();
-          atomicAdd(semaphore, 1);
-          EmptyBarrier::arrive(Traits::kDqInStage ? &storage.qdo_empty[stage] : &storage.dq_empty[stage]);
-        } else if constexpr (Traits::kDqInStage) {
-          tma_store_wait<0>();  // the tile has been read: the stage may be loaded again
-          EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+          __syncwarp();
+          if (lane == 0) { atomicAdd(semaphore, 1); }
         } else {
-          tma_store_wait<1>();  // the previous step's tile has been read
-          if (step > 0) { EmptyBarrier::arrive(&storage.dq_empty[stage ^ 1]); }
+          tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
         }
       }
-      __syncwarp();
-    }
-    if (lane == 0) { tma_store_wait<0>(); }  // the last tile is read before the CTA may exit
-  } else if (warp_idx == 2) {
-    // dQ writer: one bulk reduce-add per valid row of each step's shared fp32 tile.
-    const int64_t dq_row_stride = int64_t(params.num_heads_q) * params.dq_accum_dim;
-    float* dq_rows = params.dq_accum + int64_t(seq.row_base) * dq_row_stride;
-    for (int step = 0; step < steps.count; ++step) {
-      barrier_arrive_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqEmpty);
-      barrier_sync_any(Traits::kNumMmaThreads + 32, BwdBarrier::kDqFull);
-      const int m = steps.block(step);
-      const int query0 = m * kBlockM;
-      const int h = steps.head(step);
-      // Deterministic mode: the key blocks that see query block m add their dQ parts in
-      // sm80::DqOrder's order behind a counter.
-      int* semaphore = nullptr;
-      if (params.deterministic) {
-        semaphore = sm80::DqOrder::counter(params, batch, h, m);
-        if (lane == 0) { dq_order.wait_turn(semaphore, mask, m, n_block); }
-        __syncwarp();
-        __threadfence();
-        fence_proxy_async_global();
-      }
-      float* dq_head = dq_rows + int64_t(h) * params.dq_accum_dim;
-      CUTE_UNROLL
-      for (int row = lane; row < kBlockM; row += 32) {
-        if (query0 + row < seq.seqlen_q) {
-          bulk_reduce_add_f32(dq_head + (query0 + row) * dq_row_stride, &storage.dq[row * Traits::kDQRowFloats],
-                              kDim * int(sizeof(float)));
-        }
-      }
-      tma_store_arrive();
-      if (params.deterministic) {
-        bulk_wait_all();  // the adds are done in global memory, not just read from shared
-        fence_proxy_async_global();
-        __threadfence();
-        __syncwarp();
-        if (lane == 0) { atomicAdd(semaphore, 1); }
-      } else {
-        tma_store_wait<0>();  // the tile has been read: the consumers may write the next one
-      }
-    }
+    });
   }
 }
 
@@ -349,11 +507,18 @@ CUTE_DEVICE void stage_dq_swizzled(Acc const& acc_dq, float* tile, int tid) {
 
 // kDqDouble: the consumers' dQ of step `step` into tile step % 2, once the writer has read that
 // tile's previous contents (step - 2), then handed to the writer's TMA reduce-add.
+// kDqDouble: waits until dQ tile step % 2 is free for step `step`'s dQ (the writer has read what
+// step - 2 left there).
+template <class Traits>
+CUTE_DEVICE void wait_dq_tile(typename Traits::SharedStorage& storage, int step) {
+  if (step >= 2) { cutlass::arch::ClusterBarrier::wait(&storage.dq_empty[step & 1], ((step >> 1) - 1) & 1); }
+}
+
 template <class Traits, class Acc>
 CUTE_DEVICE void hand_dq_to_tma_writer(typename Traits::SharedStorage& storage, Acc const& acc_dq, int step, int tid) {
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
   const int b = step & 1;
-  if (step >= 2) { EmptyBarrier::wait(&storage.dq_empty[b], ((step >> 1) - 1) & 1); }
+  wait_dq_tile<Traits>(storage, step);
   stage_dq_swizzled<Traits>(acc_dq, Traits::dq_buffer(storage, b), tid);
   cutlass::arch::fence_view_async_shared();
   EmptyBarrier::arrive(&storage.dq_full[b]);
@@ -535,8 +700,7 @@ CUTE_DEVICE bool sum_tail_pieces(BwdParams const& params, typename Traits::Share
 // Keys split: each consumer warpgroup owns 64 keys and computes all five products for them.
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
 CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
-                                    SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block,
-                                    int head_kv, int batch, TailPiece const& piece) {
+                                    sm80::DqOrder const& dq_order, BwdItem<Traits, Mask> const* entry) {
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
@@ -547,240 +711,285 @@ CUTE_DEVICE void consume_keys_split(BwdKernelParams<Traits> const& kp, typename 
   constexpr int kStages = Traits::kStages;
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
   BwdParams const& params = kp.bwd;
-  const int tid = threadIdx.x - 128;
-  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
-  Tensor sdO = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdO{});  // (M, d, stages)
-  Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
-  Tensor sdOt = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdOt{});
-  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
-  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});      // (N, d)
-  Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
-  Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});   // (M, N, 2)
-  Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{}); // (N, M, 2)
+  for_each_item<Traits, Mask>(kp, storage, dq_order, entry, true, [&](BwdItem<Traits, Mask> const& item)
+                                                                   __attribute__((always_inline)) {
+    const int tid = thread_index_opaque<Traits>() - 128;  // per item: see thread_index_opaque
+    Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});     // (M, d, stages)
+    // (M, d, stages)
+    Tensor sdO = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdO{});
+    Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});    // (d, M, stages)
+    Tensor sdOt = make_tensor(make_smem_ptr(Traits::dout_smem(storage)), typename Traits::SmemLayoutdOt{});
+    Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});      // (N, d)
+    Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});      // (N, d)
+    Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});    // (d, N)
+    Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});   // (M, N, 2)
+    Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{}); // (N, M, 2)
 
-  typename Traits::TiledMmaS mma_sdp;
-  typename Traits::TiledMmadV mma_dkv;
-  typename Traits::TiledMmadQ mma_dq;
-  auto thr_sdp = mma_sdp.get_thread_slice(tid);
-  auto thr_dkv = mma_dkv.get_thread_slice(tid);
-  auto thr_dq = mma_dq.get_thread_slice(tid);
-  Tensor tSrK = thr_sdp.partition_fragment_A(sK);     // S^T's A: K
-  Tensor tSrQ = thr_sdp.partition_fragment_B(sQ);     // S^T's B: Q, per stage
-  Tensor tdPrV = thr_sdp.partition_fragment_A(sV);    // dP^T's A: V
-  Tensor tdPrdO = thr_sdp.partition_fragment_B(sdO);  // dP^T's B: dO, per stage
-  Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt);  // dV's B: dO^T, per stage
-  Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt);    // dK's B: Q^T, per stage
-  Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);     // per dS buffer
-  Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
+    typename Traits::TiledMmaS mma_sdp;
+    typename Traits::TiledMmadV mma_dkv;
+    typename Traits::TiledMmadQ mma_dq;
+    auto thr_sdp = mma_sdp.get_thread_slice(tid);
+    auto thr_dkv = mma_dkv.get_thread_slice(tid);
+    auto thr_dq = mma_dq.get_thread_slice(tid);
+    Tensor tSrK = thr_sdp.partition_fragment_A(sK);     // S^T's A: K
+    Tensor tSrQ = thr_sdp.partition_fragment_B(sQ);     // S^T's B: Q, per stage
+    Tensor tdPrV = thr_sdp.partition_fragment_A(sV);    // dP^T's A: V
+    Tensor tdPrdO = thr_sdp.partition_fragment_B(sdO);  // dP^T's B: dO, per stage
+    Tensor tdVrdOt = thr_dkv.partition_fragment_B(sdOt);  // dV's B: dO^T, per stage
+    Tensor tdKrQt = thr_dkv.partition_fragment_B(sQt);    // dK's B: Q^T, per stage
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);     // per dS buffer
+    Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
 
-  Tensor acc_dk = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kDim>>{});
-  Tensor acc_dv = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kDim>>{});
-  clear(acc_dk);
-  clear(acc_dv);
-  // (keys, queries) coordinates of this thread's S^T elements.
-  Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
-  Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
-  using SFragment = decltype(partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{}));
-  Tensor tP = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
-  Tensor tdS = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
-  constexpr int kCols = decltype(size<1>(acc_layout_rowcol(SFragment{}.layout())))::value;
-  // stmatrix.trans: dS^T's 8 x 8 blocks land transposed, keys contiguous as sdS wants them.
-  auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_sdp);
-  auto smem_thr_copy_ds = smem_copy_ds.get_thread_slice(tid);
-  Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);  // (CPY, CPY_N, CPY_M, 2)
-  Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+    Tensor acc_dk = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kDim>>{});
+    Tensor acc_dv = partition_fragment_C(mma_dkv, Shape<Int<kBlockN>, Int<kDim>>{});
+    // (keys, queries) coordinates of this thread's S^T elements.
+    Tensor tScS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
+    Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
+    using SFragment = decltype(partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{}));
+    Tensor tP = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
+    Tensor tdS = make_tensor<Element>(acc_layout_as_a_operand(SFragment{}.layout()));
+    constexpr int kCols = decltype(size<1>(acc_layout_rowcol(SFragment{}.layout())))::value;
+    // stmatrix.trans: dS^T's 8 x 8 blocks land transposed, keys contiguous as sdS wants them.
+    auto smem_copy_ds = make_tiled_copy_C(Copy_Atom<SM90_U16x8_STSM_T, Element>{}, mma_sdp);
+    auto smem_thr_copy_ds = smem_copy_ds.get_thread_slice(tid);
+    Tensor tdSsdS = smem_thr_copy_ds.partition_D(sdSt);  // (CPY, CPY_N, CPY_M, 2)
+    Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
 
-  // The exponent's factor on the (capped) score: softmax_scale, or softcap with a cap.
-  const float scale_log2 = params.logit_scale_log2;
-  const int key0 = n_block * kBlockN;
-  const int diag_shift = seq.seqlen_k - seq.seqlen_q;
-  FullBarrier::wait(&storage.kv_full, 0);
+    // The exponent's factor on the (capped) score: softmax_scale, or softcap with a cap.
+    const float scale_log2 = params.logit_scale_log2;
 
-  // dQ = dS K of step s, and its hand-over to the writer warp. With two dQ tiles (kPipelineDq)
-  // step s's product is issued at the start of step s + 1, ahead of that step's S^T, and handed
-  // over while S^T runs, so the tensor cores are not idle during the hand-over; every wgmma group
-  // still completes within its loop iteration (ptxas serializes the kernel's wgmmas when a group
-  // is in flight across the back edge). Otherwise at the end of step s itself.
-  constexpr bool kPipelineDq = Traits::kDqDouble && !kHasSoftcap && !kHasAlibi && !kHasDropout;  // (they spill)
-  Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
-  auto issue_dq = [&](int s) __attribute__((always_inline)) {
-    Tensor tdQrdS_buf = tdQrdS(_, _, _, s & 1);
-    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
-  };
-  auto hand_dq = [&](int s) __attribute__((always_inline)) {
-    warpgroup_fence_operand(acc_dq);
-    if constexpr (Traits::kDqDouble) {
-      hand_dq_to_tma_writer<Traits>(storage, acc_dq, s, tid);
-    } else {
-      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
-    }
-  };
-
-  for (int step = 0; step < steps.count; ++step) {
-    const int stage = stage_of<kStages>(step);
-    const int buf = step & 1;
-    const int query0 = steps.block(step) * kBlockM;
-    [[maybe_unused]] const uint64_t keep_bits =
-        step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
-    if constexpr (kPipelineDq) { issue_dq(step - 1); }  // step 0: an unused product of stale dS
-    FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
-    Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
-    Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
-    wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, Traits::q_slot(stage)), acc_s);
-    if constexpr (kPipelineDq) {
-      warpgroup_wait<1>();  // the previous step's dQ; S^T may run
-      if (step > 0) { hand_dq(step - 1); }
-    }
-    wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, Traits::do_slot(stage)), acc_dp);
-    Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
-    Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
-    if constexpr (kHasSoftcap || kHasAlibi || kHasDropout) {
-      // Logit transforms and dropout: one pass over S^T and dP^T once both products are done,
-      // so that the softcap's derivative 1 - tanh^2 needs no register array of its own.
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_s);
-      warpgroup_fence_operand(acc_dp);
-      [[maybe_unused]] float raw_slope = 0.f;
-      if constexpr (kHasAlibi) {
-        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
+    // dQ = dS K of step s, and its hand-over to the writer warp. With two dQ tiles (kPipelineDq)
+    // step s's product is issued at the start of step s + 1, ahead of that step's S^T, and handed
+    // over while S^T runs, so the tensor cores are not idle during the hand-over; every wgmma group
+    // still completes within its loop iteration (ptxas serializes the kernel's wgmmas when a group
+    // is in flight across the back edge). Otherwise at the end of step s itself.
+    constexpr bool kPipelineDq = Traits::kDqDouble && !kHasSoftcap && !kHasAlibi && !kHasDropout;  // (they spill)
+    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+    auto issue_dq = [&](int s) __attribute__((always_inline)) {
+      Tensor tdQrdS_buf = tdQrdS(_, _, _, s & 1);
+      wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
+    };
+    auto hand_dq = [&](int s) __attribute__((always_inline)) {
+      warpgroup_fence_operand(acc_dq);
+      if constexpr (Traits::kDqDouble) {
+        hand_dq_to_tma_writer<Traits>(storage, acc_dq, s, tid);
+      } else {
+        hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
       }
+    };
 
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; ++c) {
-        const int col = get<1>(tScS_rc(0, c));
-        const float lse_log2 = storage.lse_log2[stage][col];
-        const float d = storage.dsum[stage][col];
-        const int diag = query0 + col + diag_shift;  // the query's aligned key
-        CUTE_UNROLL
-        for (int r = 0; r < size<0>(s); ++r) {
-          const int key = key0 + get<0>(tScS_rc(r, c));
-          float x = s(r, c);
-          float dcap = 1.f;
-          if constexpr (kHasSoftcap) {
-            x = fast_tanh(x * params.softcap_prescale);
-            dcap = 1.f - x * x;
-          }
-          if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
-          const float p = key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
-          float dp_eff = dp(r, c);
-          if constexpr (kHasDropout) {
-            // Kept elements: P unscaled into dV (scaled once at the end), dP scaled; dropped: 0.
-            const bool keep = (keep_bits >> (r * kCols + c)) & 1;
-            dp_eff = keep ? dp_eff * params.dropout_scale : 0.f;
-            s(r, c) = keep ? p : 0.f;
-          } else {
-            s(r, c) = p;
-          }
-          dp(r, c) = p * (dp_eff - d) * dcap;
+    SeqInfo const& seq = item.seq;
+    Mask const& mask = item.mask;
+    BwdSteps const& steps = item.steps;
+    const int batch = item.tile.batch;
+    const int key0 = item.tile.n_block * kBlockN;
+    const int diag_shift = seq.seqlen_k - seq.seqlen_q;
+    clear(acc_dk);
+    clear(acc_dv);
+    FullBarrier::wait(&storage.kv_full, item.ordinal & 1);
+
+    for (int step = 0; step < steps.count; ++step) {
+      const int g = steps.base + step;  // the CTA's step count
+      const int stage = stage_of<kStages>(g);
+      const int buf = g & 1;
+      const int query0 = steps.block(step) * kBlockM;
+      [[maybe_unused]] const uint64_t keep_bits =
+          step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
+      if constexpr (kPipelineDq) { issue_dq(g - 1); }  // an item's step 0: an unused product of stale dS
+      FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(g));
+      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+      wgmma</*kZeroInit=*/true>(mma_sdp, tSrK, tSrQ(_, _, _, Traits::q_slot(stage)), acc_s);
+      if constexpr (kPipelineDq) {
+        warpgroup_wait<1>();  // the previous step's dQ; S^T may run
+        if (step > 0) { hand_dq(g - 1); }
+      }
+      wgmma</*kZeroInit=*/true>(mma_sdp, tdPrV, tdPrdO(_, _, _, Traits::do_slot(stage)), acc_dp);
+      Tensor s = make_tensor(acc_s.data(), acc_layout_rowcol(acc_s.layout()));    // (keys, queries)
+      Tensor dp = make_tensor(acc_dp.data(), acc_layout_rowcol(acc_dp.layout()));
+      if constexpr (kHasSoftcap || kHasAlibi || kHasDropout) {
+        // Logit transforms and dropout: one pass over S^T and dP^T once both products are done,
+        // so that the softcap's derivative 1 - tanh^2 needs no register array of its own.
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(acc_s);
+        warpgroup_fence_operand(acc_dp);
+        [[maybe_unused]] float raw_slope = 0.f;
+        if constexpr (kHasAlibi) {
+          raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
         }
-      }
-      convert_fragment_into(acc_s, tP);
-      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
-    } else {
-      warpgroup_wait<1>();  // S^T; dP^T may still run
-      warpgroup_fence_operand(acc_s);
 
-      // P^T = exp2(S^T * scale - LSE) on visible (key, query) pairs, 0 elsewhere (rows past the
-      // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
-      // Columns come in adjacent pairs (the accumulator's innermost mode): one 8-byte load each.
-      // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
-      // need none: their LSE is +inf).
-      static_assert(kCols % 2 == 0);
-      const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
-      if (interior) {
         CUTE_UNROLL
-        for (int c = 0; c < kCols; c += 2) {
-          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][get<1>(tScS_rc(0, c))]);
+        for (int c = 0; c < kCols; ++c) {
+          const int col = get<1>(tScS_rc(0, c));
+          const float lse_log2 = storage.lse_log2[stage][col];
+          const float d = storage.dsum[stage][col];
+          const int diag = query0 + col + diag_shift;  // the query's aligned key
           CUTE_UNROLL
           for (int r = 0; r < size<0>(s); ++r) {
-            s(r, c) = fast_exp2(s(r, c) * scale_log2 - lse2.x);
-            s(r, c + 1) = fast_exp2(s(r, c + 1) * scale_log2 - lse2.y);
+            const int key = key0 + get<0>(tScS_rc(r, c));
+            float x = s(r, c);
+            float dcap = 1.f;
+            if constexpr (kHasSoftcap) {
+              x = fast_tanh(x * params.softcap_prescale);
+              dcap = 1.f - x * x;
+            }
+            if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
+            const float p = key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
+            float dp_eff = dp(r, c);
+            if constexpr (kHasDropout) {
+              // Kept elements: P unscaled into dV (scaled once at the end), dP scaled; dropped: 0.
+              const bool keep = (keep_bits >> (r * kCols + c)) & 1;
+              dp_eff = keep ? dp_eff * params.dropout_scale : 0.f;
+              s(r, c) = keep ? p : 0.f;
+            } else {
+              s(r, c) = p;
+            }
+            dp(r, c) = p * (dp_eff - d) * dcap;
           }
         }
+        convert_fragment_into(acc_s, tP);
+        wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
       } else {
-        CUTE_UNROLL
-        for (int c = 0; c < kCols; c += 2) {
-          const int col = get<1>(tScS_rc(0, c));
-          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+        warpgroup_wait<1>();  // S^T; dP^T may still run
+        warpgroup_fence_operand(acc_s);
+
+        // P^T = exp2(S^T * scale - LSE) on visible (key, query) pairs, 0 elsewhere (rows past the
+        // end have LSE = +inf); column-outer so one LSE lives in a register at a time.
+        // Columns come in adjacent pairs (the accumulator's innermost mode): one 8-byte load each.
+        // A block whose every (key, query) pair is visible skips the mask (rows past seqlen_q
+        // need none: their LSE is +inf).
+        static_assert(kCols % 2 == 0);
+        const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
+        if (interior) {
           CUTE_UNROLL
-          for (int j = 0; j < 2; ++j) {
-            const float lse_log2 = j == 0 ? lse2.x : lse2.y;
-            const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+          for (int c = 0; c < kCols; c += 2) {
+            const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][get<1>(tScS_rc(0, c))]);
             CUTE_UNROLL
             for (int r = 0; r < size<0>(s); ++r) {
-              const int key = key0 + get<0>(tScS_rc(r, c + j));
-              s(r, c + j) = key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+              s(r, c) = fast_exp2(s(r, c) * scale_log2 - lse2.x);
+              s(r, c + 1) = fast_exp2(s(r, c + 1) * scale_log2 - lse2.y);
+            }
+          }
+        } else {
+          CUTE_UNROLL
+          for (int c = 0; c < kCols; c += 2) {
+            const int col = get<1>(tScS_rc(0, c));
+            const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+            CUTE_UNROLL
+            for (int j = 0; j < 2; ++j) {
+              const float lse_log2 = j == 0 ? lse2.x : lse2.y;
+              const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+              CUTE_UNROLL
+              for (int r = 0; r < size<0>(s); ++r) {
+                const int key = key0 + get<0>(tScS_rc(r, c + j));
+                s(r, c + j) =
+                    key_visible(mask, seq.seqlen_k, key, diag) ? fast_exp2(s(r, c + j) * scale_log2 - lse_log2) : 0.f;
+              }
             }
           }
         }
-      }
-      convert_fragment_into(acc_s, tP);
-      wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
-      warpgroup_wait<1>();  // dP^T; dV may still run
-      warpgroup_fence_operand(acc_dp);
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; c += 2) {
-        const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
+        convert_fragment_into(acc_s, tP);
+        wgmma</*kZeroInit=*/false>(mma_dkv, tP, tdVrdOt(_, _, _, Traits::do_slot(stage)), acc_dv);
+        warpgroup_wait<1>();  // dP^T; dV may still run
+        warpgroup_fence_operand(acc_dp);
         CUTE_UNROLL
-        for (int r = 0; r < size<0>(s); ++r) {
-          dp(r, c) = s(r, c) * (dp(r, c) - d2.x);
-          dp(r, c + 1) = s(r, c + 1) * (dp(r, c + 1) - d2.y);
+        for (int c = 0; c < kCols; c += 2) {
+          const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
+          CUTE_UNROLL
+          for (int r = 0; r < size<0>(s); ++r) {
+            dp(r, c) = s(r, c) * (dp(r, c) - d2.x);
+            dp(r, c + 1) = s(r, c + 1) * (dp(r, c + 1) - d2.y);
+          }
         }
       }
+      convert_fragment_into(acc_dp, tdS);
+      wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, Traits::q_slot(stage)), acc_dk);
+
+      // dS to shared memory (the same registers in the accumulator's order), visible to wgmma's
+      // async proxy; both warpgroups' keys are needed for dQ.
+      Tensor tdS_c = make_tensor(tdS.data(), SFragment{}.layout());
+      copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
+      cutlass::arch::fence_view_async_shared();
+      NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
+      if constexpr (!kPipelineDq) { issue_dq(g); }
+      warpgroup_wait<0>();  // (dQ and) the dV / dK products that read tP, tdS, Q and dO
+      EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+      if constexpr (!kPipelineDq) { hand_dq(g); }
     }
-    convert_fragment_into(acc_dp, tdS);
-    wgmma</*kZeroInit=*/false>(mma_dkv, tdS, tdKrQt(_, _, _, Traits::q_slot(stage)), acc_dk);
+    const int last = steps.base + steps.count - 1;
+    // Persistent: once no product reads this item's K or V any more (the last dQ product, K;
+    // the last dP^T, V), the producer may load the next item's while the epilogue runs.
+    if (kPipelineDq && steps.count > 0) {  // (one block: acc_dq must not look live from the start)
+      issue_dq(last);
+      warpgroup_wait<0>();
+      if constexpr (Traits::kPersistent) { EmptyBarrier::arrive(&storage.kv_empty); }
+      hand_dq(last);
+    } else if (Traits::kPersistent) {
+      EmptyBarrier::arrive(&storage.kv_empty);
+    }
 
-    // dS to shared memory (the same registers in the accumulator's order), visible to wgmma's
-    // async proxy; both warpgroups' keys are needed for dQ.
-    Tensor tdS_c = make_tensor(tdS.data(), SFragment{}.layout());
-    copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
-    cutlass::arch::fence_view_async_shared();
-    NamedBarrier::sync(kNumMmaThreads, int(BwdBarrier::kDsReady));
-    if constexpr (!kPipelineDq) { issue_dq(step); }
-    warpgroup_wait<0>();  // (dQ and) the dV / dK products that read tP, tdS, Q and dO
-    EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-    if constexpr (!kPipelineDq) { hand_dq(step); }
-  }
-  if (kPipelineDq && steps.count > 0) {
-    issue_dq(steps.count - 1);
-    warpgroup_wait<0>();
-    hand_dq(steps.count - 1);
-  }
+    // Persistent (Traits::kPersistent): dV and dK are staged in the two dQ tiles, dV in the one
+    // whose dQ (step last - 1's) the writer has read already, at once, dK in the other once the
+    // writer has read the last dQ too (dq_drained, whose phase every item takes); the next
+    // item's first dQ hand-over comes after its first dS barrier, so after every warpgroup's
+    // copy. Otherwise in V's and K's tiles, K once the other warpgroup's dQ products, which read
+    // all of K, are done.
+    auto dk_tile_free = [&]() __attribute__((always_inline)) {
+      if constexpr (Traits::kPersistent) {
+        EmptyBarrier::wait(&storage.dq_drained, item.ordinal & 1);
+      } else {
+        barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
+      }
+    };
 
-  // A tail-split piece: the pieces' sums, written by the last of them.
-  if (piece.piece >= 0 && !sum_tail_pieces<Traits>(params, storage, piece.tail, acc_dk, acc_dv, tid)) { return; }
+    // A tail-split piece: the pieces' sums, written by the last of them.
+    if (item.piece.piece >= 0 &&
+        !sum_tail_pieces<Traits>(params, storage, item.piece.tail, acc_dk, acc_dv, tid)) {
+      if constexpr (Traits::kPersistent) { dk_tile_free(); }
+      return;
+    }
 
-  // dK (times the softmax scale) and dV (times dropout's), through K's and V's shared tiles
-  // (each warpgroup its 64 rows; K only once the other warpgroup's dQ products, which read all
-  // of K, are done) when the rows are 16-byte aligned, else straight from registers.
-  const float dv_scale = kHasDropout ? params.dropout_scale : 1.f;
-  Tensor tKVc = thr_dkv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
-  const KeyRowDests<Element> dst(params, seq, batch, head_kv);
-  if (dst.aligned) {
-    const int group = tid / 128;
-    stage_key_rows<Element>(acc_dv, tKVc, sV, dv_scale);  // V's rows of this warpgroup: only its dP^T read them
-    barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
-    stage_key_rows<Element>(acc_dk, tKVc, sK, params.softmax_scale);
-    barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + group));
-    copy_key_rows<kBlockN / 2, kDim>(sK, group * kBlockN / 2, dst.dk, params.dk_row_stride, key0, seq.seqlen_k,
-                                     tid % 128);
-    copy_key_rows<kBlockN / 2, kDim>(sV, group * kBlockN / 2, dst.dv, params.dv_row_stride, key0, seq.seqlen_k,
-                                     tid % 128);
-  } else {
-    store_key_rows(acc_dk, tKVc, dst.dk, params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
-    store_key_rows(acc_dv, tKVc, dst.dv, params.dv_row_stride, key0, seq.seqlen_k, dv_scale);
-  }
+    // dK (times the softmax scale) and dV (times dropout's) through shared memory, each warpgroup
+    // its 64 rows, when the rows are 16-byte aligned, else straight from registers.
+    const float dv_scale = kHasDropout ? params.dropout_scale : 1.f;
+    Tensor tKVc = thr_dkv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
+    const KeyRowDests<Element> dst(params, seq, batch, item.tile.head_kv);
+    if (dst.aligned) {
+      const int group = tid / 128;
+      auto through = [&](auto const& dk_tile, auto const& dv_tile) {
+        stage_key_rows<Element>(acc_dv, tKVc, dv_tile, dv_scale);
+        dk_tile_free();
+        stage_key_rows<Element>(acc_dk, tKVc, dk_tile, params.softmax_scale);
+        barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + group));
+        copy_key_rows<kBlockN / 2, kDim>(dk_tile, group * kBlockN / 2, dst.dk, params.dk_row_stride, key0,
+                                         seq.seqlen_k, tid % 128);
+        copy_key_rows<kBlockN / 2, kDim>(dv_tile, group * kBlockN / 2, dst.dv, params.dv_row_stride, key0,
+                                         seq.seqlen_k, tid % 128);
+      };
+      if constexpr (Traits::kPersistent) {
+        auto as_tile = [&](int b, auto layout) {
+          return make_tensor(make_smem_ptr(reinterpret_cast<Element*>(Traits::dq_buffer(storage, b))), layout);
+        };
+        wait_dq_tile<Traits>(storage, last + 1);  // the tile of step last - 1 (that of step last + 1)
+        through(as_tile(last & 1, typename Traits::SmemLayoutK{}),
+                as_tile((last + 1) & 1, typename Traits::SmemLayoutV{}));
+      } else {
+        through(sK, sV);
+      }
+    } else {
+      if constexpr (Traits::kPersistent) { dk_tile_free(); }  // (the item's dq_drained phase)
+      store_key_rows(acc_dk, tKVc, dst.dk, params.dk_row_stride, key0, seq.seqlen_k, params.softmax_scale);
+      store_key_rows(acc_dv, tKVc, dst.dv, params.dv_row_stride, key0, seq.seqlen_k, dv_scale);
+    }
+  });
 }
-
 // Roles split (head dims above 128, or qk != v): warpgroup 0 (kRole 0) computes S^T, P^T and
 // dV, warpgroup 1 (kRole 1) dP^T, dS^T and dK, for the same 64 keys; P^T (times the softcap's
 // derivative) goes from 0 to 1 through shared memory, dS^T from 1 to both for dQ, whose head
 // dim they split. Per step: 1 waits for 0's P^T (kPReady), 0 waits for 1's dS (kDsReady).
 template <int kRole, class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, class Mask>
 CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename Traits::SharedStorage& storage,
-                                     SeqInfo const& seq, Mask const& mask, BwdSteps const& steps, int n_block,
-                                     int head_kv, int batch) {
+                                     sm80::DqOrder const& dq_order, BwdItem<Traits, Mask> const* entry) {
   using Element = typename Traits::Element;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
@@ -839,7 +1048,6 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
   Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
   Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
   Tensor acc_grad = partition_fragment_C(mma_grad, Shape<Int<kBlockN>, Int<kAccDim>>{});
-  clear(acc_grad);
 
   Tensor tScS = thr_score.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), acc_layout_rowcol(tScS.layout()));
@@ -858,156 +1066,168 @@ CUTE_DEVICE void consume_roles_split(BwdKernelParams<Traits> const& kp, typename
   Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
 
   const float scale_log2 = params.logit_scale_log2;
-  const int key0 = n_block * kBlockN;
-  const int diag_shift = seq.seqlen_k - seq.seqlen_q;
-  FullBarrier::wait(&storage.kv_full, 0);
 
-  for (int step = 0; step < steps.count; ++step) {
-    const int stage = stage_of<kStages>(step);
-    const int buf = step & 1;
-    const int query0 = steps.block(step) * kBlockM;
-    [[maybe_unused]] const uint64_t keep_bits =
-        step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
-    FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(step));
-    Tensor acc = partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{});
-    wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, kIsP ? Traits::q_slot(stage) : Traits::do_slot(stage)), acc);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc);
-    Tensor x_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));  // (keys, queries)
+  static_assert(!Traits::kPersistent);  // one item per CTA: dK / dV leave through K's and V's tiles
+  for_each_item<Traits, Mask>(kp, storage, dq_order, entry, true, [&](BwdItem<Traits, Mask> const& item)
+                                                                   __attribute__((always_inline)) {
+    SeqInfo const& seq = item.seq;
+    Mask const& mask = item.mask;
+    BwdSteps const& steps = item.steps;
+    const int batch = item.tile.batch;
+    const int key0 = item.tile.n_block * kBlockN;
+    const int diag_shift = seq.seqlen_k - seq.seqlen_q;
+    clear(acc_grad);
+    FullBarrier::wait(&storage.kv_full, item.ordinal & 1);
 
-    if constexpr (kIsP) {
-      [[maybe_unused]] float raw_slope = 0.f;
-      if constexpr (kHasAlibi) {
-        raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
-      }
-      const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
-      // P^T = exp2(x * scale - LSE) with x the (capped, ALiBi-shifted) score, 0 where masked;
-      // the hand-off carries P^T (1 - tanh^2) for the softcap's chain rule, dV's operand the
-      // kept P^T (dropout's scale applied once at the end).
-      auto softmax = [&](auto full_block) {
+    for (int step = 0; step < steps.count; ++step) {
+      const int g = steps.base + step;  // the CTA's step count
+      const int stage = stage_of<kStages>(g);
+      const int buf = g & 1;
+      const int query0 = steps.block(step) * kBlockM;
+      [[maybe_unused]] const uint64_t keep_bits =
+          step_keep_bits<kHasDropout, kCols>(params, steps, step, batch, tScS_rc, key0, query0);
+      FullBarrier::wait(&storage.qdo_full[stage], phase_of<kStages>(g));
+      Tensor acc = partition_fragment_C(mma_score, Shape<Int<kBlockN>, Int<kBlockM>>{});
+      const int slot = kIsP ? Traits::q_slot(stage) : Traits::do_slot(stage);
+      wgmma</*kZeroInit=*/true>(mma_score, tAs, tBs(_, _, _, slot), acc);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc);
+      Tensor x_rc = make_tensor(acc.data(), acc_layout_rowcol(acc.layout()));  // (keys, queries)
+
+      if constexpr (kIsP) {
+        [[maybe_unused]] float raw_slope = 0.f;
+        if constexpr (kHasAlibi) {
+          raw_slope = params.alibi_slopes[batch * params.alibi_batch_stride + steps.head(step)] / params.logit_scale;
+        }
+        const bool interior = block_is_interior<kBlockM, kBlockN>(mask, seq.seqlen_k, key0, query0, diag_shift);
+        // P^T = exp2(x * scale - LSE) with x the (capped, ALiBi-shifted) score, 0 where masked;
+        // the hand-off carries P^T (1 - tanh^2) for the softcap's chain rule, dV's operand the
+        // kept P^T (dropout's scale applied once at the end).
+        auto softmax = [&](auto full_block) {
+          CUTE_UNROLL
+          for (int c = 0; c < kCols; c += 2) {
+            const int col = get<1>(tScS_rc(0, c));
+            const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+            CUTE_UNROLL
+            for (int j = 0; j < 2; ++j) {
+              const float lse_log2 = j == 0 ? lse2.x : lse2.y;
+              const int diag = query0 + col + j + diag_shift;  // the query's aligned key
+              CUTE_UNROLL
+              for (int r = 0; r < size<0>(x_rc); ++r) {
+                const int key = key0 + get<0>(tScS_rc(r, c + j));
+                float x = x_rc(r, c + j);
+                [[maybe_unused]] float dcap = 1.f;
+                if constexpr (kHasSoftcap) {
+                  x = fast_tanh(x * params.softcap_prescale);
+                  dcap = 1.f - x * x;
+                }
+                if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
+                bool visible = true;
+                if constexpr (!decltype(full_block)::value) {
+                  visible = key_visible(mask, seq.seqlen_k, key, diag);
+                }
+                const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
+                if constexpr (kHasSoftcap || kHasDropout) { hand_rc(r, c + j) = Element(p * dcap); }
+                if constexpr (kHasDropout) {
+                  x_rc(r, c + j) = (keep_bits >> (r * kCols + c + j)) & 1 ? p : 0.f;
+                } else {
+                  x_rc(r, c + j) = p;
+                }
+              }
+            }
+          }
+        };
+        if (interior) {
+          softmax(std::true_type{});
+        } else {
+          softmax(std::false_type{});
+        }
+        convert_fragment_into(acc, tA);
+        // The hand-off: P^T itself where no softcap or dropout changes it (the same registers as
+        // dV's operand), else the values computed above.
+        Tensor hand_src = [&] {
+          if constexpr (kHasSoftcap || kHasDropout) {
+            return hand_vec;
+          } else {
+            return recast<uint128_t>(make_tensor(tA.data(), SFragment{}.layout()));
+          }
+        }();
+        CUTE_UNROLL
+        for (int i = 0; i < size(hand_src); ++i) { hand_smem[i * 128 + wg_tid] = hand_src(i); }
+        barrier_arrive_any(kNumMmaThreads, BwdBarrier::kPReady);
+        wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::do_slot(stage)), acc_grad);  // dV += P^T dO
+        barrier_sync_any(kNumMmaThreads, BwdBarrier::kDsReady);
+      } else {
+        barrier_sync_any(kNumMmaThreads, BwdBarrier::kPReady);
+        CUTE_UNROLL
+        for (int i = 0; i < size(hand_vec); ++i) { hand_vec(i) = hand_smem[i * 128 + wg_tid]; }
+        // dS^T = P^T (dP^T - D), dP^T with dropout's mask and scale, times the softcap's derivative
+        // (carried in the hand-off).
         CUTE_UNROLL
         for (int c = 0; c < kCols; c += 2) {
-          const int col = get<1>(tScS_rc(0, c));
-          const float2 lse2 = *reinterpret_cast<const float2*>(&storage.lse_log2[stage][col]);
+          const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
           CUTE_UNROLL
           for (int j = 0; j < 2; ++j) {
-            const float lse_log2 = j == 0 ? lse2.x : lse2.y;
-            const int diag = query0 + col + j + diag_shift;  // the query's aligned key
             CUTE_UNROLL
             for (int r = 0; r < size<0>(x_rc); ++r) {
-              const int key = key0 + get<0>(tScS_rc(r, c + j));
-              float x = x_rc(r, c + j);
-              [[maybe_unused]] float dcap = 1.f;
-              if constexpr (kHasSoftcap) {
-                x = fast_tanh(x * params.softcap_prescale);
-                dcap = 1.f - x * x;
-              }
-              if constexpr (kHasAlibi) { x -= raw_slope * fabsf(float(diag - key)); }
-              bool visible = true;
-              if constexpr (!decltype(full_block)::value) {
-                visible = key_visible(mask, seq.seqlen_k, key, diag);
-              }
-              const float p = visible ? fast_exp2(x * scale_log2 - lse_log2) : 0.f;
-              if constexpr (kHasSoftcap || kHasDropout) { hand_rc(r, c + j) = Element(p * dcap); }
+              float dp = x_rc(r, c + j);
               if constexpr (kHasDropout) {
-                x_rc(r, c + j) = (keep_bits >> (r * kCols + c + j)) & 1 ? p : 0.f;
-              } else {
-                x_rc(r, c + j) = p;
+                dp = (keep_bits >> (r * kCols + c + j)) & 1 ? dp * params.dropout_scale : 0.f;
               }
+              x_rc(r, c + j) = float(hand_rc(r, c + j)) * (dp - (j == 0 ? d2.x : d2.y));
             }
           }
         }
-      };
-      if (interior) {
-        softmax(std::true_type{});
+        convert_fragment_into(acc, tA);
+        wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::q_slot(stage)), acc_grad);  // dK += dS^T Q
+        Tensor tdS_c = make_tensor(tA.data(), SFragment{}.layout());
+        copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
+        cutlass::arch::fence_view_async_shared();
+        barrier_arrive_any(kNumMmaThreads, BwdBarrier::kDsReady);
+      }
+
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+      Tensor tdQrdS_buf = tdQrdS(_, _, _, buf);
+      wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
+      warpgroup_wait<0>();  // dQ, and the dV / dK product that read tA, Q and dO
+      warpgroup_fence_operand(acc_dq);
+      if constexpr (Traits::kDqInStage) {
+        // dQ over this stage's Q and dO, once neither warpgroup's products read them.
+        barrier_sync_any(kNumMmaThreads, BwdBarrier::kStageRead);
+        stage_dq_swizzled<Traits>(acc_dq, Traits::dq_stage_tile(storage, stage), tid);
+        cutlass::arch::fence_view_async_shared();
+        EmptyBarrier::arrive(&storage.dq_full[stage]);
       } else {
-        softmax(std::false_type{});
+        EmptyBarrier::arrive(&storage.qdo_empty[stage]);
+        hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
       }
-      convert_fragment_into(acc, tA);
-      // The hand-off: P^T itself where no softcap or dropout changes it (the same registers as
-      // dV's operand), else the values computed above.
-      Tensor hand_src = [&] {
-        if constexpr (kHasSoftcap || kHasDropout) {
-          return hand_vec;
-        } else {
-          return recast<uint128_t>(make_tensor(tA.data(), SFragment{}.layout()));
-        }
-      }();
-      CUTE_UNROLL
-      for (int i = 0; i < size(hand_src); ++i) { hand_smem[i * 128 + wg_tid] = hand_src(i); }
-      barrier_arrive_any(kNumMmaThreads, BwdBarrier::kPReady);
-      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::do_slot(stage)), acc_grad);  // dV += P^T dO
-      barrier_sync_any(kNumMmaThreads, BwdBarrier::kDsReady);
-    } else {
-      barrier_sync_any(kNumMmaThreads, BwdBarrier::kPReady);
-      CUTE_UNROLL
-      for (int i = 0; i < size(hand_vec); ++i) { hand_vec(i) = hand_smem[i * 128 + wg_tid]; }
-      // dS^T = P^T (dP^T - D), dP^T with dropout's mask and scale, times the softcap's derivative
-      // (carried in the hand-off).
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; c += 2) {
-        const float2 d2 = *reinterpret_cast<const float2*>(&storage.dsum[stage][get<1>(tScS_rc(0, c))]);
-        CUTE_UNROLL
-        for (int j = 0; j < 2; ++j) {
-          CUTE_UNROLL
-          for (int r = 0; r < size<0>(x_rc); ++r) {
-            float dp = x_rc(r, c + j);
-            if constexpr (kHasDropout) {
-              dp = (keep_bits >> (r * kCols + c + j)) & 1 ? dp * params.dropout_scale : 0.f;
-            }
-            x_rc(r, c + j) = float(hand_rc(r, c + j)) * (dp - (j == 0 ? d2.x : d2.y));
-          }
-        }
-      }
-      convert_fragment_into(acc, tA);
-      wgmma</*kZeroInit=*/false>(mma_grad, tA, tBg(_, _, _, Traits::q_slot(stage)), acc_grad);  // dK += dS^T Q
-      Tensor tdS_c = make_tensor(tA.data(), SFragment{}.layout());
-      copy(smem_copy_ds, smem_thr_copy_ds.retile_S(tdS_c), tdSsdS(_, _, _, buf));
-      cutlass::arch::fence_view_async_shared();
-      barrier_arrive_any(kNumMmaThreads, BwdBarrier::kDsReady);
     }
 
-    Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
-    Tensor tdQrdS_buf = tdQrdS(_, _, _, buf);
-    wgmma</*kZeroInit=*/true>(mma_dq, tdQrdS_buf, tdQrKt, acc_dq);
-    warpgroup_wait<0>();  // dQ, and the dV / dK product that read tA, Q and dO
-    warpgroup_fence_operand(acc_dq);
-    if constexpr (Traits::kDqInStage) {
-      // dQ over this stage's Q and dO, once neither warpgroup's products read them.
-      barrier_sync_any(kNumMmaThreads, BwdBarrier::kStageRead);
-      stage_dq_swizzled<Traits>(acc_dq, Traits::dq_stage_tile(storage, stage), tid);
-      cutlass::arch::fence_view_async_shared();
-      EmptyBarrier::arrive(&storage.dq_full[stage]);
+    // dV (role 0, times dropout's scale) or dK (role 1, times the softmax scale), through V's or
+    // K's shared tile once neither role's products read them (role 1's dP^T reads V, both dQ
+    // products all of K) when every row is 16-byte aligned (both tensors: KeyRowDests), else
+    // straight from registers.
+    Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
+    const KeyRowDests<Element> dst(params, seq, batch, item.tile.head_kv);
+    Element* rows = kIsP ? dst.dv : dst.dk;
+    const int64_t row_stride = kIsP ? params.dv_row_stride : params.dk_row_stride;
+    const float scale = kIsP ? (kHasDropout ? params.dropout_scale : 1.f) : params.softmax_scale;
+    if (dst.aligned) {
+      auto through = [&](auto& tile) {
+        stage_key_rows<Element>(acc_grad, tKVc, tile, scale);
+        barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
+        copy_key_rows<kBlockN, kAccDim>(tile, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
+      };
+      barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
+      if constexpr (kIsP) {
+        through(sV);
+      } else {
+        through(sK);
+      }
     } else {
-      EmptyBarrier::arrive(&storage.qdo_empty[stage]);
-      hand_dq_to_writer<Traits>(storage, acc_dq, tdQcdQ);
+      store_key_rows(acc_grad, tKVc, rows, row_stride, key0, seq.seqlen_k, scale);
     }
-  }
-
-  // dV (role 0, times dropout's scale) or dK (role 1, times the softmax scale), through V's or
-  // K's shared tile once neither role's products read them (role 1's dP^T reads V, both dQ
-  // products all of K) when every row is 16-byte aligned (both tensors: KeyRowDests), else
-  // straight from registers.
-  Tensor tKVc = thr_grad.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccDim>>{}));
-  const KeyRowDests<Element> dst(params, seq, batch, head_kv);
-  Element* rows = kIsP ? dst.dv : dst.dk;
-  const int64_t row_stride = kIsP ? params.dv_row_stride : params.dk_row_stride;
-  const float scale = kIsP ? (kHasDropout ? params.dropout_scale : 1.f) : params.softmax_scale;
-  if (dst.aligned) {
-    auto through = [&](auto& tile) {
-      stage_key_rows<Element>(acc_grad, tKVc, tile, scale);
-      barrier_sync_any(128, BwdBarrier(int(BwdBarrier::kStaged) + kRole));
-      copy_key_rows<kBlockN, kAccDim>(tile, 0, rows, row_stride, key0, seq.seqlen_k, wg_tid);
-    };
-    barrier_sync_any(kNumMmaThreads, BwdBarrier::kTilesFree);
-    if constexpr (kIsP) {
-      through(sV);
-    } else {
-      through(sK);
-    }
-  } else {
-    store_key_rows(acc_grad, tKVc, rows, row_stride, key0, seq.seqlen_k, scale);
-  }
+  });
 }
 
 template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
@@ -1016,67 +1236,58 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   using EmptyBarrier = cutlass::arch::ClusterBarrier;
-  constexpr int kBlockM = Traits::kBlockM;
-  constexpr int kBlockN = Traits::kBlockN;
-  using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
+  using Mask = AttentionMask<kIsCausal, Traits::kBlockM, Traits::kBlockN>;
   BwdParams const& params = kp.bwd;
   const sm80::DqOrder dq_order(params.deterministic, kIsCausal || params.window_right >= 0);
-  // A tail-split piece takes a range of its key block's steps (common/bwd_tail_split.h).
-  const TailPiece piece = tail_piece(int(blockIdx.x), params.tail);
-  const sm80::KeyBlockTile tile = sm80::key_block_tile(params, dq_order, piece.index);
-  const int n_block = tile.n_block;
-  const int head_kv = tile.head_kv;
-  const int batch = tile.batch;
-  const SeqInfo seq(params, batch);
-  if (n_block * kBlockN >= seq.seqlen_k) { return; }  // this entry has fewer key blocks
 
+  // One item per CTA: decoded here, by every thread with all its registers (the producer warps
+  // keep 24 after the role split, where the decode took ~1,300 spilling instructions before
+  // their first load: 64 causal 2k -5%, bench/NOTES.md session 25). A persistent CTA's roles
+  // decode each item as they take it.
+  using Item = BwdItem<Traits, Mask>;
   extern __shared__ __align__(1024) char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-  if (threadIdx.x == 0) {
-    FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
-    for (int s = 0; s < Traits::kStages; ++s) {
-      FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
-      EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kDqInStage ? 1 : Traits::kNumMmaThreads);
-      EmptyBarrier::init(&storage.dq_full[s], /*arrive_count=*/Traits::kNumMmaThreads);
+  auto run = [&](Item const* entry) __attribute__((always_inline)) {
+    if (threadIdx.x == 0) {
+      FullBarrier::init(&storage.kv_full, /*arrive_count=*/1);
+      EmptyBarrier::init(&storage.kv_empty, /*arrive_count=*/Traits::kNumMmaThreads);
+      EmptyBarrier::init(&storage.dq_drained, /*arrive_count=*/1);
+      for (int i = 0; i < 2; ++i) {
+        EmptyBarrier::init(&storage.item_full[i], /*arrive_count=*/1);
+        EmptyBarrier::init(&storage.item_empty[i], /*arrive_count=*/kItemReaders<Traits>);
+      }
+      for (int s = 0; s < Traits::kStages; ++s) {
+        FullBarrier::init(&storage.qdo_full[s], /*arrive_count=*/1 + 32);  // TMA thread + loader warp
+        EmptyBarrier::init(&storage.qdo_empty[s], /*arrive_count=*/Traits::kDqInStage ? 1 : Traits::kNumMmaThreads);
+        EmptyBarrier::init(&storage.dq_full[s], /*arrive_count=*/Traits::kNumMmaThreads);
+      }
+      for (int b = 0; b < 2; ++b) { EmptyBarrier::init(&storage.dq_empty[b], /*arrive_count=*/1); }
+      cutlass::arch::fence_barrier_init();
     }
-    for (int b = 0; b < 2; ++b) { EmptyBarrier::init(&storage.dq_empty[b], /*arrive_count=*/1); }
-    cutlass::arch::fence_barrier_init();
-  }
-  __syncthreads();
+    __syncthreads();
 
-  const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
-  int m_lo = 0, m_hi = 0;
-  sm80::query_blocks_of_key_block<kBlockM, kBlockN>(mask, n_block, m_lo, m_hi);
-  BwdSteps steps;
-  steps.m_lo = m_lo;
-  steps.m_count = max(0, m_hi - m_lo);
-  steps.count = steps.m_count * params.group_size;
-  steps.head0 = head_kv * params.group_size;
-  steps.first = 0;
-  if (piece.piece >= 0) {
-    int lo, hi;
-    tail_piece_steps(steps.count, params.tail.pieces, piece.piece, lo, hi);
-    steps.first = lo;
-    steps.count = hi - lo;
-  }
-
-  if (threadIdx.x < 128) {
-    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    bwd_producer(kp, storage, seq, mask, steps, dq_order, n_block, head_kv, batch);
-    return;
-  }
-  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
-  if constexpr (Traits::kSplitRoles) {
-    if (threadIdx.x < 256) {
-      consume_roles_split<0, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
-                                                                                    n_block, head_kv, batch);
+    if (threadIdx.x < 128) {
+      cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+      bwd_producer<Traits, Mask>(kp, storage, dq_order, entry);
+      return;
+    }
+    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+    if constexpr (Traits::kSplitRoles) {
+      if (threadIdx.x < 256) {
+        consume_roles_split<0, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, Mask>(kp, storage, dq_order, entry);
+      } else {
+        consume_roles_split<1, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, Mask>(kp, storage, dq_order, entry);
+      }
     } else {
-      consume_roles_split<1, Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
-                                                                                    n_block, head_kv, batch);
+      consume_keys_split<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, Mask>(kp, storage, dq_order, entry);
     }
+  };
+  if constexpr (Traits::kPersistent) {
+    run(nullptr);
   } else {
-    consume_keys_split<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>(kp, storage, seq, mask, steps,
-                                                                               n_block, head_kv, batch, piece);
+    const Item entry(params, dq_order, int(blockIdx.x));
+    if (!entry.has_keys()) { return; }  // this entry has fewer key blocks
+    run(&entry);
   }
 #endif
 }

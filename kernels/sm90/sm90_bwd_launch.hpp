@@ -18,7 +18,7 @@ namespace flashgen::sm90 {
 
 template <class Element, int kHeadDim, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout>
 flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
-  using Traits = BwdTraits<Element, kHeadDim, kHeadDimV>;
+  using Traits = BwdTraits<Element, kHeadDim, kHeadDimV, /*kAllowPersistent=*/!kIsCausal>;
   auto* kernel = &bwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout>;
   constexpr flashgen_dtype_t kDtype =
       std::is_same_v<Element, cutlass::half_t> ? FLASHGEN_DTYPE_FP16 : FLASHGEN_DTYPE_BF16;
@@ -81,8 +81,16 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   if (params.tail.blocks > 0 && !tail_fits) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "internal: the backward's tail split does not fit its grid");
   }
-  const int64_t grid = params.tail.blocks > 0 ? params.tail.grid() : ctas;
-  if (grid > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
+  const int64_t items = params.tail.blocks > 0 ? params.tail.grid() : ctas;
+  if (items > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many key blocks for one call"); }
+  kp.num_items = int32_t(items);
+  // Persistent grid (params.persistent, set by the plan for equally long key blocks): one CTA per
+  // SM runs item blockIdx.x, then those it takes from the item counter (Traits::kPersistent),
+  // loading the next block's K and V during the previous one's epilogue.
+  const bool persistent = params.persistent && Traits::kPersistent && !kIsCausal && !params.deterministic &&
+                          params.num_sms > 0 && params.item_counter != nullptr;
+  if (!persistent) { kp.bwd.item_counter = nullptr; }  // one item per CTA
+  const int64_t grid = persistent ? std::min<int64_t>(items, params.num_sms) : items;
   if (ctas > 0) {
     kernel<<<unsigned(grid), Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
     status = check_launch("sm90 backward kernel");

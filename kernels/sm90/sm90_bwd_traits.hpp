@@ -19,7 +19,8 @@ namespace flashgen::sm90 {
 
 using namespace cute;
 
-template <class Element_, int kHeadDim_, int kHeadDimV_ = kHeadDim_>
+// kAllowPersistent_: false for kernels that never run on a persistent grid (the causal ones).
+template <class Element_, int kHeadDim_, int kHeadDimV_ = kHeadDim_, bool kAllowPersistent_ = true>
 struct BwdTraits {
   using Element = Element_;
   static_assert(std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, cutlass::bfloat16_t>);
@@ -140,6 +141,13 @@ struct BwdTraits {
   // t of one reads what thread t of the other wrote), 16 bytes per access.
   static constexpr int kPHandoffElems = kSplitRoles ? kBlockN * kBlockM : 8;
 
+  // A CTA may run several key blocks one after another (a persistent grid, BwdKernelParams::
+  // num_items): with two dQ tiles, which hold the epilogue's dK and dV once the writer has sent
+  // the last dQ, so that K's and V's tiles take the next block's while the epilogue runs.
+  static constexpr bool kPersistent = kAllowPersistent_ && kDqDouble && !kSplitRoles &&
+                                      cosize_v<SmemLayoutK> * sizeof(Element) <= kBlockM * kHeadDim * sizeof(float) &&
+                                      cosize_v<SmemLayoutV> * sizeof(Element) <= kBlockM * kHeadDim * sizeof(float);
+
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, kDqInStage ? 8 : cosize_v<SmemLayoutdO>> dout;  // in q if kDqInStage
@@ -155,6 +163,11 @@ struct BwdTraits {
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dsum[kStages][kBlockM];
     alignas(8) uint64_t kv_full;
+    alignas(8) uint64_t kv_empty;    // kPersistent: no consumer's product reads K or V any more
+    alignas(8) uint64_t dq_drained;  // kPersistent: the writer has sent an item's last dQ tile
+    alignas(8) uint64_t item_full[2];   // kPersistent: the TMA warp wrote item_index[i]
+    alignas(8) uint64_t item_empty[2];  // kPersistent: every other role has read it
+    int item_index[2];
     alignas(8) uint64_t qdo_full[kStages];   // Q, dO (TMA bytes) and LSE, D (the loader warp's arrivals)
     alignas(8) uint64_t qdo_empty[kStages];  // every consumer thread (kDqInStage: the writer) is done with it
     alignas(8) uint64_t dq_full[kStages];    // kDqTma: every consumer thread wrote its dQ part

@@ -9,7 +9,7 @@ BwdArgs here; later calls copy it and set the data pointers (and dropout's Philo
 
 The signature holds every input the full path's checks read: each tensor's type, shape, strides,
 dtype, device and 16-byte alignment, the scalar options, and the environment settings the library
-reads (FLASHGEN_BWD_BACKEND, FLASHGEN_BWD_TAIL_SPLIT). Calls with ALiBi slopes or sinks (tensors
+reads (FLASHGEN_BWD_BACKEND, FLASHGEN_BWD_TAIL_SPLIT, FLASHGEN_BWD_PERSISTENT). Calls with ALiBi slopes or sinks (tensors
 of their own) and varlen calls always take the full path.
 """
 
@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-_ENV = ("FLASHGEN_BWD_BACKEND", "FLASHGEN_BWD_TAIL_SPLIT")
+_ENV = ("FLASHGEN_BWD_BACKEND", "FLASHGEN_BWD_TAIL_SPLIT", "FLASHGEN_BWD_PERSISTENT")
 _MAX_ENTRIES = 64
 _entries: dict = {}
 
