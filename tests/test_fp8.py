@@ -204,6 +204,24 @@ def test_fp8_192_key_blocks(spec, granularity, block, monkeypatch):
                   kv_block=block)
 
 
+@pytest.mark.parametrize("spec", FP8_LONG_KEYS, ids=lambda s: s.name)
+def test_fp8_auto_takes_192_key_blocks_from_4096_keys(spec, monkeypatch):
+    """auto (the default) runs the 192-key tile from 4096 keys where the scales allow it: per-head
+    and per-tensor scales, 4099 keys (a partial last block), and 4000 (below: 128 keys), against
+    the dequantized reference with the LSE."""
+    monkeypatch.delenv("FLASHGEN_SM90_FP8_KEYS", raising=False)
+    for sk, granularity in ((4099, "head"), (4099, "tensor"), (4000, "head")):
+        q = torch.randn(1, 331, 4, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, sk, 2, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(1, sk, 2, 128, device="cuda", dtype=torch.bfloat16)
+        q8 = fp8.quantize(q, granularity=granularity, block=64)
+        k8 = fp8.quantize(k, granularity=granularity, block=128)
+        v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
+        out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, return_lse=True)
+        ref_out, ref_lse = _dequantized_ref(q8, k8, v8, causal=spec.causal)
+        _check_against_dequantized(out, lse, ref_out, ref_lse)
+
+
 def test_fp8_bf16_inputs_are_quantized_in_the_call():
     spec = _pick()
     q = torch.randn(1, 77, 2, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
@@ -214,11 +232,26 @@ def test_fp8_bf16_inputs_are_quantized_in_the_call():
     assert _rel_rmse(out, ref) < 0.07  # quantization of q, k, v plus P: 5.6% measured
 
 
+@pytest.mark.parametrize("keys", ["auto", "192"])
 @pytest.mark.parametrize("spec", FP8_PAGED, ids=lambda s: s.name)
-def test_fp8_paged_cache(spec):
-    """A paged cache quantized page by page (per-block scales inside each page), ragged lengths."""
+def test_fp8_paged_cache(spec, keys, monkeypatch):
+    """A paged cache quantized page by page (per-block scales inside each page), ragged lengths.
+    Under FLASHGEN_SM90_FP8_KEYS=192 with per-head scales at head dim 128: pages of 256 keys cannot
+    hold 192-key blocks (the 128-key tile runs, no error), pages of 384 can."""
+    monkeypatch.setenv("FLASHGEN_SM90_FP8_KEYS", keys)
     block_n = 128 if max(spec.head_dim_qk, spec.head_dim_v) <= 128 else 64
-    page, batch, h, hkv, sq = max(2 * block_n, 128), 3, 4, 2, 37
+    pages = [max(2 * block_n, 128)]
+    granularity = "block"
+    if keys == "192":
+        if spec.head_dim_qk != 128 or spec.head_dim_v != 128:
+            pytest.skip("the 192-key tile is head dim 128's")
+        pages, granularity = [256, 384], "head"
+    for page in pages:
+        _check_paged(spec, page, granularity)
+
+
+def _check_paged(spec, page, granularity):
+    batch, h, hkv, sq = 3, 4, 2, 37
     lens = [1, 700, 333]
     max_pages = -(-max(lens) // page)
     num_pages = batch * max_pages + 3
@@ -226,8 +259,8 @@ def test_fp8_paged_cache(spec):
     v_cache = torch.randn(num_pages, page, hkv, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
     table = torch.randperm(num_pages, device="cuda")[: batch * max_pages].view(batch, max_pages).int()
     q8 = fp8.quantize(torch.randn(batch, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16))
-    k8 = fp8.quantize(k_cache, granularity="block", block=128)
-    v8 = fp8.quantize(v_cache, granularity="block", block=128, layout="pv")
+    k8 = fp8.quantize(k_cache, granularity=granularity, block=128)
+    v8 = fp8.quantize(v_cache, granularity=granularity, block=128, layout="pv")
     used = torch.tensor(lens, dtype=torch.int32, device="cuda")
     out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, block_table=table, seqused_k=used, causal=spec.causal,
                                        return_lse=True)
