@@ -20,10 +20,10 @@
 
 namespace flashgen::sm80::decode {
 
-// FLASHGEN_DECODE_COMBINE: how a split call combines its splits. kernel (the default until the
-// cluster combine is measured on a GPU, bench/NOTES.md): the combine kernel; auto: in a
-// thread-block cluster where the call allows it, else by the combine kernel; cluster: in a
-// cluster or an error saying why not.
+// FLASHGEN_DECODE_COMBINE: how a split call combines its splits. kernel (the default: on an H200
+// the cluster merge was never faster, and 16-50% slower at batch 1-8; bench/RESULTS.md,
+// 2026-12-05): the combine kernel; auto: in a thread-block cluster where the call allows it,
+// else by the combine kernel; cluster: in a cluster or an error saying why not.
 enum class Combine { kKernel, kAuto, kCluster };
 
 inline flashgen_status_t combine_setting(Combine* out) {
