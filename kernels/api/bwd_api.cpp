@@ -83,16 +83,13 @@ flashgen_status_t plan_bwd_grid(const KernelEntry& entry, int num_sms, BwdParams
                        "FLASHGEN_BWD_TAIL_SPLIT='%s': expected auto, off or a piece count 2..1024", env);
     }
   }
-  const char* persistent_env = std::getenv("FLASHGEN_BWD_PERSISTENT");
-  bool persistent = true;
-  if (persistent_env != nullptr && persistent_env[0] != '\0' && std::strcmp(persistent_env, "auto") != 0 &&
-      std::strcmp(persistent_env, "on") != 0) {
-    if (std::strcmp(persistent_env, "off") != 0) {
-      return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "FLASHGEN_BWD_PERSISTENT='%s': expected auto, on or off",
-                       persistent_env);
-    }
-    persistent = false;
-  }
+  static const char* const kPersistentNames[] = {"on", "off"};
+  static const int kPersistentValues[] = {1, 2};
+  int persistent_choice = 0;  // auto (0) and on (1) are the same: persistent
+  const flashgen_status_t status =
+      env_choice("FLASHGEN_BWD_PERSISTENT", kPersistentNames, kPersistentValues, 2, &persistent_choice);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  const bool persistent = persistent_choice != 2;
   p.tail = TailSplit{};
   p.grid_zero_bytes = 0;
   p.persistent = false;

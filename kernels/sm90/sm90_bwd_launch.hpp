@@ -87,8 +87,9 @@ flashgen_status_t run_bwd(const BwdParams& params, cudaStream_t stream) {
   // Persistent grid (params.persistent, set by the plan for equally long key blocks): one CTA per
   // SM runs item blockIdx.x, then those it takes from the item counter (Traits::kPersistent),
   // loading the next block's K and V during the previous one's epilogue.
-  const bool persistent = params.persistent && Traits::kPersistent && !kIsCausal && !params.deterministic &&
-                          params.num_sms > 0 && params.item_counter != nullptr;
+  // (The plan sets it only for non-causal, non-deterministic calls; causal kernels are compiled
+  // without it, Traits::kPersistent false.)
+  const bool persistent = params.persistent && Traits::kPersistent && params.num_sms > 0 && params.item_counter != nullptr;
   if (!persistent) { kp.bwd.item_counter = nullptr; }  // one item per CTA
   const int64_t grid = persistent ? std::min<int64_t>(items, params.num_sms) : items;
   if (ctas > 0) {
