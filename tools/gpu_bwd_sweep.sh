@@ -9,29 +9,46 @@
 #   PROFILE="4096:64:0"                 also ncu of these cases against FA2 (tools/gpu_profile.sh)
 #   KERNEL_TIMES="2048:128:1"           also each kernel's time in one backward call of these cases
 #                                       (tools/bwd_kernel_times.py; against FA2, or cuDNN for sm90)
+#   EXTRAS=0                            skip the dropout / softcap kernels, bwd_variants.py and the
+#                                       deterministic cost (a shorter call: build, tests, sweep, memcheck)
+#   MEMCHECK_K="..."                    the pytest -k of the memcheck step (default below)
+#   EXTRA_KERNELS=a,b  EXTRA_DTYPES=e4m3  more kernels in the same build (e.g. the FP8 forwards),
+#   EXTRA_BENCH="--mode fwd ..."        and benchmarks run after everything else (';'-separated)
+#   EXTRA_TESTS="tests/test_fp8.py -k x"  pytest arguments run right after the build
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 FAMILY=${FAMILY:-sm80}
 SEQLENS=${SEQLENS:-2048,4096,8192,16384}
-export FLASHGEN_CUDA_ARCHS="90a" FLASHGEN_DTYPES=bf16 FLASHGEN_HEAD_DIMS=64,128,256 FLASHGEN_BWD_BACKEND=$FAMILY
+export FLASHGEN_CUDA_ARCHS="90a" FLASHGEN_DTYPES="bf16${EXTRA_DTYPES:+;$EXTRA_DTYPES}" FLASHGEN_HEAD_DIMS=64,128,256 FLASHGEN_BWD_BACKEND=$FAMILY
 kernels=""
 for d in 64 128 256; do kernels+="bwd_${FAMILY}_bf16_hdim$d,bwd_${FAMILY}_bf16_hdim${d}_causal,fwd_sm90_bf16_hdim$d,fwd_sm90_bf16_hdim${d}_causal,"; done
+EXTRAS=${EXTRAS:-1}
+MEMCHECK_K=${MEMCHECK_K:-$FAMILY and hdim64 and (sq113 or varlen or gqa)}
 export FLASHGEN_KERNELS="${kernels}bwd_${FAMILY}_bf16_hdim128_dropout,bwd_${FAMILY}_bf16_hdim128_softcap,fwd_sm90_bf16_hdim128_dropout,fwd_sm90_bf16_hdim128_softcap"
+[[ "$EXTRAS" == 0 ]] && export FLASHGEN_KERNELS="${kernels%,}"
+[[ -n "${EXTRA_KERNELS:-}" ]] && export FLASHGEN_KERNELS="$FLASHGEN_KERNELS,$EXTRA_KERNELS"
 S=$OUT/summary.txt
 STEPS=build timeout 300 tools/gpu_check.sh > "$S" 2>&1 || { tail -30 "$S"; exit 1; }
+if [[ -n "${EXTRA_TESTS:-}" ]]; then
+  echo "== tests ($EXTRA_TESTS)" >> "$S"
+  # shellcheck disable=SC2086
+  timeout 150 python3 -m pytest -q -rs $EXTRA_TESTS 2>&1 | tail -8 >> "$S"
+fi
 echo "== tests (test_backward.py -k $FAMILY)" >> "$S"
 timeout 120 python3 -m pytest -q -x tests/test_backward.py -k "$FAMILY" 2>&1 | tail -3 >> "$S"
 echo "== sweep" >> "$S"
 timeout 200 python3 -m flashgen.bench --mode bwd --bwd-backend "$FAMILY" --head-dims 64,128,256 --seqlens "$SEQLENS" \
   --causal both 2>&1 | awk '!seen[$0]++' >> "$S"
-echo "== variants (b 4, s 4096, h 16, d 128)" >> "$S"
-timeout 60 python3 tools/bwd_variants.py >> "$S" 2>&1
-echo "== deterministic" >> "$S"
-for c in "4096 128" "4096 128 causal" "4096 64"; do timeout 40 python3 tools/bwd_deterministic_cost.py $c >> "$S" 2>&1; done
-echo "== compute-sanitizer (memcheck) over test_backward.py -k '$FAMILY and hdim64 and (sq113 or varlen or gqa)'" >> "$S"
+if [[ "$EXTRAS" != 0 ]]; then
+  echo "== variants (b 4, s 4096, h 16, d 128)" >> "$S"
+  timeout 60 python3 tools/bwd_variants.py >> "$S" 2>&1
+  echo "== deterministic" >> "$S"
+  for c in "4096 128" "4096 128 causal" "4096 64"; do timeout 40 python3 tools/bwd_deterministic_cost.py $c >> "$S" 2>&1; done
+fi
+echo "== compute-sanitizer (memcheck) over test_backward.py -k '$MEMCHECK_K'" >> "$S"
 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x tests/test_backward.py \
-  -k "$FAMILY and hdim64 and (sq113 or varlen or gqa)" > "$OUT/memcheck.log" 2>&1
+  -k "$MEMCHECK_K" > "$OUT/memcheck.log" 2>&1
 echo "memcheck rc $?: $(tail -1 "$OUT/memcheck.log")" >> "$S"
 if [[ -n "${KERNEL_TIMES:-}" ]]; then
   peer=flash; [[ "$FAMILY" == sm90 ]] && peer=cudnn
@@ -40,5 +57,11 @@ fi
 if [[ -n "${PROFILE:-}" ]]; then
   MODE=bwd PEERS=full CASES="$PROFILE" timeout 200 tools/gpu_profile.sh >> "$S" 2>&1
 fi
+IFS=';' read -ra extra_bench <<< "${EXTRA_BENCH:-}"
+for args in "${extra_bench[@]}"; do
+  echo "== bench $args" >> "$S"
+  # shellcheck disable=SC2086
+  timeout 240 python3 -m flashgen.bench $args 2>&1 | awk '!seen[$0]++' >> "$S"
+done
 rm -f "$OUT/build.log" "$OUT/sass.txt" "$OUT/resources.txt" "$OUT/gpu.txt"
 grep -E "^\| (64|128|256) \||passed|failed|memcheck rc|TFLOP/s \||deterministic (True|False)|^== s[0-9]|total" "$S" | awk '!seen[$0]++' | tail -60
