@@ -13,6 +13,7 @@
 #   AB_ENV="FLASHGEN_X=off FLASHGEN_X=auto"   no ab_base/: one build of the working tree, and the
 #                    sides are these environment settings (space-separated, A first; a side's
 #                    setting may join several with commas: "X=1,Y=2")
+#   AB_SIDES="a b"   only these of the sides ab_base / tree / ab_c / ab_d (A and B always run)
 #   AB_KEY_COLS=3 AB_VALUE_COLS=3   which table cells name a row and which are compared (0-based;
 #                                   the fwd / bwd tables: hdim | seqlen | causal | flashgen; the
 #                                   decode table: AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 for dense,
@@ -43,6 +44,8 @@ else
   src=([a]=ab_base [b]=.)
   sides=(a b)
   for extra in c d; do
+    # AB_SIDES="a b" leaves out ab_c / ab_d where present (e.g. a second benchmark with SKIP_BUILD).
+    [[ -n "${AB_SIDES:-}" && " $AB_SIDES " != *" $extra "* ]] && continue
     if [[ -d ab_$extra ]]; then src[$extra]=ab_$extra; sides+=("$extra"); fi
   done
   for s in "${sides[@]}"; do env[$s]=""; lib[$s]=/tmp/ab_$s; done

@@ -25,9 +25,11 @@ kernels=""
 for d in 64 128 256; do kernels+="bwd_${FAMILY}_bf16_hdim$d,bwd_${FAMILY}_bf16_hdim${d}_causal,fwd_sm90_bf16_hdim$d,fwd_sm90_bf16_hdim${d}_causal,"; done
 EXTRAS=${EXTRAS:-1}
 MEMCHECK_K=${MEMCHECK_K:-$FAMILY and hdim64 and (sq113 or varlen or gqa)}
-export FLASHGEN_KERNELS="${kernels}bwd_${FAMILY}_bf16_hdim128_dropout,bwd_${FAMILY}_bf16_hdim128_softcap,fwd_sm90_bf16_hdim128_dropout,fwd_sm90_bf16_hdim128_softcap"
-[[ "$EXTRAS" == 0 ]] && export FLASHGEN_KERNELS="${kernels%,}"
-[[ -n "${EXTRA_KERNELS:-}" ]] && export FLASHGEN_KERNELS="$FLASHGEN_KERNELS,$EXTRA_KERNELS"
+kernels=${kernels%,}
+if [[ "$EXTRAS" != 0 ]]; then
+  kernels+=",bwd_${FAMILY}_bf16_hdim128_dropout,bwd_${FAMILY}_bf16_hdim128_softcap,fwd_sm90_bf16_hdim128_dropout,fwd_sm90_bf16_hdim128_softcap"
+fi
+export FLASHGEN_KERNELS="$kernels${EXTRA_KERNELS:+,$EXTRA_KERNELS}"
 S=$OUT/summary.txt
 STEPS=build timeout 300 tools/gpu_check.sh > "$S" 2>&1 || { tail -30 "$S"; exit 1; }
 if [[ -n "${EXTRA_TESTS:-}" ]]; then
