@@ -19,6 +19,7 @@
 #                                   decode table: AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 for dense,
 #                                   paged16 and fp8_paged16)
 set -uo pipefail
+. "$(dirname "$0")/objcache_env.sh"
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -60,13 +61,16 @@ build() {  # source dir, target dir, tag
 }
 TAG=${TAG:+${TAG}_}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
+  objcache_mark
   pids=()
   for s in "${builds[@]}"; do
     rm -rf "/tmp/ab_$s"
     build "${src[$s]}" "/tmp/ab_$s" "$s" & pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+  objcache_report
 fi
+[[ -n "${OBJCACHE_FILL:-}" ]] && exit 0
 if [[ -n "${AB_ENV:-}" ]]; then
   echo "one build of the working tree; $(for s in "${sides[@]}"; do printf '%s = %s; ' "${s^^}" "${env[$s]}"; done)"
 else

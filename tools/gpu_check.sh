@@ -9,6 +9,7 @@
 #   PYTEST_ARGS, BENCH_ARGS    extra arguments
 # Offline machines: carry the nvidia-cutlass wheel in .whl/ (see README).
 set -uo pipefail
+. "$(dirname "$0")/objcache_env.sh"
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -17,19 +18,24 @@ STEPS=${STEPS:-build test bench}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 status=0
 
-nvidia-smi --query-gpu=name,compute_cap,driver_version,clocks.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
+[[ -n "${OBJCACHE_FILL:-}" ]] || nvidia-smi --query-gpu=name,compute_cap,driver_version,clocks.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
 
 if [[ " $STEPS " == *" build "* ]]; then
   if compgen -G ".whl/nvidia_cutlass-*.whl" >/dev/null; then
     python3 -m pip install -q --no-deps --no-index .whl/nvidia_cutlass-*.whl || exit 1
   fi
   start=$(date +%s)
-  if ! python3 -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1; then
+  objcache_mark
+  target=()
+  [[ -n "${OBJCACHE_FILL:-}" ]] && target=(--target "$OUT/site")
+  if ! python3 -m pip install --no-build-isolation --no-deps -v "${target[@]}" . >"$OUT/build.log" 2>&1; then
     grep -E "error|Error" "$OUT/build.log" | head -40
     tail -40 "$OUT/build.log"
     exit 1
   fi
   echo "build: $(( $(date +%s) - start )) s"
+  objcache_report
+  [[ -n "${OBJCACHE_FILL:-}" ]] && exit 0
   lib=$(python3 -c "import flashgen, pathlib; print(pathlib.Path(flashgen.__file__).parent / 'libflashgen.so')")
   for sass in HMMA HGMMA QGMMA; do
     echo "SASS $sass instructions: $(cuobjdump --dump-sass "$lib" | grep -c "$sass")"

@@ -1,0 +1,140 @@
+"""tools/objcache.py (the nvcc launcher that lets prebuilt objects travel to the GPU machine),
+driven with a stand-in compiler: hits across machines whose paths differ, misses when a header
+the compile read has changed, a depfile naming the local headers, and plain passthrough."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "objcache.py"
+
+# Writes an "object" made of the source and the header it includes, and a gcc-style depfile
+# listing the source, that header, a CUTLASS header and a system header (which is not keyed).
+FAKE_NVCC = textwrap.dedent("""\
+    import sys
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        print("Cuda compilation tools, release 13.0, V13.0.88")
+        sys.exit(0)
+    get = lambda opt: args[args.index(opt) + 1]
+    inc = [a[2:] for a in args if a.startswith("-I")][1]
+    cut = [a.split("=", 1)[1] for a in args if a.startswith("-isystem=")][0]
+    src, header = get("-c"), inc + "/common/h.hpp"
+    if "FAIL" in open(src).read():
+        sys.exit(3)
+    with open(get("-o"), "w") as f:
+        f.write(open(src).read() + open(header).read())
+    with open(get("-MF"), "w") as f:
+        f.write(get("-MT") + ": " + src + " \\\\\\n " + header + " " + cut + "/cute/tensor.hpp /usr/include/stdio.h\\n")
+""")
+
+
+def make_machine(base: Path, header: str = "int h;\n") -> tuple[Path, Path, Path]:
+    """A source tree with a kernels/ include dir, a CUTLASS root and a build dir inside the tree."""
+    root, cutlass = base / "src", base / "cutlass" / "include"
+    (root / "kernels" / "common").mkdir(parents=True)
+    (root / "codegen").mkdir()
+    (root / "include").mkdir()
+    (root / "kernels" / "common" / "h.hpp").write_text(header)
+    (cutlass / "cute").mkdir(parents=True)
+    (cutlass / "cute" / "tensor.hpp").write_text("// cute\n")
+    build = root / "build" / "cp3xx"
+    (build / "generated").mkdir(parents=True)
+    (build / "generated" / "k.cu").write_text("__global__ void k() {}\n")
+    (base / "nvcc.py").write_text(FAKE_NVCC)
+    return root, cutlass, build
+
+
+def compile_on(base: Path, cache: Path | None) -> subprocess.CompletedProcess:
+    root, cutlass, build = base / "src", base / "cutlass" / "include", base / "src" / "build" / "cp3xx"
+    (build / "out").mkdir(exist_ok=True)
+    wrapper = base / "nvcc"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {base / 'nvcc.py'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    cmd = [sys.executable, str(TOOL), str(wrapper), "-forward-unknown-to-host-compiler", "-DX=1",
+           f"-I{root / 'include'}", f"-I{root / 'kernels'}", f"-isystem={cutlass}", "-O3",
+           "-MD", "-MT", "out/k.o", "-MF", "out/k.o.d", "-x", "cu", "-c", str(build / "generated" / "k.cu"),
+           "-o", "out/k.o"]
+    env = {k: v for k, v in os.environ.items() if k != "FLASHGEN_OBJCACHE"}
+    if cache is not None:
+        env["FLASHGEN_OBJCACHE"] = str(cache)
+    return subprocess.run(cmd, cwd=build, env=env, capture_output=True, text=True)
+
+
+def log_lines(cache: Path) -> list[str]:
+    return [line.split()[0] for line in (cache / "log.txt").read_text().splitlines()]
+
+
+def test_hit_on_another_machine_with_other_paths(tmp_path):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "cpu")
+    assert compile_on(tmp_path / "cpu", cache).returncode == 0
+    assert log_lines(cache) == ["miss"]
+    gpu = tmp_path / "gpu_machine_elsewhere"
+    make_machine(gpu)
+    obj = gpu / "src" / "build" / "cp3xx" / "out" / "k.o"
+    assert compile_on(gpu, cache).returncode == 0
+    assert log_lines(cache) == ["miss", "hit"]
+    assert obj.read_text() == "__global__ void k() {}\nint h;\n"
+    deps = (obj.parent / "k.o.d").read_text()
+    # The depfile names this machine's copies of the keyed headers, and no system header.
+    assert str(gpu / "src" / "kernels" / "common" / "h.hpp") in deps
+    assert str(gpu / "cutlass" / "include" / "cute" / "tensor.hpp") in deps
+    assert "cpu" not in deps.replace(str(gpu), "") and "stdio.h" not in deps
+
+
+def test_changed_header_misses_and_both_versions_stay(tmp_path):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "a")
+    make_machine(tmp_path / "b", header="int h2;\n")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert compile_on(tmp_path / "b", cache).returncode == 0
+    obj = tmp_path / "b" / "src" / "build" / "cp3xx" / "out" / "k.o"
+    assert obj.read_text().endswith("int h2;\n")
+    assert log_lines(cache) == ["miss", "miss"]
+    # The first version is still served where its header is back.
+    shutil.rmtree(tmp_path / "a" / "src" / "build" / "cp3xx" / "out")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert log_lines(cache) == ["miss", "miss", "hit"]
+    assert (tmp_path / "a" / "src" / "build" / "cp3xx" / "out" / "k.o").read_text().endswith("int h;\n")
+
+
+def test_a_tampered_object_is_not_served(tmp_path):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "a")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    (obj,) = (cache / "o").iterdir()
+    obj.write_text("truncated")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert log_lines(cache) == ["miss", "miss"]
+
+
+def test_compile_errors_pass_through_and_are_not_cached(tmp_path):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "a")
+    (tmp_path / "a" / "src" / "build" / "cp3xx" / "generated" / "k.cu").write_text("FAIL\n")
+    assert compile_on(tmp_path / "a", cache).returncode == 3
+    assert not (cache / "m").exists()
+
+
+def test_without_a_cache_dir_the_compiler_runs_alone(tmp_path):
+    make_machine(tmp_path / "a")
+    assert compile_on(tmp_path / "a", None).returncode == 0
+    assert (tmp_path / "a" / "src" / "build" / "cp3xx" / "out" / "k.o").exists()
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("sep", ["=", " "])
+def test_isystem_spellings_key_alike(tmp_path, sep):
+    sys.path.insert(0, str(TOOL.parent))
+    try:
+        import objcache
+    finally:
+        sys.path.pop(0)
+    args = ["-isystem" + sep + "/x/include"] if sep == "=" else ["-isystem", "/x/include"]
+    assert objcache._tokens(args + ["-I/y", "-o", "a.o"]) == [("-isystem", "/x/include"), ("-I", "/y"), ("-o", "a.o")]

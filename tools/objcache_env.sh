@@ -1,0 +1,34 @@
+# Sourced by the GPU scripts before they build. Where .objcache/ exists beside tools/ (carried
+# to the device: name ".objcache" in carry), nvcc runs through tools/objcache.py and objects
+# compiled beforehand on a CPU machine are reused; the build log's tail says how many hit.
+# OBJCACHE_FILL=1 (on the CPU machine, before the session's calls): the script only builds,
+# into throwaway targets, to fill .objcache with the very compiles its device call will ask for:
+#   OBJCACHE_FILL=1 tools/gpu_full_sweep.sh        (or gpu_fwd_ab.sh, gpu_ab.sh, gpu_check.sh)
+_objcache_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ -n "${OBJCACHE_FILL:-}" ]]; then
+  mkdir -p "$_objcache_root/.objcache"
+  export OUT=${OUT:-/tmp/objcache_fill} CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
+  mkdir -p "$OUT"
+fi
+if [[ -d "$_objcache_root/.objcache" && -z "${FLASHGEN_OBJCACHE:-}" ]]; then
+  export FLASHGEN_OBJCACHE="$_objcache_root/.objcache" CMAKE_CUDA_COMPILER_LAUNCHER="$_objcache_root/tools/objcache.py"
+fi
+
+objcache_mark() {  # remember where the cache's log ends before a build
+  _objcache_from=$(cat "${FLASHGEN_OBJCACHE:-/nonexistent}/log.txt" 2>/dev/null | wc -l)
+}
+
+objcache_report() {  # one line: hits and misses since objcache_mark; misses' keys go to $OUT
+  [[ -n "${FLASHGEN_OBJCACHE:-}" && -f "$FLASHGEN_OBJCACHE/log.txt" ]] || return 0
+  local new hits misses
+  new=$(tail -n +"$(( ${_objcache_from:-0} + 1 ))" "$FLASHGEN_OBJCACHE/log.txt")
+  hits=$(grep -c '^hit' <<< "$new")
+  misses=$(grep '^miss' <<< "$new" | awk '{print $2}' | tr '\n' ' ')
+  echo "objcache: $hits hit(s); missed: ${misses:-none}"
+  if [[ -n "$misses" && -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT/objcache_keys"
+    grep '^miss' <<< "$new" | while read -r _ name key; do
+      cp "$FLASHGEN_OBJCACHE/k/$key.json" "$OUT/objcache_keys/$name.json" 2>/dev/null
+    done
+  fi
+}
