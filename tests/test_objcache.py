@@ -2,6 +2,7 @@
 driven with a stand-in compiler: hits across machines whose paths differ, misses when a header
 the compile read has changed, a depfile naming the local headers, and plain passthrough."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "objcache.py"
 # Writes an "object" made of the source and the header it includes, and a gcc-style depfile
 # listing the source, that header, a CUTLASS header and a system header (which is not keyed).
 FAKE_NVCC = textwrap.dedent("""\
-    import sys
+    import os, sys
     args = sys.argv[1:]
     if args == ["--version"]:
         print("Cuda compilation tools, release 13.0, V13.0.88")
@@ -29,8 +30,10 @@ FAKE_NVCC = textwrap.dedent("""\
         sys.exit(3)
     with open(get("-o"), "w") as f:
         f.write(open(src).read() + open(header).read())
+    extra = " " + os.environ["FAKE_CUDA_HEADER"] if os.environ.get("FAKE_CUDA_HEADER") else ""
     with open(get("-MF"), "w") as f:
-        f.write(get("-MT") + ": " + src + " \\\\\\n " + header + " " + cut + "/cute/tensor.hpp /usr/include/stdio.h\\n")
+        f.write(get("-MT") + ": " + src + " \\\\\\n " + header + " " + cut + "/cute/tensor.hpp /usr/include/stdio.h"
+                + extra + "\\n")
 """)
 
 
@@ -50,19 +53,25 @@ def make_machine(base: Path, header: str = "int h;\n") -> tuple[Path, Path, Path
     return root, cutlass, build
 
 
-def compile_on(base: Path, cache: Path | None) -> subprocess.CompletedProcess:
+def compile_on(base: Path, cache: Path | None, cuda_include: Path | None = None,
+               cuda_header: Path | None = None, strict: bool = False) -> subprocess.CompletedProcess:
     root, cutlass, build = base / "src", base / "cutlass" / "include", base / "src" / "build" / "cp3xx"
     (build / "out").mkdir(exist_ok=True)
     wrapper = base / "nvcc"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {base / 'nvcc.py'} \"$@\"\n")
     wrapper.chmod(0o755)
     cmd = [sys.executable, str(TOOL), str(wrapper), "-forward-unknown-to-host-compiler", "-DX=1",
-           f"-I{root / 'include'}", f"-I{root / 'kernels'}", f"-isystem={cutlass}", "-O3",
+           f"-I{root / 'include'}", f"-I{root / 'kernels'}", f"-isystem={cutlass}",
+           *([f"-isystem={cuda_include}"] if cuda_include else []), "-O3",
            "-MD", "-MT", "out/k.o", "-MF", "out/k.o.d", "-x", "cu", "-c", str(build / "generated" / "k.cu"),
            "-o", "out/k.o"]
-    env = {k: v for k, v in os.environ.items() if k != "FLASHGEN_OBJCACHE"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGEN_OBJCACHE")}
+    if strict:
+        env["FLASHGEN_OBJCACHE_STRICT"] = "1"
     if cache is not None:
         env["FLASHGEN_OBJCACHE"] = str(cache)
+    if cuda_header is not None:
+        env["FAKE_CUDA_HEADER"] = str(cuda_header)
     return subprocess.run(cmd, cwd=build, env=env, capture_output=True, text=True)
 
 
@@ -138,3 +147,32 @@ def test_isystem_spellings_key_alike(tmp_path, sep):
         sys.path.pop(0)
     args = ["-isystem" + sep + "/x/include"] if sep == "=" else ["-isystem", "/x/include"]
     assert objcache._tokens(args + ["-I/y", "-o", "a.o"]) == [("-isystem", "/x/include"), ("-I", "/y"), ("-o", "a.o")]
+
+
+def test_toolkit_include_spelled_or_linked_differently_still_hits(tmp_path):
+    """CMake 3.25 passes -isystem=<cuda>/include, 3.31 the directory it links to (or nothing),
+    while nvcc's depfile names the link: the key and the header check must not care."""
+    cache = tmp_path / "cache"
+    for machine in ("cpu", "gpu"):
+        make_machine(tmp_path / machine)
+        real = tmp_path / machine / "cuda" / "targets" / "x86_64-linux" / "include"
+        real.mkdir(parents=True)
+        (real / "cuda_runtime.h").write_text("// runtime\n")
+        (tmp_path / machine / "cuda" / "include").symlink_to(real)
+    link = tmp_path / "cpu" / "cuda" / "include"
+    assert compile_on(tmp_path / "cpu", cache, link, link / "cuda_runtime.h").returncode == 0
+    real = tmp_path / "gpu" / "cuda" / "targets" / "x86_64-linux" / "include"
+    header = tmp_path / "gpu" / "cuda" / "include" / "cuda_runtime.h"
+    assert compile_on(tmp_path / "gpu", cache, real, header).returncode == 0
+    assert log_lines(cache) == ["miss", "hit"]
+    # The toolkit's headers stand behind nvcc's release line (another packaging of the same
+    # release still hits) unless FLASHGEN_OBJCACHE_STRICT=1, which checks them and reports which.
+    (real / "cuda_runtime.h").write_text("// runtime, packaged differently\n")
+    assert compile_on(tmp_path / "gpu", cache, real, header).returncode == 0
+    assert log_lines(cache) == ["miss", "hit", "hit"]
+    strict = tmp_path / "strict"
+    assert compile_on(tmp_path / "cpu", strict, link, link / "cuda_runtime.h", strict=True).returncode == 0
+    assert compile_on(tmp_path / "gpu", strict, real, header, strict=True).returncode == 0
+    assert log_lines(strict) == ["miss", "miss"]
+    (report,) = (strict / "k").iterdir()
+    assert json.loads(report.read_text())["earlier entries differ in"] == ["<CUDA>/cuda_runtime.h"]

@@ -70,7 +70,10 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
   for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
   objcache_report
 fi
-[[ -n "${OBJCACHE_FILL:-}" ]] && exit 0
+if [[ -n "${OBJCACHE_FILL:-}" ]]; then  # the copies' build trees must not travel with them
+  for s in "${builds[@]}"; do [[ "${src[$s]}" == . ]] || rm -rf "${src[$s]}/build"; done
+  exit 0
+fi
 if [[ -n "${AB_ENV:-}" ]]; then
   echo "one build of the working tree; $(for s in "${sides[@]}"; do printf '%s = %s; ' "${s^^}" "${env[$s]}"; done)"
 else

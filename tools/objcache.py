@@ -15,23 +15,28 @@ Cache entry (ccache's "direct mode", written small here):
          (<BUILD> the build directory, <ROOT> the source tree, <CUTLASS>, <CUDA> the include
          roots), the nvcc release line and the source file's bytes;
   m/<key>.json lists earlier compiles of that key: the headers they read (from nvcc's depfile,
-         each as placeholder path + sha256 of its bytes) and the object's file o/<sha>.o;
+         each as placeholder path + sha256 of its bytes) and the object's file o/<sha>.o.xz
+         (named by the sha256 of the object, stored xz-compressed: ~8x smaller);
   a hit needs every listed header to hash the same here. The object is copied to -o and a
   depfile naming the local headers is written to -MF, so ninja tracks them as after a compile.
-Not part of the key, by choice: the host compiler's version and the system headers it reads
-(gcc 12 here, 13 on the device: host stubs built by either link with the other's libstdc++),
-the compiler's path. Misses compile as usual and add their entry. Every call appends "hit" or
+Not part of the key, by choice (ccache's "system_headers" sloppiness): the host compiler's
+version and the system headers it reads (gcc 12 here, 13 on the device: host stubs built by
+either link with the other's libstdc++), the compiler's path, and the CUDA toolkit's headers,
+which the nvcc release line stands for (this machine's toolkit is assembled from NVIDIA's pip
+wheels, cudart 13.0.96 beside nvcc 13.0.88; the device's image may package the same release
+differently). FLASHGEN_OBJCACHE_STRICT=1 checks the toolkit's headers too. Misses compile as usual and add their entry. Every call appends "hit" or
 "miss", the object's name and the key's first 16 hex digits to <cache>/log.txt; a miss also
 writes what its key was made of to k/<key16>.json (diff it against the other machine's). FLASHGEN_OBJCACHE unset: plain nvcc.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import lzma
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,43 +73,55 @@ def _tokens(args: list[str]) -> list[tuple[str, str]]:
 
 
 class Paths:
-    """The machine-specific roots of one compile, and their placeholders."""
+    """The machine-specific roots of one compile, and their placeholders.
 
-    def __init__(self, tokens: list[tuple[str, str]], cwd: str):
-        self.roots: list[tuple[str, str]] = [("<BUILD>", os.path.normpath(cwd))]
+    Headers are classified by their real path: CMake versions name the toolkit's include
+    directory differently (3.25 `cuda-13.0/include`, 3.31 its target `cuda-13.0/targets/x86_64-
+    linux/include`) while nvcc's depfile names the first. The toolkit's include directory is
+    also taken from the compiler's location, where CMake leaves it implicit.
+    """
+
+    def __init__(self, tokens: list[tuple[str, str]], cwd: str, compiler: str):
+        found = [("<BUILD>", cwd)]
         for opt, val in tokens:
             if opt not in ("-I", "-isystem"):
                 continue
-            p = os.path.normpath(val)
-            if os.path.basename(p) == "kernels" and os.path.isdir(os.path.join(p, "..", "codegen")):
-                self.roots.append(("<ROOT>", os.path.dirname(p)))
-            elif os.path.exists(os.path.join(p, "cute", "tensor.hpp")):
-                self.roots.append(("<CUTLASS>", p))
-            elif os.path.exists(os.path.join(p, "cuda_runtime.h")):
-                self.roots.append(("<CUDA>", p))
-        # Longest first: the build directory usually lies inside the source tree.
-        self.roots.sort(key=lambda r: -len(r[1]))
+            if os.path.basename(os.path.normpath(val)) == "kernels" and os.path.isdir(os.path.join(val, "..", "codegen")):
+                found.append(("<ROOT>", os.path.dirname(os.path.normpath(val))))
+            elif os.path.exists(os.path.join(val, "cute", "tensor.hpp")):
+                found.append(("<CUTLASS>", val))
+            elif os.path.exists(os.path.join(val, "cuda_runtime.h")):
+                found.append(("<CUDA>", val))
+        toolkit = os.path.join(os.path.dirname(os.path.realpath(compiler)), "..", "include")
+        if os.path.exists(os.path.join(toolkit, "cuda_runtime.h")):
+            found.append(("<CUDA>", toolkit))
+        # As written (for the command's tokens) and resolved (for headers); longest first, since
+        # the build directory usually lies inside the source tree.
+        spelled = {(tag, os.path.normpath(p)) for tag, p in found} | {(tag, os.path.realpath(p)) for tag, p in found}
+        self.spellings = sorted(spelled, key=lambda r: -len(r[1]))
+        self.roots = sorted({(tag, os.path.realpath(p)) for tag, p in found}, key=lambda r: -len(r[1]))
 
     def complete(self) -> bool:
         return {"<ROOT>", "<CUTLASS>"} <= {tag for tag, _ in self.roots}
 
-    def normalize(self, text: str) -> str | None:
-        """A path (or a token holding one) with its root as a placeholder; None: under no root."""
+    def normalize(self, path: str) -> str | None:
+        """A header's path with its root as a placeholder; None: under no root (system headers)."""
+        real = os.path.realpath(path)
         for tag, root in self.roots:
-            if text == root or text.startswith(root + os.sep):
-                return tag + text[len(root):]
+            if real.startswith(root + os.sep):
+                return tag + real[len(root):]
         return None
 
     def normalize_token(self, text: str) -> str:
-        for tag, root in self.roots:
+        for tag, root in self.spellings:
             text = text.replace(root, tag)
         return text
 
-    def local(self, text: str) -> str:
+    def local(self, placeholder: str) -> str:
         for tag, root in self.roots:
-            if text.startswith(tag):
-                return root + text[len(tag):]
-        return text
+            if placeholder.startswith(tag + os.sep):
+                return root + placeholder[len(tag):]
+        return placeholder
 
 
 def _nvcc_release(compiler: str) -> str:
@@ -132,23 +149,41 @@ def _write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _read_object(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return lzma.decompress(data) if path.endswith(".xz") else data
+    except (OSError, lzma.LZMAError):
+        return None
+
+
+def _load(manifest_path: str) -> list[dict]:
+    try:
+        with open(manifest_path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
 def _log(cache: str, what: str, obj: str, key: str) -> None:
     with open(os.path.join(cache, "log.txt"), "a") as f:
         f.write(f"{what} {obj} {key[:16]}\n")
 
 
-def run(argv: list[str], cache: str | None) -> int:
+def run(argv: list[str], cache: str | None, strict: bool = False) -> int:
     compiler, args = argv[0], argv[1:]
     if not cache:
         return subprocess.call([compiler, *args])
     tokens = _tokens(args)
     opts = dict(tokens)
     out, depfile, source = opts.get("-o"), opts.get("-MF"), opts.get("-c")
-    paths = Paths(tokens, os.getcwd())
+    paths = Paths(tokens, os.getcwd(), compiler)
     if not (out and depfile and source and paths.complete()):
         return subprocess.call([compiler, *args])  # not a libflashgen compile: no caching
     keyed = [f"{opt} {paths.normalize_token(val)}" if opt not in ("-MT",) else opt for opt, val in tokens]
-    includes = [k for k in keyed if k.startswith(("-I ", "-isystem "))]
+    # The toolkit's own include directory is implicit to nvcc and not always on CMake's line.
+    includes = [k for k in keyed if k.startswith(("-I ", "-isystem ")) and k != "-isystem <CUDA>"]
     others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
     source_sha = _file_sha(source)
     if source_sha is None:
@@ -157,17 +192,16 @@ def run(argv: list[str], cache: str | None) -> int:
     key = _sha(json.dumps(material).encode())
     manifest_path = os.path.join(cache, "m", key + ".json")
     name = os.path.basename(out)
-    try:
-        with open(manifest_path) as f:
-            entries = json.load(f)
-    except (OSError, ValueError):
-        entries = []
+    entries = _load(manifest_path)
+    mismatches = []  # per earlier entry: the first header that differs here (for the miss report)
     for entry in entries:
-        if all(_file_sha(paths.local(dep)) == sha for dep, sha in entry["deps"].items()):
-            obj = os.path.join(cache, "o", entry["object"])
-            if _file_sha(obj) != entry["object"].removesuffix(".o"):
+        differs = next((dep for dep, sha in entry["deps"].items() if _file_sha(paths.local(dep)) != sha), None)
+        mismatches.append(differs)
+        if differs is None:
+            data = _read_object(os.path.join(cache, "o", entry["object"]))
+            if data is None or _sha(data) != entry["object"].split(".")[0]:
                 continue
-            shutil.copyfile(obj, out)
+            _write_atomic(os.path.abspath(out), data)
             deps = " ".join(paths.local(d) for d in entry["deps"])
             with open(depfile, "w") as f:
                 f.write(f"{out}: {deps}\n")
@@ -179,24 +213,28 @@ def run(argv: list[str], cache: str | None) -> int:
     deps = {}
     for dep in _read_depfile(depfile):
         placeholder = paths.normalize(dep)
-        if placeholder is None:
-            continue  # system / host-compiler headers: not part of the key (see the docstring)
+        if placeholder is None or (placeholder.startswith("<CUDA>") and not strict):
+            continue  # system / host-compiler / toolkit headers: not checked (see the docstring)
         sha = _file_sha(dep)
         if sha is None:
             return rc  # a header vanished mid-build: do not record this compile
         deps[placeholder] = sha
     with open(out, "rb") as f:
         data = f.read()
-    obj_name = _sha(data) + ".o"
+    obj_name = _sha(data) + ".o.xz"  # CuTe objects compress ~8x: more of them fit a carry
     if not os.path.exists(os.path.join(cache, "o", obj_name)):
-        _write_atomic(os.path.join(cache, "o", obj_name), data)
-    entries = [e for e in entries if e["deps"] != deps] + [{"deps": deps, "object": obj_name}]
-    _write_atomic(manifest_path, json.dumps(entries[-8:], indent=0).encode())
+        _write_atomic(os.path.join(cache, "o", obj_name), lzma.compress(data))
+    os.makedirs(os.path.dirname(manifest_path), exist_ok=True)
+    with open(manifest_path + ".lock", "w") as lock:  # parallel builds (A / B sides) share keys
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = [e for e in _load(manifest_path) if e["deps"] != deps] + [{"deps": deps, "object": obj_name}]
+        _write_atomic(manifest_path, json.dumps(entries[-16:], indent=0).encode())
     # What the key was made of, to compare with the other machine's when a hit was expected.
-    _write_atomic(os.path.join(cache, "k", key[:16] + ".json"), json.dumps(material, indent=1).encode())
+    report = {"key": material, "earlier entries differ in": mismatches}
+    _write_atomic(os.path.join(cache, "k", key[:16] + ".json"), json.dumps(report, indent=1).encode())
     _log(cache, "miss", name, key)
     return rc
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:], os.environ.get("FLASHGEN_OBJCACHE")))
+    sys.exit(run(sys.argv[1:], os.environ.get("FLASHGEN_OBJCACHE"), os.environ.get("FLASHGEN_OBJCACHE_STRICT") == "1"))

@@ -5,8 +5,10 @@
 # into throwaway targets, to fill .objcache with the very compiles its device call will ask for:
 #   OBJCACHE_FILL=1 tools/gpu_full_sweep.sh        (or gpu_fwd_ab.sh, gpu_ab.sh, gpu_check.sh)
 _objcache_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# From a copy (ab_base/ run on its own), point at the main tree's cache first:
+#   export FLASHGEN_OBJCACHE=$PWD/.objcache CMAKE_CUDA_COMPILER_LAUNCHER=$PWD/tools/objcache.py
 if [[ -n "${OBJCACHE_FILL:-}" ]]; then
-  mkdir -p "$_objcache_root/.objcache"
+  [[ -n "${FLASHGEN_OBJCACHE:-}" ]] || mkdir -p "$_objcache_root/.objcache"
   export OUT=${OUT:-/tmp/objcache_fill} CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
   mkdir -p "$OUT"
 fi
