@@ -176,3 +176,13 @@ def test_toolkit_include_spelled_or_linked_differently_still_hits(tmp_path):
     assert log_lines(strict) == ["miss", "miss"]
     (report,) = (strict / "k").iterdir()
     assert json.loads(report.read_text())["earlier entries differ in"] == ["<CUDA>/cuda_runtime.h"]
+
+
+def test_a_broken_cache_never_fails_the_build(tmp_path):
+    make_machine(tmp_path / "a")
+    not_a_dir = tmp_path / "cache_is_a_file"
+    not_a_dir.write_text("")
+    result = compile_on(tmp_path / "a", not_a_dir)
+    assert result.returncode == 0, result.stderr
+    assert "objcache: could not store k.o" in result.stderr
+    assert (tmp_path / "a" / "src" / "build" / "cp3xx" / "out" / "k.o").read_text().endswith("int h;\n")

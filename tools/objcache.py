@@ -34,12 +34,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import lzma
 import os
 import re
 import subprocess
 import sys
 import tempfile
+
+try:
+    import lzma
+except ImportError:  # a Python built without liblzma: objects stored plain
+    lzma = None
 
 # Options whose value is the next argument (joined into one token for the key).
 _PAIRED = {"-o", "-MF", "-MT", "-x", "-c", "-I", "-isystem", "-Xcompiler", "-D", "-ccbin"}
@@ -154,7 +158,7 @@ def _read_object(path: str) -> bytes | None:
         with open(path, "rb") as f:
             data = f.read()
         return lzma.decompress(data) if path.endswith(".xz") else data
-    except (OSError, lzma.LZMAError):
+    except Exception:  # noqa: BLE001 - unreadable, truncated, or no lzma here: a miss
         return None
 
 
@@ -171,68 +175,93 @@ def _log(cache: str, what: str, obj: str, key: str) -> None:
         f.write(f"{what} {obj} {key[:16]}\n")
 
 
-def run(argv: list[str], cache: str | None, strict: bool = False) -> int:
-    compiler, args = argv[0], argv[1:]
-    if not cache:
-        return subprocess.call([compiler, *args])
-    tokens = _tokens(args)
-    opts = dict(tokens)
-    out, depfile, source = opts.get("-o"), opts.get("-MF"), opts.get("-c")
-    paths = Paths(tokens, os.getcwd(), compiler)
-    if not (out and depfile and source and paths.complete()):
-        return subprocess.call([compiler, *args])  # not a libflashgen compile: no caching
-    keyed = [f"{opt} {paths.normalize_token(val)}" if opt not in ("-MT",) else opt for opt, val in tokens]
-    # The toolkit's own include directory is implicit to nvcc and not always on CMake's line.
-    includes = [k for k in keyed if k.startswith(("-I ", "-isystem ")) and k != "-isystem <CUDA>"]
-    others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
-    source_sha = _file_sha(source)
-    if source_sha is None:
-        return subprocess.call([compiler, *args])
-    material = [_nvcc_release(compiler), includes, others, source_sha]
-    key = _sha(json.dumps(material).encode())
-    manifest_path = os.path.join(cache, "m", key + ".json")
-    name = os.path.basename(out)
-    entries = _load(manifest_path)
-    mismatches = []  # per earlier entry: the first header that differs here (for the miss report)
-    for entry in entries:
-        differs = next((dep for dep, sha in entry["deps"].items() if _file_sha(paths.local(dep)) != sha), None)
-        mismatches.append(differs)
-        if differs is None:
-            data = _read_object(os.path.join(cache, "o", entry["object"]))
+class _Compile:
+    """One nvcc command as the cache sees it: its key, manifest and where its outputs go."""
+
+    def __init__(self, compiler: str, args: list[str], cache: str, strict: bool):
+        self.cache, self.strict = cache, strict
+        tokens = _tokens(args)
+        opts = dict(tokens)
+        self.out, self.depfile, source = opts.get("-o"), opts.get("-MF"), opts.get("-c")
+        self.paths = Paths(tokens, os.getcwd(), compiler)
+        source_sha = _file_sha(source) if source else None
+        self.usable = bool(self.out and self.depfile and source_sha and self.paths.complete())
+        if not self.usable:
+            return  # not a libflashgen compile: no caching
+        keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens]
+        # The toolkit's own include directory is implicit to nvcc and not always on CMake's line.
+        includes = [k for k in keyed if k.startswith(("-I ", "-isystem ")) and k != "-isystem <CUDA>"]
+        others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
+        self.material = [_nvcc_release(compiler), includes, others, source_sha]
+        self.key = _sha(json.dumps(self.material).encode())
+        self.manifest = os.path.join(cache, "m", self.key + ".json")
+        self.name = os.path.basename(self.out)
+        self.mismatches: list[str | None] = []  # per earlier entry, the first header that differs
+
+    def lookup(self) -> bool:
+        """Serve the object of an earlier compile whose headers all match here; False: none does."""
+        for entry in _load(self.manifest):
+            differs = next((d for d, sha in entry["deps"].items() if _file_sha(self.paths.local(d)) != sha), None)
+            self.mismatches.append(differs)
+            if differs is not None:
+                continue
+            data = _read_object(os.path.join(self.cache, "o", entry["object"]))
             if data is None or _sha(data) != entry["object"].split(".")[0]:
                 continue
-            _write_atomic(os.path.abspath(out), data)
-            deps = " ".join(paths.local(d) for d in entry["deps"])
-            with open(depfile, "w") as f:
-                f.write(f"{out}: {deps}\n")
-            _log(cache, "hit", name, key)
-            return 0
+            _write_atomic(os.path.abspath(self.out), data)
+            with open(self.depfile, "w") as f:
+                f.write(f"{self.out}: {' '.join(self.paths.local(d) for d in entry['deps'])}\n")
+            _log(self.cache, "hit", self.name, self.key)
+            return True
+        return False
+
+    def store(self) -> None:
+        """Record a compile that just succeeded: its headers (from the depfile) and its object."""
+        deps = {}
+        for dep in _read_depfile(self.depfile):
+            placeholder = self.paths.normalize(dep)
+            if placeholder is None or (placeholder.startswith("<CUDA>") and not self.strict):
+                continue  # system / host-compiler / toolkit headers: not checked (see the docstring)
+            sha = _file_sha(dep)
+            if sha is None:
+                return  # a header vanished mid-build: do not record this compile
+            deps[placeholder] = sha
+        with open(self.out, "rb") as f:
+            data = f.read()
+        # CuTe objects compress ~8x (more of them fit a carry); plain where Python lacks lzma.
+        obj_name = _sha(data) + (".o.xz" if lzma else ".o")
+        if not os.path.exists(os.path.join(self.cache, "o", obj_name)):
+            _write_atomic(os.path.join(self.cache, "o", obj_name), lzma.compress(data) if lzma else data)
+        os.makedirs(os.path.dirname(self.manifest), exist_ok=True)
+        with open(self.manifest + ".lock", "w") as lock:  # parallel builds (A / B sides) share keys
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = [e for e in _load(self.manifest) if e["deps"] != deps] + [{"deps": deps, "object": obj_name}]
+            _write_atomic(self.manifest, json.dumps(entries[-16:], indent=0).encode())
+        # What the key was made of, to compare with the other machine's when a hit was expected.
+        report = {"key": self.material, "earlier entries differ in": self.mismatches}
+        _write_atomic(os.path.join(self.cache, "k", self.key[:16] + ".json"), json.dumps(report, indent=1).encode())
+        _log(self.cache, "miss", self.name, self.key)
+
+
+def run(argv: list[str], cache: str | None, strict: bool = False) -> int:
+    """Compile argv through the cache. A failure of the cache itself (a damaged entry, a full
+    disk) is reported on stderr and the compile goes on without it: never a failed build."""
+    compiler, args = argv[0], argv[1:]
+    job = None
+    if cache:
+        try:
+            job = _Compile(compiler, args, cache, strict)
+            if job.usable and job.lookup():
+                return 0
+        except Exception as e:  # noqa: BLE001 - the cache must never break a build
+            print(f"objcache: lookup failed ({e!r}); compiling", file=sys.stderr)
+            job = None
     rc = subprocess.call([compiler, *args])
-    if rc != 0:
-        return rc
-    deps = {}
-    for dep in _read_depfile(depfile):
-        placeholder = paths.normalize(dep)
-        if placeholder is None or (placeholder.startswith("<CUDA>") and not strict):
-            continue  # system / host-compiler / toolkit headers: not checked (see the docstring)
-        sha = _file_sha(dep)
-        if sha is None:
-            return rc  # a header vanished mid-build: do not record this compile
-        deps[placeholder] = sha
-    with open(out, "rb") as f:
-        data = f.read()
-    obj_name = _sha(data) + ".o.xz"  # CuTe objects compress ~8x: more of them fit a carry
-    if not os.path.exists(os.path.join(cache, "o", obj_name)):
-        _write_atomic(os.path.join(cache, "o", obj_name), lzma.compress(data))
-    os.makedirs(os.path.dirname(manifest_path), exist_ok=True)
-    with open(manifest_path + ".lock", "w") as lock:  # parallel builds (A / B sides) share keys
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        entries = [e for e in _load(manifest_path) if e["deps"] != deps] + [{"deps": deps, "object": obj_name}]
-        _write_atomic(manifest_path, json.dumps(entries[-16:], indent=0).encode())
-    # What the key was made of, to compare with the other machine's when a hit was expected.
-    report = {"key": material, "earlier entries differ in": mismatches}
-    _write_atomic(os.path.join(cache, "k", key[:16] + ".json"), json.dumps(report, indent=1).encode())
-    _log(cache, "miss", name, key)
+    if rc == 0 and job is not None and job.usable:
+        try:
+            job.store()
+        except Exception as e:  # noqa: BLE001
+            print(f"objcache: could not store {job.name} ({e!r})", file=sys.stderr)
     return rc
 
 
