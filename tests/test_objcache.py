@@ -186,3 +186,21 @@ def test_a_broken_cache_never_fails_the_build(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "objcache: could not store k.o" in result.stderr
     assert (tmp_path / "a" / "src" / "build" / "cp3xx" / "out" / "k.o").read_text().endswith("int h;\n")
+
+
+def test_prune_keeps_what_the_log_names_after_a_line(tmp_path):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "a")
+    make_machine(tmp_path / "b", header="int h2;\n")
+    assert compile_on(tmp_path / "a", cache).returncode == 0  # log line 1
+    assert compile_on(tmp_path / "b", cache).returncode == 0  # line 2: same key, a second entry
+    (tmp_path / "a" / "src" / "build" / "cp3xx" / "generated" / "k.cu").write_text("__global__ void k2() {}\n")
+    assert compile_on(tmp_path / "a", cache).returncode == 0  # line 3: another key
+    assert len(list((cache / "m").glob("*.json"))) == 2 and len(list((cache / "o").iterdir())) == 3
+    out = subprocess.run([sys.executable, str(TOOL), "--prune-since", "2", str(cache)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "kept 1 keys and 1 objects" in out
+    assert len(list((cache / "m").glob("*.json"))) == 1 and len(list((cache / "o").iterdir())) == 1
+    assert (cache / "log.txt").read_text() == ""
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert log_lines(cache) == ["hit"]

@@ -24,9 +24,12 @@ version and the system headers it reads (gcc 12 here, 13 on the device: host stu
 either link with the other's libstdc++), the compiler's path, and the CUDA toolkit's headers,
 which the nvcc release line stands for (this machine's toolkit is assembled from NVIDIA's pip
 wheels, cudart 13.0.96 beside nvcc 13.0.88; the device's image may package the same release
-differently). FLASHGEN_OBJCACHE_STRICT=1 checks the toolkit's headers too. Misses compile as usual and add their entry. Every call appends "hit" or
-"miss", the object's name and the key's first 16 hex digits to <cache>/log.txt; a miss also
-writes what its key was made of to k/<key16>.json (diff it against the other machine's). FLASHGEN_OBJCACHE unset: plain nvcc.
+differently). FLASHGEN_OBJCACHE_STRICT=1 checks the toolkit's headers too.
+Misses compile as usual and add their entry. Every call appends "hit" or "miss", the object's
+name and the key's first 16 hex digits to <cache>/log.txt; a miss also writes what its key was
+made of to k/<key16>.json (diff it against the other machine's).
+`tools/objcache.py --prune-since N [CACHE]` keeps only the keys the log names after line N.
+FLASHGEN_OBJCACHE unset: plain nvcc.
 """
 
 from __future__ import annotations
@@ -189,8 +192,10 @@ class _Compile:
         if not self.usable:
             return  # not a libflashgen compile: no caching
         keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens]
-        # The toolkit's own include directory is implicit to nvcc and not always on CMake's line.
-        includes = [k for k in keyed if k.startswith(("-I ", "-isystem ")) and k != "-isystem <CUDA>"]
+        # The toolkit's include directories are implicit to nvcc, and CMake versions differ in
+        # which they spell out (4.2 adds <CUDA>/cccl): they stand behind the release line.
+        includes = [k for k in keyed
+                    if k.startswith(("-I ", "-isystem ")) and not k.split(" ", 1)[1].startswith("<CUDA>")]
         others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
         self.material = [_nvcc_release(compiler), includes, others, source_sha]
         self.key = _sha(json.dumps(self.material).encode())
@@ -265,5 +270,33 @@ def run(argv: list[str], cache: str | None, strict: bool = False) -> int:
     return rc
 
 
+def prune(cache: str, since_line: int) -> str:
+    """Keep only the keys that log.txt names after its first since_line lines (e.g. the builds of
+    a final check that hit everything the next device calls need), and the objects they use;
+    clears the miss reports and the log. Returns a summary line."""
+    with open(os.path.join(cache, "log.txt")) as f:
+        used = {line.split()[2] for line in f.read().splitlines()[since_line:] if len(line.split()) == 3}
+    keep_objects, dropped = set(), 0
+    for name in os.listdir(os.path.join(cache, "m")):
+        path = os.path.join(cache, "m", name)
+        if name.endswith(".json") and name[:16] in used:
+            keep_objects |= {e["object"] for e in _load(path)}
+        else:
+            os.remove(path)
+            dropped += 1
+    for name in os.listdir(os.path.join(cache, "o")):
+        if name not in keep_objects:
+            os.remove(os.path.join(cache, "o", name))
+    for name in os.listdir(os.path.join(cache, "k")) if os.path.isdir(os.path.join(cache, "k")) else []:
+        os.remove(os.path.join(cache, "k", name))
+    open(os.path.join(cache, "log.txt"), "w").close()
+    size = sum(os.path.getsize(os.path.join(cache, "o", n)) for n in os.listdir(os.path.join(cache, "o")))
+    return f"kept {len(used)} keys and {len(keep_objects)} objects ({size / 2**20:.1f} MiB), dropped {dropped} keys"
+
+
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:], os.environ.get("FLASHGEN_OBJCACHE"), os.environ.get("FLASHGEN_OBJCACHE_STRICT") == "1"))
+    if sys.argv[1:2] == ["--prune-since"]:  # tools/objcache.py --prune-since LINE [CACHE]
+        print(prune(sys.argv[3] if len(sys.argv) > 3 else os.environ["FLASHGEN_OBJCACHE"], int(sys.argv[2])))
+        sys.exit(0)
+    strict_toolkit = os.environ.get("FLASHGEN_OBJCACHE_STRICT") == "1"
+    sys.exit(run(sys.argv[1:], os.environ.get("FLASHGEN_OBJCACHE"), strict_toolkit))
