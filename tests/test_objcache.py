@@ -54,13 +54,14 @@ def make_machine(base: Path, header: str = "int h;\n") -> tuple[Path, Path, Path
 
 
 def compile_on(base: Path, cache: Path | None, cuda_include: Path | None = None,
-               cuda_header: Path | None = None, strict: bool = False) -> subprocess.CompletedProcess:
+               cuda_header: Path | None = None, strict: bool = False,
+               define: str = "-DX=1") -> subprocess.CompletedProcess:
     root, cutlass, build = base / "src", base / "cutlass" / "include", base / "src" / "build" / "cp3xx"
     (build / "out").mkdir(exist_ok=True)
     wrapper = base / "nvcc"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {base / 'nvcc.py'} \"$@\"\n")
     wrapper.chmod(0o755)
-    cmd = [sys.executable, str(TOOL), str(wrapper), "-forward-unknown-to-host-compiler", "-DX=1",
+    cmd = [sys.executable, str(TOOL), str(wrapper), "-forward-unknown-to-host-compiler", define,
            f"-I{root / 'include'}", f"-I{root / 'kernels'}", f"-isystem={cutlass}",
            *([f"-isystem={cuda_include}"] if cuda_include else []), "-O3",
            "-MD", "-MT", "out/k.o", "-MF", "out/k.o.d", "-x", "cu", "-c", str(build / "generated" / "k.cu"),
@@ -204,3 +205,15 @@ def test_prune_keeps_what_the_log_names_after_a_line(tmp_path):
     assert (cache / "log.txt").read_text() == ""
     assert compile_on(tmp_path / "a", cache).returncode == 0
     assert log_lines(cache) == ["hit"]
+
+
+def test_compare_names_what_made_another_machine_miss(tmp_path):
+    cache, other = tmp_path / "cache", tmp_path / "other_cache"  # other: the device's, with its miss
+    make_machine(tmp_path / "a")
+    make_machine(tmp_path / "b")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert compile_on(tmp_path / "b", other, define="-DX=2").returncode == 0
+    (report,) = (other / "k").iterdir()
+    out = subprocess.run([sys.executable, str(TOOL), "--compare", str(report), str(cache)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "flags: only here ['-D X=1'], only there ['-D X=2']" in out, out

@@ -28,7 +28,9 @@ differently). FLASHGEN_OBJCACHE_STRICT=1 checks the toolkit's headers too.
 Misses compile as usual and add their entry. Every call appends "hit" or "miss", the object's
 name and the key's first 16 hex digits to <cache>/log.txt; a miss also writes what its key was
 made of to k/<key16>.json (diff it against the other machine's).
-`tools/objcache.py --prune-since N [CACHE]` keeps only the keys the log names after line N.
+`tools/objcache.py --prune-since N [CACHE]` keeps only the keys the log names after line N;
+`tools/objcache.py --compare REPORT [CACHE]` says how another machine's miss report differs from
+this cache's compiles of the same source.
 FLASHGEN_OBJCACHE unset: plain nvcc.
 """
 
@@ -166,11 +168,13 @@ def _read_object(path: str) -> bytes | None:
 
 
 def _load(manifest_path: str) -> list[dict]:
+    """A manifest's entries: {"key": what the key was made of, "entries": [...]} (or a bare list)."""
     try:
         with open(manifest_path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return []
+    return data["entries"] if isinstance(data, dict) else data
 
 
 def _log(cache: str, what: str, obj: str, key: str) -> None:
@@ -241,7 +245,8 @@ class _Compile:
         with open(self.manifest + ".lock", "w") as lock:  # parallel builds (A / B sides) share keys
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = [e for e in _load(self.manifest) if e["deps"] != deps] + [{"deps": deps, "object": obj_name}]
-            _write_atomic(self.manifest, json.dumps(entries[-16:], indent=0).encode())
+            manifest = {"key": self.material, "entries": entries[-16:]}
+            _write_atomic(self.manifest, json.dumps(manifest, indent=0).encode())
         # What the key was made of, to compare with the other machine's when a hit was expected.
         report = {"key": self.material, "earlier entries differ in": self.mismatches}
         _write_atomic(os.path.join(self.cache, "k", self.key[:16] + ".json"), json.dumps(report, indent=1).encode())
@@ -294,7 +299,32 @@ def prune(cache: str, since_line: int) -> str:
     return f"kept {len(used)} keys and {len(keep_objects)} objects ({size / 2**20:.1f} MiB), dropped {dropped} keys"
 
 
+def compare(cache: str, report_path: str) -> str:
+    """Why a compile missed on another machine: its miss report (k/<key16>.json, which the GPU
+    scripts copy to $OUT/objcache_keys/) against this cache's manifests of the same source."""
+    with open(report_path) as f:
+        report = json.load(f)
+    theirs, lines = report["key"], []
+    for name in sorted(n for n in os.listdir(os.path.join(cache, "m")) if n.endswith(".json")):
+        with open(os.path.join(cache, "m", name)) as f:
+            data = json.load(f)
+        ours = data.get("key") if isinstance(data, dict) else None
+        if not ours or ours[3] != theirs[3]:
+            continue  # another source file (or a manifest written before keys were kept)
+        if ours == theirs:
+            lines.append(f"{name[:16]}: same key; the entries differ in {report['earlier entries differ in']}")
+            continue
+        diff = [f"{part}: only here {sorted(set(a) - set(b))}, only there {sorted(set(b) - set(a))}"
+                if isinstance(a, list) else f"{part}: here {a!r}, there {b!r}"
+                for part, a, b in zip(("nvcc", "includes", "flags"), ours, theirs) if a != b]
+        lines.append(f"{name[:16]}: " + "; ".join(diff))
+    return "\n".join(lines) or "no manifest here compiled the same source"
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--compare"]:  # tools/objcache.py --compare REPORT.json [CACHE]
+        print(compare(sys.argv[3] if len(sys.argv) > 3 else os.environ["FLASHGEN_OBJCACHE"], sys.argv[2]))
+        sys.exit(0)
     if sys.argv[1:2] == ["--prune-since"]:  # tools/objcache.py --prune-since LINE [CACHE]
         print(prune(sys.argv[3] if len(sys.argv) > 3 else os.environ["FLASHGEN_OBJCACHE"], int(sys.argv[2])))
         sys.exit(0)
