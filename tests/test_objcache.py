@@ -217,3 +217,14 @@ def test_compare_names_what_made_another_machine_miss(tmp_path):
     out = subprocess.run([sys.executable, str(TOOL), "--compare", str(report), str(cache)], capture_output=True,
                          text=True, check=True).stdout
     assert "flags: only here ['-D X=1'], only there ['-D X=2']" in out, out
+
+
+def test_nvcc_flags_from_the_environment_are_keyed(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "a")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    monkeypatch.setenv("NVCC_APPEND_FLAGS", "-G")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    monkeypatch.delenv("NVCC_APPEND_FLAGS")
+    assert compile_on(tmp_path / "a", cache).returncode == 0
+    assert log_lines(cache) == ["miss", "miss", "hit"]

@@ -95,8 +95,9 @@ class Paths:
         for opt, val in tokens:
             if opt not in ("-I", "-isystem"):
                 continue
-            if os.path.basename(os.path.normpath(val)) == "kernels" and os.path.isdir(os.path.join(val, "..", "codegen")):
-                found.append(("<ROOT>", os.path.dirname(os.path.normpath(val))))
+            path = os.path.normpath(val)
+            if os.path.basename(path) == "kernels" and os.path.isdir(os.path.join(path, "..", "codegen")):
+                found.append(("<ROOT>", os.path.dirname(path)))
             elif os.path.exists(os.path.join(val, "cute", "tensor.hpp")):
                 found.append(("<CUTLASS>", val))
             elif os.path.exists(os.path.join(val, "cuda_runtime.h")):
@@ -202,6 +203,10 @@ class _Compile:
                     if k.startswith(("-I ", "-isystem ")) and not k.split(" ", 1)[1].startswith("<CUDA>")]
         others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
         self.material = [_nvcc_release(compiler), includes, others, source_sha]
+        # nvcc also reads flags from the environment; keyed only when set (keys stay the same).
+        nvcc_env = [f"{v}={os.environ[v]}" for v in ("NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS") if os.environ.get(v)]
+        if nvcc_env:
+            self.material.append(nvcc_env)
         self.key = _sha(json.dumps(self.material).encode())
         self.manifest = os.path.join(cache, "m", self.key + ".json")
         self.name = os.path.basename(self.out)
