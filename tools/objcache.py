@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,13 +170,12 @@ def _read_object(path: str) -> bytes | None:
 
 
 def _load(manifest_path: str) -> list[dict]:
-    """A manifest's entries: {"key": what the key was made of, "entries": [...]} (or a bare list)."""
+    """A manifest's entries (the file: {"key": what the key was made of, "entries": [...]})."""
     try:
         with open(manifest_path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+            return json.load(f)["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
         return []
-    return data["entries"] if isinstance(data, dict) else data
 
 
 def _log(cache: str, what: str, obj: str, key: str) -> None:
@@ -214,8 +214,15 @@ class _Compile:
 
     def lookup(self) -> bool:
         """Serve the object of an earlier compile whose headers all match here; False: none does."""
+        here: dict[str, str | None] = {}  # entries share most headers: hash each once
+
+        def sha_here(placeholder: str) -> str | None:
+            if placeholder not in here:
+                here[placeholder] = _file_sha(self.paths.local(placeholder))
+            return here[placeholder]
+
         for entry in _load(self.manifest):
-            differs = next((d for d, sha in entry["deps"].items() if _file_sha(self.paths.local(d)) != sha), None)
+            differs = next((d for d, sha in entry["deps"].items() if sha_here(d) != sha), None)
             self.mismatches.append(differs)
             if differs is not None:
                 continue
@@ -287,18 +294,17 @@ def prune(cache: str, since_line: int) -> str:
     with open(os.path.join(cache, "log.txt")) as f:
         used = {line.split()[2] for line in f.read().splitlines()[since_line:] if len(line.split()) == 3}
     keep_objects, dropped = set(), 0
-    for name in os.listdir(os.path.join(cache, "m")):
+    for name in os.listdir(os.path.join(cache, "m")):  # manifests and their .lock files
         path = os.path.join(cache, "m", name)
         if name.endswith(".json") and name[:16] in used:
             keep_objects |= {e["object"] for e in _load(path)}
         else:
             os.remove(path)
-            dropped += 1
+            dropped += name.endswith(".json")
     for name in os.listdir(os.path.join(cache, "o")):
         if name not in keep_objects:
             os.remove(os.path.join(cache, "o", name))
-    for name in os.listdir(os.path.join(cache, "k")) if os.path.isdir(os.path.join(cache, "k")) else []:
-        os.remove(os.path.join(cache, "k", name))
+    shutil.rmtree(os.path.join(cache, "k"), ignore_errors=True)
     open(os.path.join(cache, "log.txt"), "w").close()
     size = sum(os.path.getsize(os.path.join(cache, "o", n)) for n in os.listdir(os.path.join(cache, "o")))
     return f"kept {len(used)} keys and {len(keep_objects)} objects ({size / 2**20:.1f} MiB), dropped {dropped} keys"
@@ -312,10 +318,9 @@ def compare(cache: str, report_path: str) -> str:
     theirs, lines = report["key"], []
     for name in sorted(n for n in os.listdir(os.path.join(cache, "m")) if n.endswith(".json")):
         with open(os.path.join(cache, "m", name)) as f:
-            data = json.load(f)
-        ours = data.get("key") if isinstance(data, dict) else None
-        if not ours or ours[3] != theirs[3]:
-            continue  # another source file (or a manifest written before keys were kept)
+            ours = json.load(f)["key"]
+        if ours[3] != theirs[3]:
+            continue  # another source file (the key's fourth part is the source's sha256)
         if ours == theirs:
             lines.append(f"{name[:16]}: same key; the entries differ in {report['earlier entries differ in']}")
             continue

@@ -17,7 +17,7 @@ if [[ -d "$_objcache_root/.objcache" && -z "${FLASHGEN_OBJCACHE:-}" ]]; then
 fi
 
 objcache_mark() {  # remember where the cache's log ends before a build
-  _objcache_from=$(cat "${FLASHGEN_OBJCACHE:-/nonexistent}/log.txt" 2>/dev/null | wc -l)
+  _objcache_from=$(wc -l 2>/dev/null < "${FLASHGEN_OBJCACHE:-/nonexistent}/log.txt" || echo 0)
 }
 
 objcache_report() {  # one line: hits and misses since objcache_mark; misses' keys go to $OUT
