@@ -125,3 +125,6 @@ for v, col in enumerate(value_cols):
         sixth = " | " + "; ".join(runs[s][0].get(key, ([], "?"))[1] for s in sides) if len(value_cols) == 1 else ""
         print(f"| {' / '.join(key)} | {' | '.join(cells)}{sixth} |")
 PY
+# The device returns at most 8 files: the logs and benchmark outputs go back as $OUT/logs.tgz
+# (a caller that runs this twice, like gpu_fwd_ab.sh, sets AB_NO_PACK=1 and packs at its end).
+[[ -n "${AB_NO_PACK:-}" ]] || "$(dirname "$0")/pack_out.sh"

@@ -13,10 +13,11 @@ for d in 64 128; do
 done
 export FLASHGEN_KERNELS="${kernels}fwd_sm90_e4m3_hdim128_paged"
 seqlens=${SEQLENS:-2048,4096,16384}
-PRE_BENCH='timeout 150 python3 -m pytest -q -x tests/test_fp8.py tests/test_forward.py -k "sm90 or fp8" 2>&1 | tail -5' \
+AB_NO_PACK=1 PRE_BENCH='timeout 150 python3 -m pytest -q -x tests/test_fp8.py tests/test_forward.py -k "sm90 or fp8" 2>&1 | tail -5' \
   ROUNDS=2 AB_KEY_COLS=3 AB_VALUE_COLS=3,4 TAG=fp8 \
   BENCH_ARGS="--mode fp8 --head-dims 64,128 --seqlens $seqlens --causal both" tools/gpu_ab.sh 2>&1 | tail -42
 [[ -n "${OBJCACHE_FILL:-}" ]] && exit 0
 tail -8 "${OUT:-$PWD/out}/pre_bench.log"
-AB_SIDES="a b" SKIP_BUILD=1 TAG=bf16 ROUNDS=2 AB_KEY_COLS=3 AB_VALUE_COLS=3 \
+AB_NO_PACK=1 AB_SIDES="a b" SKIP_BUILD=1 TAG=bf16 ROUNDS=2 AB_KEY_COLS=3 AB_VALUE_COLS=3 \
   BENCH_ARGS="--mode fwd --head-dims 64,128 --seqlens $seqlens --causal both" timeout 200 tools/gpu_ab.sh 2>&1 | tail -16
+tools/pack_out.sh  # everything back as $OUT/logs.tgz (the device returns at most 8 files)

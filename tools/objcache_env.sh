@@ -28,9 +28,13 @@ objcache_report() {  # one line: hits and misses since objcache_mark; misses' ke
   misses=$(grep '^miss' <<< "$new" | awk '{print $2}' | tr '\n' ' ')
   echo "objcache: $hits hit(s); missed: ${misses:-none}"
   if [[ -n "$misses" && -n "${OUT:-}" ]]; then
-    mkdir -p "$OUT/objcache_keys"
+    # One file back (the device returns at most 8): the misses' reports and the cache's log.
+    local d; d=$(mktemp -d)
+    mkdir -p "$d/objcache_keys"
     grep '^miss' <<< "$new" | while read -r _ name key; do
-      cp "$FLASHGEN_OBJCACHE/k/$key.json" "$OUT/objcache_keys/$name.json" 2>/dev/null
+      cp "$FLASHGEN_OBJCACHE/k/$key.json" "$d/objcache_keys/$name.json" 2>/dev/null
     done
+    cp "$FLASHGEN_OBJCACHE/log.txt" "$d/objcache_keys/log.txt" 2>/dev/null
+    tar czf "$OUT/objcache_keys.tgz" -C "$d" objcache_keys && rm -rf "$d"
   fi
 }
