@@ -89,6 +89,24 @@ def test_fp8_matches_dequantized_reference(spec, seqlens):
     _check_against_dequantized(out, lse, ref_out, ref_lse)
 
 
+# Sixteen thousand keys: whatever the kernel accumulates across key blocks (the output, the row
+# sums) must keep fp32-like precision that long. FP8 wgmma adds into its accumulator more
+# coarsely than fp32; a row sum taken there (session 29's sum columns) drifted to a 27% RMSE at
+# 16k keys while passing every shorter test.
+@pytest.mark.parametrize("granularity", ["tensor", "block"])
+@pytest.mark.parametrize("spec", [s for s in FP8_KERNELS if not s.causal], ids=lambda s: s.name)
+def test_fp8_long_key_sequence(spec, granularity):
+    b, sq, sk, h = 1, 67, 16381, 2
+    q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, sk, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, sk, h, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
+    q8, k8 = fp8.quantize(q, granularity=granularity, block=128), fp8.quantize(k, granularity=granularity, block=128)
+    v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
+    out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, return_lse=True)
+    ref_out, ref_lse = _dequantized_ref(q8, k8, v8)
+    _check_against_dequantized(out, lse, ref_out, ref_lse)
+
+
 # The kernel walks the key blocks from the last to the first; keys scaled up towards the first
 # make the rows' max grow block after block, by less (gentle) or more (steep) than its rescale
 # slack (2^0.75 on top of P's 2^8, below e4m3's 448).
