@@ -164,7 +164,12 @@ def _read_object(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return lzma.decompress(data) if path.endswith(".xz") else data
+        if not path.endswith(".xz"):
+            return data
+        if lzma is not None:
+            return lzma.decompress(data)
+        # A Python without liblzma (the objects were compressed elsewhere): the xz tool, if any.
+        return subprocess.run(["xz", "-dc"], input=data, capture_output=True, check=True).stdout
     except Exception:  # noqa: BLE001 - unreadable, truncated, or no lzma here: a miss
         return None
 
