@@ -15,6 +15,7 @@
 #   EXTRA_KERNELS=a,b  EXTRA_DTYPES=e4m3  more kernels in the same build (e.g. the FP8 forwards),
 #   EXTRA_BENCH="--mode fwd ..."        and benchmarks run after everything else (';'-separated)
 #   EXTRA_TESTS="tests/test_fp8.py -k x"  pytest arguments run right after the build
+#   SWEEP_FIRST=1                       the sweep before test_backward.py (a short call keeps the sweep)
 set -uo pipefail
 . "$(dirname "$0")/objcache_env.sh"
 OUT=${OUT:-$PWD/out}
@@ -41,11 +42,15 @@ if [[ -n "${EXTRA_TESTS:-}" ]]; then
   # shellcheck disable=SC2086
   timeout 150 python3 -m pytest -q -rs $EXTRA_TESTS 2>&1 | tail -8 >> "$S"
 fi
-echo "== tests (test_backward.py -k $FAMILY)" >> "$S"
-timeout 120 python3 -m pytest -q -x tests/test_backward.py -k "$FAMILY" 2>&1 | tail -3 >> "$S"
+bwd_tests() {
+  echo "== tests (test_backward.py -k $FAMILY)" >> "$S"
+  timeout 120 python3 -m pytest -q -x tests/test_backward.py -k "$FAMILY" 2>&1 | tail -3 >> "$S"
+}
+[[ -n "${SWEEP_FIRST:-}" ]] || bwd_tests
 echo "== sweep" >> "$S"
 timeout 200 python3 -m flashgen.bench --mode bwd --bwd-backend "$FAMILY" --head-dims 64,128,256 --seqlens "$SEQLENS" \
   --causal both 2>&1 | awk '!seen[$0]++' >> "$S"
+[[ -z "${SWEEP_FIRST:-}" ]] || bwd_tests
 if [[ "$EXTRAS" != 0 ]]; then
   echo "== variants (b 4, s 4096, h 16, d 128)" >> "$S"
   timeout 60 python3 tools/bwd_variants.py >> "$S" 2>&1
