@@ -6,6 +6,7 @@
 # backward tests. Everything lands in $OUT/summary.txt (the device tool returns few files).
 #   FAMILY=sm80 (default) or sm90       the backward family (FLASHGEN_BWD_BACKEND)
 #   SEQLENS=2048,4096,8192,16384        the sweep's lengths
+#   HEAD_DIMS=64,128,256                the head dims built and swept (EXTRAS' kernels need 128)
 #   PROFILE="4096:64:0"                 also ncu of these cases against FA2 (tools/gpu_profile.sh)
 #   KERNEL_TIMES="2048:128:1"           also each kernel's time in one backward call of these cases
 #                                       (tools/bwd_kernel_times.py; against FA2, or cuDNN for sm90)
@@ -22,9 +23,10 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 FAMILY=${FAMILY:-sm80}
 SEQLENS=${SEQLENS:-2048,4096,8192,16384}
-export FLASHGEN_CUDA_ARCHS="90a" FLASHGEN_DTYPES="bf16${EXTRA_DTYPES:+;$EXTRA_DTYPES}" FLASHGEN_HEAD_DIMS=64,128,256 FLASHGEN_BWD_BACKEND=$FAMILY
+HEAD_DIMS=${HEAD_DIMS:-64,128,256}
+export FLASHGEN_CUDA_ARCHS="90a" FLASHGEN_DTYPES="bf16${EXTRA_DTYPES:+;$EXTRA_DTYPES}" FLASHGEN_HEAD_DIMS=$HEAD_DIMS FLASHGEN_BWD_BACKEND=$FAMILY
 kernels=""
-for d in 64 128 256; do kernels+="bwd_${FAMILY}_bf16_hdim$d,bwd_${FAMILY}_bf16_hdim${d}_causal,fwd_sm90_bf16_hdim$d,fwd_sm90_bf16_hdim${d}_causal,"; done
+for d in ${HEAD_DIMS//,/ }; do kernels+="bwd_${FAMILY}_bf16_hdim$d,bwd_${FAMILY}_bf16_hdim${d}_causal,fwd_sm90_bf16_hdim$d,fwd_sm90_bf16_hdim${d}_causal,"; done
 EXTRAS=${EXTRAS:-1}
 MEMCHECK_K=${MEMCHECK_K:-$FAMILY and hdim64 and (sq113 or varlen or gqa)}
 kernels=${kernels%,}
@@ -48,7 +50,7 @@ bwd_tests() {
 }
 [[ -n "${SWEEP_FIRST:-}" ]] || bwd_tests
 echo "== sweep" >> "$S"
-timeout 200 python3 -m flashgen.bench --mode bwd --bwd-backend "$FAMILY" --head-dims 64,128,256 --seqlens "$SEQLENS" \
+timeout 200 python3 -m flashgen.bench --mode bwd --bwd-backend "$FAMILY" --head-dims "$HEAD_DIMS" --seqlens "$SEQLENS" \
   --causal both 2>&1 | awk '!seen[$0]++' >> "$S"
 [[ -z "${SWEEP_FIRST:-}" ]] || bwd_tests
 if [[ "$EXTRAS" != 0 ]]; then
