@@ -179,6 +179,20 @@ def test_toolkit_include_spelled_or_linked_differently_still_hits(tmp_path):
     assert json.loads(report.read_text())["earlier entries differ in"] == ["<CUDA>/cuda_runtime.h"]
 
 
+def test_a_toolkit_subdirectory_alone_is_left_out_of_the_key(tmp_path):
+    """CMake 4 adds -isystem <cuda>/include/cccl; with no other toolkit include on the line
+    (nothing else names the toolkit's root) it must still not reach the key."""
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "cpu")
+    make_machine(tmp_path / "gpu")
+    cuda = tmp_path / "gpu" / "cuda-13.0" / "include"
+    (cuda / "cccl").mkdir(parents=True)
+    (cuda / "cuda_runtime.h").write_text("// runtime\n")
+    assert compile_on(tmp_path / "cpu", cache).returncode == 0
+    assert compile_on(tmp_path / "gpu", cache, cuda / "cccl").returncode == 0
+    assert log_lines(cache) == ["miss", "hit"]
+
+
 def test_a_broken_cache_never_fails_the_build(tmp_path):
     make_machine(tmp_path / "a")
     not_a_dir = tmp_path / "cache_is_a_file"

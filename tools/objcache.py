@@ -135,6 +135,16 @@ class Paths:
         return placeholder
 
 
+def _is_toolkit_include(path: str, compiler: str) -> bool:
+    """An include directory of the CUDA toolkit: under the compiler's own prefix (bin/..), or one
+    holding cuda_runtime.h, or inside one that does (include/cccl)."""
+    real = os.path.realpath(path)
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(compiler)))
+    if prefix not in ("/", "/usr", "/usr/local") and real.startswith(prefix + os.sep):
+        return True
+    return any(os.path.exists(os.path.join(d, "cuda_runtime.h")) for d in (real, os.path.dirname(real)))
+
+
 def _nvcc_release(compiler: str) -> str:
     try:
         out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
@@ -201,12 +211,16 @@ class _Compile:
         self.usable = bool(self.out and self.depfile and source_sha and self.paths.complete())
         if not self.usable:
             return  # not a libflashgen compile: no caching
-        keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens]
         # The toolkit's include directories are implicit to nvcc, and CMake versions differ in
-        # which they spell out (4.2 adds <CUDA>/cccl): they stand behind the release line.
+        # which they spell out (4.2 adds <CUDA>/cccl): they stand behind the release line, however
+        # the machine spells them (a symlinked /usr/local/cuda, a pip wheel's nvidia/cu13).
+        tokens_kept = [(opt, val) for opt, val in tokens
+                       if opt not in ("-I", "-isystem") or not _is_toolkit_include(val, compiler)]
+        keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens_kept]
         includes = [k for k in keyed
                     if k.startswith(("-I ", "-isystem ")) and not k.split(" ", 1)[1].startswith("<CUDA>")]
         others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
+        self.argv, self.compiler = args, compiler  # as given, for the miss report
         self.material = [_nvcc_release(compiler), includes, others, source_sha]
         # nvcc also reads flags from the environment; keyed only when set (keys stay the same).
         nvcc_env = [f"{v}={os.environ[v]}" for v in ("NVCC_PREPEND_FLAGS", "NVCC_APPEND_FLAGS") if os.environ.get(v)]
@@ -265,7 +279,8 @@ class _Compile:
             manifest = {"key": self.material, "entries": entries[-16:]}
             _write_atomic(self.manifest, json.dumps(manifest, indent=0).encode())
         # What the key was made of, to compare with the other machine's when a hit was expected.
-        report = {"key": self.material, "earlier entries differ in": self.mismatches}
+        report = {"key": self.material, "earlier entries differ in": self.mismatches, "argv": self.argv,
+                  "compiler": os.path.realpath(self.compiler)}
         _write_atomic(os.path.join(self.cache, "k", self.key[:16] + ".json"), json.dumps(report, indent=1).encode())
         _log(self.cache, "miss", self.name, self.key)
 
