@@ -214,8 +214,11 @@ class _Compile:
         # The toolkit's include directories are implicit to nvcc, and CMake versions differ in
         # which they spell out (4.2 adds <CUDA>/cccl): they stand behind the release line, however
         # the machine spells them (a symlinked /usr/local/cuda, a pip wheel's nvidia/cu13).
-        tokens_kept = [(opt, val) for opt, val in tokens
-                       if opt not in ("-I", "-isystem") or not _is_toolkit_include(val, compiler)]
+        def toolkit(opt: str, val: str) -> bool:  # never one of ours (a conda prefix may hold CUTLASS)
+            ours = self.paths.normalize_token(val).startswith(("<ROOT>", "<CUTLASS>", "<BUILD>"))
+            return opt in ("-I", "-isystem") and not ours and _is_toolkit_include(val, compiler)
+
+        tokens_kept = [(opt, val) for opt, val in tokens if not toolkit(opt, val)]
         keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens_kept]
         includes = [k for k in keyed
                     if k.startswith(("-I ", "-isystem ")) and not k.split(" ", 1)[1].startswith("<CUDA>")]
