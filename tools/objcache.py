@@ -335,7 +335,7 @@ def prune(cache: str, since_line: int) -> str:
 
 def compare(cache: str, report_path: str) -> str:
     """Why a compile missed on another machine: its miss report (k/<key16>.json, which the GPU
-    scripts pack as objcache_keys/ into $OUT/logs.tgz) against this cache's manifests of the same source."""
+    scripts return in $OUT/objcache_keys.tgz) against this cache's manifests of the same source."""
     with open(report_path) as f:
         report = json.load(f)
     theirs, lines = report["key"], []
