@@ -127,4 +127,4 @@ for v, col in enumerate(value_cols):
 PY
 # The device returns at most 8 files: the logs and benchmark outputs go back as $OUT/logs.tgz
 # (a caller that runs this twice, like gpu_fwd_ab.sh, sets AB_NO_PACK=1 and packs at its end).
-[[ -n "${AB_NO_PACK:-}" ]] || "$(dirname "$0")/pack_out.sh"
+[[ -n "${AB_NO_PACK:-}" ]] || OUT="$OUT" "$(dirname "$0")/pack_out.sh"

@@ -77,5 +77,5 @@ for args in "${extra_bench[@]}"; do
   timeout 240 python3 -m flashgen.bench $args 2>&1 | awk '!seen[$0]++' >> "$S"
 done
 rm -f "$OUT/build.log" "$OUT/sass.txt" "$OUT/resources.txt" "$OUT/gpu.txt"
-"$(dirname "$0")/pack_out.sh" summary.txt  # the rest back as logs.tgz (at most 8 files return)
+OUT="$OUT" "$(dirname "$0")/pack_out.sh" summary.txt  # the rest back as logs.tgz (at most 8 files return)
 grep -E "^\| (64|128|256) \||passed|failed|memcheck rc|TFLOP/s \||deterministic (True|False)|^== s[0-9]|total" "$S" | awk '!seen[$0]++' | tail -60

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, test and benchmark on a GPU machine in one go (the device tool's `run`, or any GPU
-# box). Logs land in $OUT (default ./out). Steps and kernel selection come from the
+# box). Logs land in $OUT (default ./out; packed into logs.tgz at the end, bench.md beside it). Steps and kernel selection come from the
 # environment:
 #   STEPS="build test bench"   which steps to run (also: memcheck, compute-sanitizer over the
 #                              pytest arguments MEMCHECK_ARGS, split on spaces; default: sm90
@@ -66,4 +66,7 @@ if [[ " $STEPS " == *" bench "* ]]; then
   python3 -m flashgen.bench --markdown "$OUT/bench.md" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -60
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 fi
+# The device returns at most 8 files: a full run's logs go back as logs.tgz beside bench.md (a
+# build-only run, as other scripts make it, leaves its few files to its caller).
+[[ "${STEPS:-}" == build ]] || OUT="$OUT" "$(dirname "$0")/pack_out.sh" bench.md
 exit $status

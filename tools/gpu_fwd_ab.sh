@@ -20,4 +20,4 @@ AB_NO_PACK=1 PRE_BENCH='timeout 150 python3 -m pytest -q -x tests/test_fp8.py te
 tail -8 "${OUT:-$PWD/out}/pre_bench.log"
 AB_NO_PACK=1 AB_SIDES="a b" SKIP_BUILD=1 TAG=bf16 ROUNDS=2 AB_KEY_COLS=3 AB_VALUE_COLS=3 \
   BENCH_ARGS="--mode fwd --head-dims 64,128 --seqlens $seqlens --causal both" timeout 200 tools/gpu_ab.sh 2>&1 | tail -16
-tools/pack_out.sh  # everything back as $OUT/logs.tgz (the device returns at most 8 files)
+OUT="${OUT:-$PWD/out}" tools/pack_out.sh  # everything back as $OUT/logs.tgz (the device returns at most 8 files)
