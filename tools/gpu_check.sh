@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, test and benchmark on a GPU machine in one go (the device tool's `run`, or any GPU
-# box). Logs land in $OUT (default ./out; packed into logs.tgz at the end, bench.md beside it). Steps and kernel selection come from the
-# environment:
+# box). Logs land in $OUT (default ./out; packed into logs.tgz at the end, bench.md beside
+# it). Steps and kernel selection come from the environment:
 #   STEPS="build test bench"   which steps to run (also: memcheck, compute-sanitizer over the
 #                              pytest arguments MEMCHECK_ARGS, split on spaces; default: sm90
 #                              forward tests at odd lengths, GQA, rows without keys, sinks)
