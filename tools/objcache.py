@@ -101,8 +101,8 @@ class Paths:
                 found.append(("<ROOT>", os.path.dirname(path)))
             elif os.path.exists(os.path.join(val, "cute", "tensor.hpp")):
                 found.append(("<CUTLASS>", val))
-            elif os.path.exists(os.path.join(val, "cuda_runtime.h")):
-                found.append(("<CUDA>", val))
+            elif (cuda := _toolkit_root(val, compiler)) is not None:
+                found.append(("<CUDA>", cuda))
         toolkit = os.path.join(os.path.dirname(os.path.realpath(compiler)), "..", "include")
         if os.path.exists(os.path.join(toolkit, "cuda_runtime.h")):
             found.append(("<CUDA>", toolkit))
@@ -135,14 +135,18 @@ class Paths:
         return placeholder
 
 
-def _is_toolkit_include(path: str, compiler: str) -> bool:
-    """An include directory of the CUDA toolkit: under the compiler's own prefix (bin/..), or one
-    holding cuda_runtime.h, or inside one that does (include/cccl)."""
-    real = os.path.realpath(path)
+def _toolkit_root(path: str, compiler: str) -> str | None:
+    """The CUDA toolkit include root that include directory `path` belongs to, however the machine
+    spells it (a symlinked /usr/local/cuda, a pip wheel's nvidia/cu13): `path` or its parent where
+    one holds cuda_runtime.h (CMake 4 adds include/cccl, alone where it leaves the root implicit),
+    or `path` itself under the compiler's own prefix (bin/..). None: not the toolkit's."""
+    for d in (path, os.path.dirname(os.path.normpath(path))):
+        if os.path.exists(os.path.join(d, "cuda_runtime.h")):
+            return d
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(compiler)))
-    if prefix not in ("/", "/usr", "/usr/local") and real.startswith(prefix + os.sep):
-        return True
-    return any(os.path.exists(os.path.join(d, "cuda_runtime.h")) for d in (real, os.path.dirname(real)))
+    if prefix not in ("/", "/usr", "/usr/local") and os.path.realpath(path).startswith(prefix + os.sep):
+        return path
+    return None
 
 
 def _nvcc_release(compiler: str) -> str:
@@ -211,15 +215,10 @@ class _Compile:
         self.usable = bool(self.out and self.depfile and source_sha and self.paths.complete())
         if not self.usable:
             return  # not a libflashgen compile: no caching
-        # The toolkit's include directories are implicit to nvcc, and CMake versions differ in
-        # which they spell out (4.2 adds <CUDA>/cccl): they stand behind the release line, however
-        # the machine spells them (a symlinked /usr/local/cuda, a pip wheel's nvidia/cu13).
-        def toolkit(opt: str, val: str) -> bool:  # never one of ours (a conda prefix may hold CUTLASS)
-            ours = self.paths.normalize_token(val).startswith(("<ROOT>", "<CUTLASS>", "<BUILD>"))
-            return opt in ("-I", "-isystem") and not ours and _is_toolkit_include(val, compiler)
-
-        tokens_kept = [(opt, val) for opt, val in tokens if not toolkit(opt, val)]
-        keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens_kept]
+        keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens]
+        # The toolkit's include directories (Paths: <CUDA>) are implicit to nvcc, and CMake
+        # versions differ in which they spell out (4.2 adds <CUDA>/cccl): they stand behind the
+        # release line.
         includes = [k for k in keyed
                     if k.startswith(("-I ", "-isystem ")) and not k.split(" ", 1)[1].startswith("<CUDA>")]
         others = sorted(k for k in keyed if not k.startswith(("-I ", "-isystem ")))  # CMake versions reorder
