@@ -449,8 +449,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         return cursor(n);
       }
     };
+    // Per-tensor and per-head scales (a dense cache's K and V with no block stride) hold for the
+    // whole tile: the key loop then looks none up (two lookups' address arithmetic per block).
+    const bool scales_vary = kIsPaged || params.k_scale.block_stride != 0 || params.v_scale.block_stride != 0;
     auto prefetch_scales = [&](int n) {
       if constexpr (kIsFp8) {
+        if (!scales_vary) { return; }  // k_scale_next / v_scale_next keep the first block's
         n = max(n, range.n_min);
         k_scale_next = key_scale(params.k_scale, k_scale_at, n);
         v_scale_next = key_scale(params.v_scale, v_scale_at, n);
@@ -497,7 +501,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     int n = range.n_max - 1;
     {
       const float k_scale = kIsFp8 ? key_scale(params.k_scale, k_scale_at, n) : 1.f;
-      if constexpr (kIsFp8) { v_ref = key_scale(params.v_scale, v_scale_at, n); }
+      if constexpr (kIsFp8) {
+        v_ref = key_scale(params.v_scale, v_scale_at, n);
+        k_scale_next = k_scale;  // what every later block keeps unless the scales vary
+        v_scale_next = v_ref;
+      }
       prefetch_scales(n - 1);
       Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
       pipeline_k.consumer_wait(read_k);
@@ -526,7 +534,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       ++read_k;
       float to_new_units = 1.f;  // acc_o's factor when v_ref grows (the same in every thread)
       float v_ratio = 1.f;
-      if constexpr (kIsFp8) {
+      // Per-tensor and per-head scales never change the V units: with fast math x / x need not
+      // round to exactly 1, and they must not take the scaled path (a log2 and a reciprocal per
+      // block). Scales that vary take it as before.
+      if (kIsFp8 && scales_vary) {
         if (v_scale > v_ref) {
           to_new_units = v_ref / v_scale;
           v_ref = v_scale;
