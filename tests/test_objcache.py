@@ -55,13 +55,14 @@ def make_machine(base: Path, header: str = "int h;\n") -> tuple[Path, Path, Path
 
 def compile_on(base: Path, cache: Path | None, cuda_include: Path | None = None,
                cuda_header: Path | None = None, strict: bool = False,
-               define: str = "-DX=1") -> subprocess.CompletedProcess:
+               define: str = "-DX=1", ccbin: Path | None = None) -> subprocess.CompletedProcess:
     root, cutlass, build = base / "src", base / "cutlass" / "include", base / "src" / "build" / "cp3xx"
     (build / "out").mkdir(exist_ok=True)
     wrapper = base / "nvcc"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {base / 'nvcc.py'} \"$@\"\n")
     wrapper.chmod(0o755)
     cmd = [sys.executable, str(TOOL), str(wrapper), "-forward-unknown-to-host-compiler", define,
+           *([f"-ccbin={ccbin}"] if ccbin else []),
            f"-I{root / 'include'}", f"-I{root / 'kernels'}", f"-isystem={cutlass}",
            *([f"-isystem={cuda_include}"] if cuda_include else []), "-O3",
            "-MD", "-MT", "out/k.o", "-MF", "out/k.o.d", "-x", "cu", "-c", str(build / "generated" / "k.cu"),
@@ -242,3 +243,25 @@ def test_nvcc_flags_from_the_environment_are_keyed(tmp_path, monkeypatch):
     monkeypatch.delenv("NVCC_APPEND_FLAGS")
     assert compile_on(tmp_path / "a", cache).returncode == 0
     assert log_lines(cache) == ["miss", "miss", "hit"]
+
+
+def fake_gxx(directory: Path, version: str) -> Path:
+    """A g++ that answers -dumpfullversion / -dumpmachine like gcc."""
+    directory.mkdir(parents=True)
+    exe = directory / "g++"
+    exe.write_text(f"#!/bin/sh\ncase $1 in -dumpfullversion) echo {version};; *) echo x86_64-linux-gnu;; esac\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_host_compiler_is_keyed_by_version_not_path(tmp_path, monkeypatch):
+    """A machine whose CMake passes -ccbin /opt/gcc/bin/g++ hits what one with g++ on the PATH
+    (no -ccbin) compiled, when both are the same gcc; another gcc version misses."""
+    cache = tmp_path / "cache"
+    make_machine(tmp_path / "cpu")
+    make_machine(tmp_path / "gpu")
+    monkeypatch.setenv("PATH", f"{fake_gxx(tmp_path / 'usr_bin', '12.2.0').parent}:{os.environ['PATH']}")
+    assert compile_on(tmp_path / "cpu", cache).returncode == 0
+    assert compile_on(tmp_path / "gpu", cache, ccbin=fake_gxx(tmp_path / "opt_gcc", "12.2.0")).returncode == 0
+    assert compile_on(tmp_path / "gpu", cache, ccbin=fake_gxx(tmp_path / "gcc13", "13.3.0")).returncode == 0
+    assert log_lines(cache) == ["miss", "hit", "miss"]

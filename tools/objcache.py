@@ -157,6 +157,20 @@ def _nvcc_release(compiler: str) -> str:
     return next((line.strip() for line in out.splitlines() if "release" in line), out.strip())
 
 
+def _host_compiler(ccbin: str | None) -> str:
+    """Which host compiler a compile uses, not where it lies: `-ccbin`'s (nvcc's default is g++ on
+    the PATH) version and target. One machine's CMake names /opt/gcc/bin/g++, another's none."""
+    exe = ccbin or shutil.which("g++") or "g++"
+    if os.path.isdir(exe):  # -ccbin may name the compiler's directory
+        exe = os.path.join(exe, "g++")
+    try:
+        facts = [subprocess.run([exe, flag], capture_output=True, text=True, check=False).stdout.strip()
+                 for flag in ("-dumpfullversion", "-dumpmachine")]
+    except OSError:
+        return "unknown " + os.path.basename(exe)
+    return " ".join(facts)
+
+
 def _read_depfile(path: str) -> list[str]:
     with open(path) as f:
         text = f.read().replace("\\\n", " ")
@@ -215,6 +229,9 @@ class _Compile:
         self.usable = bool(self.out and self.depfile and source_sha and self.paths.complete())
         if not self.usable:
             return  # not a libflashgen compile: no caching
+        # The host compiler by its version (_host_compiler), wherever and however it is named.
+        ccbin = next((val for opt, val in tokens if opt == "-ccbin"), None)
+        tokens = [(opt, val) for opt, val in tokens if opt != "-ccbin"] + [("-ccbin", _host_compiler(ccbin))]
         keyed = [f"{opt} {self.paths.normalize_token(val)}" if opt != "-MT" else opt for opt, val in tokens]
         # The toolkit's include directories (Paths: <CUDA>) are implicit to nvcc, and CMake
         # versions differ in which they spell out (4.2 adds <CUDA>/cccl): they stand behind the
