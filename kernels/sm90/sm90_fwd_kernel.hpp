@@ -449,8 +449,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         return cursor(n);
       }
     };
-    // Per-tensor and per-head scales (a dense cache's K and V with no block stride) hold for the
-    // whole tile: the key loop then looks none up (two lookups' address arithmetic per block).
+    // K and V scales without a block stride on a dense cache (per tensor, per head, per batch
+    // entry and head) hold for the whole tile: the key loop then looks none up (two lookups'
+    // address arithmetic per block).
     const bool scales_vary = kIsPaged || params.k_scale.block_stride != 0 || params.v_scale.block_stride != 0;
     auto prefetch_scales = [&](int n) {
       if constexpr (kIsFp8) {
@@ -534,7 +535,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       ++read_k;
       float to_new_units = 1.f;  // acc_o's factor when v_ref grows (the same in every thread)
       float v_ratio = 1.f;
-      // Per-tensor and per-head scales never change the V units: with fast math x / x need not
+      // Scales that hold for the tile never change the V units: with fast math x / x need not
       // round to exactly 1, and they must not take the scaled path (a log2 and a reciprocal per
       // block). Scales that vary take it as before.
       if (kIsFp8 && scales_vary) {
