@@ -5,6 +5,8 @@
 # decode benchmark under each setting of AB_ENV side by side (tools/gpu_ab.sh), and
 # tools/decode_splits.py for each cache in SPLIT_CACHES. Everything lands in $OUT/summary.txt.
 #   AB_ENV="FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto" tools/gpu_decode_ab.sh
+# Without AB_ENV the sides are two trees, as in tools/gpu_ab.sh: ab_base/ (A, tools/ab_prepare.sh)
+# and the working tree (B, which the tests, memcheck and decode_splits.py run on); carry ab_base.
 #   ROUNDS=2                               benchmark rounds per side
 #   TEST_ENV="FLASHGEN_DECODE_COMBINE=auto"  settings of the test, memcheck and decode_splits.py
 #                                          runs (default none)
@@ -17,8 +19,8 @@ S=$OUT/summary.txt
 export FLASHGEN_CUDA_ARCHS=${FLASHGEN_CUDA_ARCHS:-90a} FLASHGEN_DTYPES="bf16;e4m3" FLASHGEN_HEAD_DIMS="64;128"
 export FLASHGEN_DIRECTIONS="fwd;decode"
 export FLASHGEN_KERNELS="decode_sm80_bf16_hdim128,decode_sm80_bf16_hdim64,decode_sm80_e4m3_hdim128,decode_sm80_e4m3_hdim64,fwd_sm80_bf16_hdim128"
-: "${AB_ENV:?AB_ENV: the settings to compare, e.g. FLASHGEN_DECODE_COMBINE=kernel FLASHGEN_DECODE_COMBINE=auto}"
-export AB_ENV ROUNDS=${ROUNDS:-2} AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 BENCH_ARGS="--mode decode"
+[[ -n "${AB_ENV:-}" || -d ab_base ]] || { echo "set AB_ENV (one build, two settings) or prepare ab_base/"; exit 2; }
+export AB_ENV=${AB_ENV:-} ROUNDS=${ROUNDS:-2} AB_KEY_COLS=2 AB_VALUE_COLS=2,3,5 BENCH_ARGS="--mode decode"
 export PRE_BENCH="timeout 200 env ${TEST_ENV:-} python3 -m pytest -q tests/test_decode.py"
 # A fill on the CPU machine (OBJCACHE_FILL=1, tools/objcache_env.sh) only builds, at its own pace.
 limit=480; [[ -n "${OBJCACHE_FILL:-}" ]] && limit=7200
