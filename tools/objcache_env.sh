@@ -29,11 +29,10 @@ objcache_report() {  # one line: hits and misses since objcache_mark; misses' ke
   echo "objcache: $hits hit(s); missed: ${misses:-none}"
   if [[ -n "$misses" ]]; then  # what a miss on another machine most often comes down to
     echo "objcache: nvcc $(nvcc --version | grep -o 'V[0-9][0-9.]*'), cmake $(cmake --version | head -1 | grep -o '[0-9][0-9.]*'), $(python3 -c 'import lzma' 2>/dev/null && echo 'lzma ok' || echo 'NO lzma'), xz $(command -v xz || echo missing)"
-    local cxx=${CUDAHOSTCXX:-${CXX:-$(command -v g++)}}
-    echo "objcache: host compiler $cxx $("$cxx" -dumpfullversion 2>/dev/null) (CUDAHOSTCXX=${CUDAHOSTCXX:-} CXX=${CXX:-}); /opt/gcc/bin/g++ $(/opt/gcc/bin/g++ -dumpfullversion 2>/dev/null || echo absent)"
   fi
   if [[ -n "$misses" && -n "${OUT:-}" ]]; then
-    # One file back (the device returns at most 8): the misses' reports and the cache's log.
+    # One file back (the device returns at most 8): the misses' reports (their keys name the host
+    # compiler's version, tools/objcache.py) and the cache's log.
     local d; d=$(mktemp -d)
     mkdir -p "$d/objcache_keys"
     grep '^miss' <<< "$new" | while read -r _ name key; do
