@@ -12,6 +12,7 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kSplitsPerLane = 8;
+constexpr int kEarly = 16;  // splits whose partials load with the LSEs (a multiple of 8, <= 32)
 
 __device__ float warp_max(float x) {
   for (int offset = 16; offset > 0; offset /= 2) { x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, offset)); }
@@ -40,6 +41,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
   const float* lse_parts = p.lse_accum + int64_t(head) * p.total_q + row;
   const float* out_parts = p.out_accum + (int64_t(head) * p.total_q + row) * p.head_dim_v;
 
+  // The first kEarly splits' partials of the lane's first 4 columns are loaded together with the
+  // LSEs, before anything depends on them: a single-sequence decode (<= 16 splits, head dim <= 128)
+  // then waits for one round of loads from L2 instead of an LSE round and then partial rounds.
+  const int64_t split_out_stride = split_stride * p.head_dim_v;
+  const bool active0 = 4 * lane < p.head_dim_v;
+  float4 early[kEarly];
+  CUTE_UNROLL
+  for (int u = 0; u < kEarly; ++u) {
+    early[u] = active0 && u < p.num_splits ? *reinterpret_cast<const float4*>(out_parts + u * split_out_stride + 4 * lane)
+                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
   // Each lane holds the LSEs of splits lane, lane + 32, ...: one round of loads, all in flight
   // together, reused for the maximum, the sum and the weights.
   static_assert(kMaxSplits <= 32 * kSplitsPerLane, "kSplitsPerLane covers kMaxSplits");
@@ -77,23 +89,39 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
     lse_offset = int64_t(batch) * p.lse_batch_stride + int64_t(head) * p.lse_head_stride + r;
   }
   Element* out = static_cast<Element*>(p.out) + out_offset + int64_t(head) * p.out_head_stride;
+  // A weighted partial row added in; a split with weight 0 (no keys) is skipped by a select,
+  // never by multiplying what it left there.
+  auto add = [](float4& acc, float w, const float4& x) {
+    if (w > 0.f) {
+      acc.x += w * x.x;
+      acc.y += w * x.y;
+      acc.z += w * x.z;
+      acc.w += w * x.w;
+    }
+  };
   // Each lane owns 4 consecutive columns (float4 loads of the partials) and walks the splits with
   // several loads in flight: the weights of 32 splits at a time sit one per lane and are
   // broadcast by shuffles.
-  const int64_t split_out_stride = split_stride * p.head_dim_v;
   for (int base = 0; base < p.head_dim_v; base += 128) {  // warp-uniform: the shuffles need every lane
     const int c0 = base + 4 * lane;
     const bool active = c0 < p.head_dim_v;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    const int first = base == 0 ? kEarly : 0;  // splits the early loads hold
     if (!empty) {
+      if (base == 0) {
+        CUTE_UNROLL
+        for (int u = 0; u < kEarly; ++u) {
+          const float w = __shfl_sync(0xffffffffu, part[0], u);
+          if (u < p.num_splits) { add(acc, w, early[u]); }
+        }
+      }
       CUTE_UNROLL
       for (int j = 0; j < kSplitsPerLane; ++j) {  // splits 32 j .. 32 j + 31, warp-uniform bounds
         const int s0 = 32 * j;
         if (s0 >= p.num_splits) { break; }
         const int count = min(32, p.num_splits - s0);
-        // Eight partial rows loaded before any is used, so that they are in flight together; a
-        // split with weight 0 is skipped by a select, never by multiplying what it left there.
-        for (int j0 = 0; j0 < count; j0 += 8) {
+        // Eight partial rows loaded before any is used, so that they are in flight together.
+        for (int j0 = s0 == 0 ? first : 0; j0 < count; j0 += 8) {
           float4 x[8];
           float w[8];
           CUTE_UNROLL
@@ -106,12 +134,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const __gr
           }
           CUTE_UNROLL
           for (int u = 0; u < 8; ++u) {
-            if (j0 + u < count && w[u] > 0.f) {
-              acc.x += w[u] * x[u].x;
-              acc.y += w[u] * x[u].y;
-              acc.z += w[u] * x[u].z;
-              acc.w += w[u] * x[u].w;
-            }
+            if (j0 + u < count) { add(acc, w[u], x[u]); }
           }
         }
       }
