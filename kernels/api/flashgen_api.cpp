@@ -340,9 +340,19 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   // The wave to fill: one CTA per SM for a dense cache, two (what fits) for a paged one. Measured
   // on an H100 (bench/NOTES.md): dense caches ran 3-11% faster at batch 1-8 with the fewer
   // splits of a one-CTA wave (the partials' round trip and the CTAs' fixed latencies outweigh
-  // the deeper overlap), while paged caches, whose scattered pages need more requests in
-  // flight, lost up to 27% with them.
-  const int64_t wave = int64_t(device.num_sms) * (p.block_table != nullptr ? 2 : 1);
+  // the deeper overlap), while paged caches read with cp.async, whose scattered pages need more
+  // requests in flight, lost up to 27% with them. Pages read by the TMA loader for at most
+  // kTma16MaxStreams (sequence, kv head) pairs take one CTA per SM as well (H100, same-run A/B,
+  // session 33: batch 1 x 4k / 32k, pages of 16 +4% / +4%, of 256 +18% / +4%, FP8 pages of 16
+  // +0% / +9%); more pairs keep two (FP8 8 x 8k lost 2% with one). The guess ignores the
+  // FLASHGEN_DECODE_TMA(_16BIT) overrides, so that `on` and `off` split alike (bitwise-equal
+  // outputs, as tests/test_decode.py checks).
+  const bool paged = p.block_table != nullptr;
+  const int64_t streams = int64_t(p.batch) * p.num_heads_kv;
+  const bool few_tma_streams =
+      paged && streams <= sm80::decode::kTma16MaxStreams &&
+      sm80::decode::plan_takes_tma(kv_e4m3, d, streams, device.compute_capability, p.page_size);
+  const int64_t wave = int64_t(device.num_sms) * (paged && !few_tma_streams ? 2 : 1);
   int splits = int(a.num_splits);
   if (splits == 0) {
     splits = workspace_available ? choose_decode_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,

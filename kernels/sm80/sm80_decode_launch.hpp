@@ -198,8 +198,8 @@ flashgen_status_t launch_with_loader(const char* env_name, bool auto_takes, Kern
 // kTma16MaxStreams (sequence, kv head) pairs share the GPU (FLASHGEN_DECODE_TMA_16BIT): H200,
 // GQA 32/8, head dim 128, against cp.async in the same run (bench/RESULTS.md, 2026-12-05): batch
 // 1-2 from 1k to 16k keys +5-14% dense, -1% to +11% in pages of 16; from batch 4 -1% to +2%, and
-// -2% to -5% at batch 32-64, where the cp.async warps keep more bytes in flight.
-constexpr int64_t kTma16MaxStreams = 16;
+// -2% to -5% at batch 32-64, where the cp.async warps keep more bytes in flight
+// (kTma16MaxStreams, sm80_decode_tile.h).
 template <bool kFp8, class Element, int kHeadDim, int kRows>
 flashgen_status_t launch_rows(const FwdParams& p, cudaStream_t stream) {
   if constexpr (kFp8) {

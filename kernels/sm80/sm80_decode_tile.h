@@ -68,6 +68,21 @@ constexpr int fp8_smem_bytes(int head_dim, int rows) {
   return pipeline > merge ? pipeline : merge;
 }
 
+// ---- Loaders (sm90): FP8 caches take the TMA loader wherever it can serve them; 16-bit caches
+// where at most kTma16MaxStreams (sequence, kv head) pairs share the GPU (sm80_decode_launch.hpp
+// says what that was measured against).
+constexpr long long kTma16MaxStreams = 16;
+
+// The host plan's guess of whether a call takes the TMA loader when FLASHGEN_DECODE_TMA(_16BIT)
+// is auto (the launch decides for real: it also asks for sm_90 code in the build and aligned,
+// 16-byte strided caches): a Hopper GPU, head dims 64 / 128, dense or pages of a power of two
+// >= 16 keys (page_size 0: dense).
+constexpr bool plan_takes_tma(bool kv_e4m3, int head_dim, long long streams, int compute_capability, int page_size) {
+  return compute_capability / 10 == 9 && (head_dim == 64 || head_dim == 128) &&
+         (page_size == 0 || (page_size >= 16 && (page_size & (page_size - 1)) == 0)) &&
+         (kv_e4m3 || streams <= kTma16MaxStreams);
+}
+
 // Both kernels, as the host plans a call.
 constexpr int plan_rows_per_cta(bool kv_e4m3, int packed_rows, int head_dim) {
   return kv_e4m3 ? fp8_rows_per_cta(packed_rows, head_dim) : rows_per_cta(packed_rows, head_dim);
