@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # ncu profiles of standard-sweep shapes (tools/profile_fwd.py, tools/profile_bwd.py), on a machine
 # where flashgen is installed (run tools/gpu_check.sh with STEPS=build first). Logs land in $OUT.
-#   CASES="2048:128:0 8192:128:0"   seqlen:head_dim:causal, one ncu run each
+#   CASES="2048:128:0 8192:128:0"   seqlen:head_dim:causal, one ncu run each; a fourth field
+#                                   (block or tensor) profiles flashgen's FP8 forward with those
+#                                   scales instead of its bf16 one (the peers stay bf16), e.g.
+#                                   CASES="4096:256:0:tensor 16384:256:0:tensor" PEERS=0 for the
+#                                   per-tile cost (instructions and time at 4k against 16k)
 #   PEERS=1                         also the peers' kernels of each case: speed of light, stalls,
 #                                   instruction counts, occupancy (FA2's and cuDNN's forward;
 #                                   FA2's backward)
@@ -34,7 +38,8 @@ fi
 # profile REGEX NAME: the first launch matching REGEX under ncu's full set; its stall table, log
 # and details page into $OUT/NAME.txt, the report in /tmp/NAME.ncu-rep.
 profile() {
-  ncu --set full --import-source no -k regex:"$1" -c 1 -o "/tmp/$2" -f python3 $script "${args[@]}" > "/tmp/$2.log" 2>&1
+  ncu --set full --import-source no --kernel-name-base "${name_base:-function}" -k regex:"$1" -c 1 -o "/tmp/$2" -f \
+    python3 $script "${args[@]}" > "/tmp/$2.log" 2>&1
   ncu -i "/tmp/$2.ncu-rep" --page source --csv --print-source sass > "/tmp/$2.source.csv" 2>/dev/null
   {
     echo "== $2: stall samples"; python3 tools/ncu_source_stalls.py "/tmp/$2.source.csv" 40 "${STALL_BY:-mio}" 2>&1
@@ -46,10 +51,15 @@ profile() {
 }
 
 for c in $CASES; do
-  IFS=: read -r s d causal <<< "$c"
+  IFS=: read -r s d causal fp8 <<< "$c"
   tag="${MODE}_s${s}_d${d}_c${causal}_${backend}"
   if [[ "$MODE" == bwd ]]; then args=("$s" "$d"); [[ "$causal" == 1 ]] && args+=(causal); else args=("$s" "$d" "$causal"); fi
-  profile "$ours" "$tag"
+  name_base=function kernel=$ours
+  if [[ -n "${fp8:-}" && "$MODE" == fwd ]]; then
+    # The FP8 launch comes after the bf16 one: pick it by its template arguments.
+    args+=("$fp8") tag+="_fp8$fp8" name_base=demangled kernel='fwd_kernel<.*float_e4m3'
+  fi
+  profile "$kernel" "$tag"
   if [[ "$PEERS" == full ]]; then
     profile "$fa2" "${tag}_fa2"
     { echo "== $tag against FA2, raw metrics"
