@@ -346,11 +346,11 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   // session 33: batch 1 x 4k / 32k, pages of 16 +4% / +4%, of 256 +18% / +4%, FP8 pages of 16
   // +0% / +9%); more pairs keep two (FP8 8 x 8k lost 2% with one). The guess ignores the
   // FLASHGEN_DECODE_TMA(_16BIT) overrides, so that `on` and `off` split alike (bitwise-equal
-  // outputs, as tests/test_decode.py checks).
+  // outputs, as tests/test_decode.py checks); a build without sm_90a code has no TMA loader.
   const bool paged = p.block_table != nullptr;
   const int64_t streams = int64_t(p.batch) * p.num_heads_kv;
   const bool few_tma_streams =
-      paged && streams <= sm80::decode::kTma16MaxStreams &&
+      paged && streams <= sm80::decode::kTma16MaxStreams && std::strstr(kCudaArchs, "90a") != nullptr &&
       sm80::decode::plan_takes_tma(kv_e4m3, d, streams, device.compute_capability, p.page_size);
   const int64_t wave = int64_t(device.num_sms) * (paged && !few_tma_streams ? 2 : 1);
   int splits = int(a.num_splits);
