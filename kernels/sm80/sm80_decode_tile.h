@@ -73,13 +73,17 @@ constexpr int fp8_smem_bytes(int head_dim, int rows) {
 // says what that was measured against).
 constexpr long long kTma16MaxStreams = 16;
 
+// Pages the TMA loader reads (one box per page or stage, sm90_decode_tma.hpp): a power of two of
+// at least 16 keys.
+constexpr bool tma_page_size_ok(int page_size) { return page_size >= 16 && (page_size & (page_size - 1)) == 0; }
+
 // The host plan's guess of whether a call takes the TMA loader when FLASHGEN_DECODE_TMA(_16BIT)
 // is auto (the launch decides for real: it also asks for sm_90 code in the build and aligned,
 // 16-byte strided caches): a Hopper GPU, head dims 64 / 128, dense or pages of a power of two
 // >= 16 keys (page_size 0: dense).
 constexpr bool plan_takes_tma(bool kv_e4m3, int head_dim, long long streams, int compute_capability, int page_size) {
   return compute_capability / 10 == 9 && (head_dim == 64 || head_dim == 128) &&
-         (page_size == 0 || (page_size >= 16 && (page_size & (page_size - 1)) == 0)) &&
+         (page_size == 0 || tma_page_size_ok(page_size)) &&
          (kv_e4m3 || streams <= kTma16MaxStreams);
 }
 

@@ -256,7 +256,7 @@ inline const char* unusable_reason(const FwdParams& p, int row_bytes, int elem_b
     return "head dims 64 and 128 only";
   }
   if (p.block_table != nullptr &&
-      (p.page_size < 16 || (p.page_size & (p.page_size - 1)) != 0 || p.num_pages < 1)) {
+      (!sm80::decode::tma_page_size_ok(p.page_size) || p.num_pages < 1)) {
     return "page sizes that are powers of two >= 16 only";
   }
   auto per_key_ok = [&](const Fp8Scale& s) {
