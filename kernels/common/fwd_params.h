@@ -45,6 +45,10 @@ struct FwdParams {
   // sm90 FP8 kernels at head dim 128 (sm90::fwd_has_long_keys): run the 192-key instantiation.
   // Set by the planner (FLASHGEN_SM90_FP8_KEYS) only where the K and V scales allow it.
   bool sm90_long_keys;
+  // Decode kernels (sm80/sm80_decode_common.hpp, cta_work): grid x runs over the splits instead
+  // of the KV heads (x blocks of packed rows). Set by the decode planner where few (sequence, KV
+  // head) pairs share the GPU.
+  bool decode_splits_in_x;
   int head_dim_qk;
   int head_dim_v;
   int total_q;  // rows of q over the whole batch: batch * seqlen_q, or total_q when varlen

@@ -120,21 +120,29 @@ __device__ __forceinline__ RowInfo row_info(const FwdParams& p, int batch, int h
   return r;
 }
 
-// What a CTA works on: grid (split, KV head x block of packed rows, batch entry); the keys its
-// rows can see, the sub-range where no row needs a mask, and its split of the key tiles.
+// What a CTA works on: grid (KV head x block of packed rows, split, batch entry), or with
+// splits in x (p.decode_splits_in_x, and the cluster launch, whose clusters span the splits:
+// kCluster) (split, KV head x block of packed rows, batch entry); the keys its rows can see,
+// the sub-range where no row needs a mask, and its split of the key tiles. With the heads in x
+// the KV heads of one (sequence, split) are neighbours in launch order and read the same pages
+// (rows of a dense cache) at about the same time: H100, FP8 pages of 16 at batch 8-16 x 32k-64k,
+// 12-22% faster than with the splits in x (bench/NOTES.md, session 34).
 struct CtaWork {
   int split, head_kv, batch, row_first;
   int seqlen_k, key_lo, key_hi, unmasked_lo, unmasked_hi;
   int my_first, my_tiles;  // first key tile of this split, and how many
 };
 
+template <bool kCluster>
 __device__ __forceinline__ CtaWork cta_work(const FwdParams& p, int rows_per_cta, int block_n) {
   CtaWork k;
   const int n_rows = p.seqlen_q * p.group_size;
   const int row_blocks = (n_rows + rows_per_cta - 1) / rows_per_cta;
-  k.split = blockIdx.x;
-  k.head_kv = blockIdx.y / row_blocks;
-  k.row_first = (blockIdx.y % row_blocks) * rows_per_cta;
+  const bool splits_in_x = kCluster || p.decode_splits_in_x;
+  const int head_block = splits_in_x ? blockIdx.y : blockIdx.x;
+  k.split = splits_in_x ? blockIdx.x : blockIdx.y;
+  k.head_kv = head_block / row_blocks;
+  k.row_first = (head_block % row_blocks) * rows_per_cta;
   k.batch = blockIdx.z;
   // Out-of-range metadata is clamped (the host checks it unless told not to): wrong numbers at
   // worst, never an access outside the cache.

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
 
   extern __shared__ __align__(128) char smem[];
 
-  const CtaWork keys = cta_work(p, Traits::kRows, kBlockN);
+  const CtaWork keys = cta_work<kCluster>(p, Traits::kRows, kBlockN);
   const int split = keys.split, head_kv = keys.head_kv, batch = keys.batch, row_first = keys.row_first;
   const int seqlen_k = keys.seqlen_k;
   const int my_first = keys.my_first, my_tiles = keys.my_tiles;

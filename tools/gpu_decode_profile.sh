@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call on the decode split count (issue 7): builds the bf16 / e4m3 head-dim-128 decode
+# kernels, sweeps split counts on the shapes in SHAPES for each cache in SPLIT_CACHES
+# (tools/decode_splits.py), then profiles the decode kernel with ncu for each "cache:batch:seqlen:splits"
+# in CASES (tools/decode_one.py; cache fp8 or bf16, pages of 16): speed of light, memory
+# workload, occupancy, warp states, launch stats. Summary in $OUT/summary.txt, ncu pages in
+# $OUT/logs.tgz.
+#   SHAPES="8x8192,8x32768"   SPLITS="0,4,8,12,16"   CASES="fp8:8:32768:4 fp8:8:32768:12"
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+S=$OUT/summary.txt
+export FLASHGEN_CUDA_ARCHS=90a FLASHGEN_DTYPES="bf16;e4m3" FLASHGEN_HEAD_DIMS=128 FLASHGEN_DIRECTIONS="fwd;decode"
+export FLASHGEN_KERNELS="decode_sm80_bf16_hdim128,decode_sm80_e4m3_hdim128,fwd_sm80_bf16_hdim128"
+STEPS=build timeout 300 tools/gpu_check.sh > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
+grep -E "^build:" "$OUT/build.txt" | tee "$S"
+for cache in ${SPLIT_CACHES-fp8_paged16 paged16}; do
+  timeout 120 python3 tools/decode_splits.py --cache "$cache" --shapes "${SHAPES:-4x32768,8x8192,8x16384,8x32768,8x65536,16x32768}" \
+    --splits "${SPLITS:-0,2,4,6,8,12,16,24}" >> "$S" 2>&1
+done
+for c in ${CASES-fp8:8:32768:4 fp8:8:32768:12}; do
+  IFS=: read -r kind batch seqlen splits <<< "$c"
+  tag="decode_${kind}_${batch}x${seqlen}_s${splits}"
+  timeout 120 ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
+    --section LaunchStats --section SchedulerStats -k regex:"decode.*kernel" -s 2 -c 1 \
+    python3 tools/decode_one.py "$kind" paged "$batch" "$seqlen" "$splits" > "$OUT/$tag.txt" 2>&1
+  echo "== $tag" >> "$S"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Registers Per|Warp Cycles Per Issued|Issued Warp Per|No Eligible|Active Warps Per|Waves Per SM|L2 Hit|Mem Busy|Max Bandwidth|Dynamic Shared" "$OUT/$tag.txt" >> "$S"
+done
+OUT="$OUT" tools/pack_out.sh summary.txt
+cat "$S"
