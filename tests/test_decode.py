@@ -130,6 +130,21 @@ def test_query_tokens_and_groups(spec, sq, group):
         check_against_reference(cache, q, out, None, lengths, causal=causal)
 
 
+@pytest.mark.parametrize("page_size", [None, 16])
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_many_streams_launch_heads_side_by_side(spec, page_size):
+    """More than 16 (sequence, kv head) pairs, where the grid runs over the KV heads (x row blocks)
+    in x and the splits in y (cta_work): ragged lengths, 4 tokens x GQA 8 (two row blocks per head
+    for an FP8 cache), causal or not, forced and automatic split counts."""
+    batch, hkv, group, sq = 5, 4, 8, 4
+    cache = Cache(spec, batch, hkv, 1300, page_size)
+    lengths = torch.tensor([1300, sq, 611, 1029, 257], dtype=torch.int32, device="cuda")
+    q = _q(spec, batch, sq, hkv * group)
+    for kw in (dict(num_splits=3), dict(num_splits=0, causal=True), dict(num_splits=7, window_size=(400, 0))):
+        out, lse = cache.call(q, lengths, return_softmax_lse=True, **kw)
+        check_against_reference(cache, q, out, lse, lengths, **kw)
+
+
 @pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
 def test_runtime_features(spec):
     """Window, softcap, ALiBi (per head and per batch entry), sinks, LSE, forced split counts."""
