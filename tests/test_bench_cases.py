@@ -24,3 +24,19 @@ def test_flops_count_both_products():
     assert Case(128, 4096, True).flops() == plain.flops() / 2
     mla = Case(192, 8192, False, head_dim_v=128)
     assert mla.flops() == 2 * mla.batch * mla.nheads * 8192 * 8192 * (192 + 128)
+
+
+def test_decode_layers_table_divides_bytes_by_time_per_call():
+    from flashgen.bench.decode import HEAD_DIM, HEADS_KV, HEADS_Q, DecodeResult, LayersResult, layers_table
+
+    batch, seqlen = 1, 4096
+    kv = 2 * batch * seqlen * HEADS_KV * HEAD_DIM  # K and V elements
+    qo = 2 * batch * HEADS_Q * HEAD_DIM * 2  # Q and O bytes
+    # 10 us per dense / paged call, 6 us per FP8 call, 12.5 us per cuDNN call.
+    r = LayersResult(batch, seqlen, {"dense": 0.010, "paged16": 0.010, "fp8_paged16": 0.006, "sdpa_cudnn": 0.0125})
+    assert abs(r.tbps["dense"] - (2 * kv + qo) / 10e-6 / 1e12) < 1e-9
+    assert abs(r.tbps["fp8_paged16"] - (kv + qo) / 6e-6 / 1e12) < 1e-9
+    single = [DecodeResult(batch, seqlen, {"dense": r.tbps["dense"] / 2}, None, None, None)]
+    row = layers_table([r], read_tbps=2 * r.tbps["dense"], single=single)[-1].split(" | ")
+    # dense / read 0.50, dense / cuDNN 1.25, fp8 x bf16 (time ratio) 1.67, dense x single 2.00.
+    assert row[-4:] == ["0.50", "1.25", "1.67", "2.00 |"]

@@ -146,6 +146,85 @@ def run_case(batch: int, seqlen_k: int) -> DecodeResult:
     return DecodeResult(batch, seqlen_k, tbps, speedup, err, fp8_err)
 
 
+# Per-call figures inside one graph of LAYERS calls, each over its own cache (as a serving
+# engine's decode step replays one graph holding every layer's attention): the calls' launch gaps
+# are those inside a graph, not the gap between two graph launches, and no call finds its cache in
+# L2 (LAYERS caches of >= 16 MiB each). Batch 1-8 shapes only, where a call is short enough that
+# the difference shows; the memory is LAYERS x (dense + paged16 + FP8) caches.
+LAYER_CASES = ((1, 4096), (1, 32768), (8, 8192))
+LAYERS = 16
+LAYER_NAMES = ("dense", "paged16", "fp8_paged16", "sdpa_cudnn")
+
+
+@dataclass
+class LayersResult:
+    batch: int
+    seqlen_k: int
+    ms: dict[str, Optional[float]]  # per call
+
+    @property
+    def tbps(self) -> dict[str, Optional[float]]:
+        return {name: None if ms is None else
+                _bytes(self.batch, self.seqlen_k, kv_bytes=1 if name.startswith("fp8") else 2) / (ms * 1e-3) / 1e12
+                for name, ms in self.ms.items()}
+
+
+def run_layers_case(batch: int, seqlen_k: int, layers: int = LAYERS) -> LayersResult:
+    """TB/s per call of `layers` decode calls captured in one CUDA graph, each over its own
+    dense, paged (16) or FP8 paged (16) cache."""
+    dtype = torch.bfloat16
+    lengths = torch.full((batch,), seqlen_k, dtype=torch.int32, device="cuda")
+    calls: dict[str, list] = {name: [] for name in LAYER_NAMES}
+    for _ in range(layers):
+        q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=dtype)
+        k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=dtype)
+        v = torch.randn_like(k)
+        k_pages, v_pages, table = _paged(k, v, 16)
+        k8, v8, scales = _fp8_pages(k_pages, v_pages)
+        calls["dense"].append(lambda q=q, k=k, v=v: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths))
+        calls["paged16"].append(lambda q=q, k=k_pages, v=v_pages, t=table: flashgen.flash_attn_with_kvcache(
+            q, k, v, cache_seqlens=lengths, block_table=t))
+        calls["fp8_paged16"].append(lambda q=q, k=k8, v=v8, t=table, s=scales: flashgen.flash_attn_with_kvcache(
+            q, k, v, cache_seqlens=lengths, block_table=t, k_descale=s[0], v_descale=s[1]))
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+        def sdpa(qt=qt, kt=kt, vt=vt):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
+        calls["sdpa_cudnn"].append(sdpa)
+    ms: dict[str, Optional[float]] = {}
+    for name, fns in calls.items():
+        def step(fns=fns):
+            for fn in fns:
+                fn()
+        try:
+            step()
+            ms[name] = _graph_ms(step) / layers
+        except (RuntimeError, ValueError, LookupError):
+            ms[name] = None
+    return LayersResult(batch, seqlen_k, ms)
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def layers_table(results: list[LayersResult], read_tbps: float, single: list[DecodeResult]) -> list[str]:
+    """Per-call TB/s in the layers graph; fp8 x bf16 = tokens/s of the FP8 paged16 cache over the
+    bf16 one; dense x single = the dense call's rate against its one-call graph's (`single`)."""
+    rows = ["| batch | seqlen_k | " + " | ".join(LAYER_NAMES) + " | dense / read | dense / cuDNN | fp8 x bf16 | "
+            "dense x single |",
+            "| --- | --- | " + " | ".join("---" for _ in LAYER_NAMES) + " | --- | --- | --- | --- |"]
+    for r in results:
+        t = r.tbps
+        cells = [_cell(t.get(n), ".2f") for n in LAYER_NAMES]
+        one = next((s.tbps.get("dense") for s in single if (s.batch, s.seqlen_k) == (r.batch, r.seqlen_k)), None)
+        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
+                    f" | {_ratio(t.get('dense'), read_tbps)} | {_ratio(t.get('dense'), t.get('sdpa_cudnn'))} | "
+                    f"{_ratio(r.ms.get('paged16'), r.ms.get('fp8_paged16'))} | {_ratio(t.get('dense'), one)} |")
+    return rows
+
+
 def _cell(x, spec):
     return "n/a" if x is None else format(x, spec)
 
