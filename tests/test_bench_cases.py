@@ -27,7 +27,8 @@ def test_flops_count_both_products():
 
 
 def test_decode_layers_table_divides_bytes_by_time_per_call():
-    from flashgen.bench.decode import HEAD_DIM, HEADS_KV, HEADS_Q, DecodeResult, LayersResult, layers_table
+    from flashgen.bench.decode import (HEAD_DIM, HEADS_KV, HEADS_Q, LAYERS, DecodeResult, LayersResult,
+                                       layers_table)
 
     batch, seqlen = 1, 4096
     kv = 2 * batch * seqlen * HEADS_KV * HEAD_DIM  # K and V elements
@@ -40,3 +41,5 @@ def test_decode_layers_table_divides_bytes_by_time_per_call():
     row = layers_table([r], read_tbps=2 * r.tbps["dense"], single=single)[-1].split(" | ")
     # dense / read 0.50, dense / cuDNN 1.25, fp8 x bf16 (time ratio) 1.67, dense x single 2.00.
     assert row[-4:] == ["0.50", "1.25", "1.67", "2.00 |"]
+    assert row[0] == f"| {LAYERS} x 1"  # not a key of tools/gpu_ab.sh's one-call rows (leading digits only)
+    assert not row[0].strip("| ").replace("x", "").isdigit()

@@ -212,14 +212,16 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
 def layers_table(results: list[LayersResult], read_tbps: float, single: list[DecodeResult]) -> list[str]:
     """Per-call TB/s in the layers graph; fp8 x bf16 = tokens/s of the FP8 paged16 cache over the
     bf16 one; dense x single = the dense call's rate against its one-call graph's (`single`)."""
-    rows = ["| batch | seqlen_k | " + " | ".join(LAYER_NAMES) + " | dense / read | dense / cuDNN | fp8 x bf16 | "
+    # The first cell, "LAYERS x batch", keeps these rows apart from the one-call table's in
+    # tools/gpu_ab.sh (which keys rows by their leading numeric cells).
+    rows = ["| layers x batch | seqlen_k | " + " | ".join(LAYER_NAMES) + " | dense / read | dense / cuDNN | fp8 x bf16 | "
             "dense x single |",
             "| --- | --- | " + " | ".join("---" for _ in LAYER_NAMES) + " | --- | --- | --- | --- |"]
     for r in results:
         t = r.tbps
         cells = [_cell(t.get(n), ".2f") for n in LAYER_NAMES]
         one = next((s.tbps.get("dense") for s in single if (s.batch, s.seqlen_k) == (r.batch, r.seqlen_k)), None)
-        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
+        rows.append(f"| {LAYERS} x {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
                     f" | {_ratio(t.get('dense'), read_tbps)} | {_ratio(t.get('dense'), t.get('sdpa_cudnn'))} | "
                     f"{_ratio(r.ms.get('paged16'), r.ms.get('fp8_paged16'))} | {_ratio(t.get('dense'), one)} |")
     return rows
@@ -239,7 +241,7 @@ def table(results: list[DecodeResult], read_tbps: float) -> list[str]:
         frac = f"{max(ours) / read_tbps:.2f}" if ours else "n/a"
         vs_cudnn = (f"{r.tbps['dense'] / r.tbps['sdpa_cudnn']:.2f}"
                     if r.tbps.get("dense") and r.tbps.get("sdpa_cudnn") else "n/a")
-        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
+        rows.append(f"| {LAYERS} x {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
                     f" | {frac} | {vs_cudnn} | {_cell(r.fp8_speedup, '.2f')} | {_cell(r.err, '.1e')} | "
                     f"{_cell(r.fp8_err, '.1e')} |")
     return rows
