@@ -3,9 +3,11 @@
 # kernels, sweeps split counts on the shapes in SHAPES for each cache in SPLIT_CACHES
 # (tools/decode_splits.py), then profiles the decode kernel with ncu for each "cache:batch:seqlen:splits"
 # in CASES (tools/decode_one.py; cache fp8 or bf16, pages of 16): speed of light, memory
-# workload, occupancy, warp states, launch stats. Summary in $OUT/summary.txt, ncu pages in
-# $OUT/logs.tgz.
+# workload, occupancy, warp states, launch stats; and tools/decode_timeline.py (kernel time
+# against the gaps between kernels, per call, in graphs of 16 calls and of one) for each shape
+# in TIMELINE_SHAPES. Summary in $OUT/summary.txt, ncu pages in $OUT/logs.tgz.
 #   SHAPES="8x8192,8x32768"   SPLITS="0,4,8,12,16"   CASES="fp8:8:32768:4 fp8:8:32768:12"
+#   SPLIT_CACHES="" / CASES="" / TIMELINE_SHAPES=""   skip that part
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -19,6 +21,11 @@ for cache in ${SPLIT_CACHES-fp8_paged16 paged16}; do
   timeout 120 python3 tools/decode_splits.py --cache "$cache" --shapes "${SHAPES:-4x32768,8x8192,8x16384,8x32768,8x65536,16x32768}" \
     --splits "${SPLITS:-0,2,4,6,8,12,16,24}" >> "$S" 2>&1
 done
+if [[ -n "${TIMELINE_SHAPES-1x4096,8x8192}" ]]; then
+  for layers in 16 1; do
+    timeout 150 python3 tools/decode_timeline.py --shapes "${TIMELINE_SHAPES-1x4096,8x8192}" --layers $layers >> "$S" 2>&1
+  done
+fi
 for c in ${CASES-fp8:8:32768:4 fp8:8:32768:12}; do
   IFS=: read -r kind batch seqlen splits <<< "$c"
   tag="decode_${kind}_${batch}x${seqlen}_s${splits}"
