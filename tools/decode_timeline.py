@@ -5,7 +5,7 @@ the main decode table. Prints, per replay and per call: the wall time between th
 kernel's start and the last kernel's end, each kernel name's GPU time, and the rest (launch
 gaps and idle time between kernels).
 
-    python3 tools/decode_timeline.py                      # 1x4096, 8x8192; dense, paged16, fp8_paged16, cudnn
+    python3 tools/decode_timeline.py                      # 1x4096, 8x8192; dense, paged16, fp8_paged16, sdpa_cudnn
     python3 tools/decode_timeline.py --shapes 1x32768 --layers 1 --caches fp8_paged16
 """
 
@@ -13,41 +13,17 @@ import argparse
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 import flashgen
-from flashgen.bench.decode import HEAD_DIM, HEADS_KV, HEADS_Q, _fp8_pages, _paged
+from flashgen.bench.decode import LAYER_NAMES, layer_call
 from flashgen.bench.timing import capture_graph
 
 REPLAYS = 5
 
 
-def make_call(cache, batch, seqlen_k):
-    q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
-    lengths = torch.full((batch,), seqlen_k, dtype=torch.int32, device="cuda")
-    if cache == "dense":
-        return lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths)
-    if cache == "cudnn":
-        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-        def sdpa():
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
-        return sdpa
-    k_pages, v_pages, table = _paged(k, v, 16)
-    if cache == "paged16":
-        return lambda: flashgen.flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=lengths, block_table=table)
-    k8, v8, scales = _fp8_pages(k_pages, v_pages)
-    return lambda: flashgen.flash_attn_with_kvcache(q, k8, v8, cache_seqlens=lengths, block_table=table,
-                                                    k_descale=scales[0], v_descale=scales[1])
-
-
 def timeline(cache, batch, seqlen_k, layers):
-    calls = [make_call(cache, batch, seqlen_k) for _ in range(layers)]
+    calls = [layer_call(cache, batch, seqlen_k) for _ in range(layers)]
 
     def step():
         for c in calls:
@@ -81,7 +57,7 @@ def timeline(cache, batch, seqlen_k, layers):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default="1x4096,8x8192", help="comma-separated BATCHxSEQLEN_K")
-    parser.add_argument("--caches", default="dense,paged16,fp8_paged16,cudnn")
+    parser.add_argument("--caches", default=",".join(LAYER_NAMES))
     parser.add_argument("--layers", type=int, default=16)
     args = parser.parse_args()
     flashgen.config.check_device_inputs = False

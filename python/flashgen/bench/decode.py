@@ -169,39 +169,50 @@ class LayersResult:
                 for name, ms in self.ms.items()}
 
 
-def run_layers_case(batch: int, seqlen_k: int, layers: int = LAYERS) -> LayersResult:
-    """TB/s per call of `layers` decode calls captured in one CUDA graph, each over its own
-    dense, paged (16) or FP8 paged (16) cache."""
-    dtype = torch.bfloat16
+def layer_call(name: str, batch: int, seqlen_k: int):
+    """One decode call over a fresh random cache of its own: `name` is one of LAYER_NAMES."""
+    q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
     lengths = torch.full((batch,), seqlen_k, dtype=torch.int32, device="cuda")
-    calls: dict[str, list] = {name: [] for name in LAYER_NAMES}
-    for _ in range(layers):
-        q = torch.randn(batch, 1, HEADS_Q, HEAD_DIM, device="cuda", dtype=dtype)
-        k = torch.randn(batch, seqlen_k, HEADS_KV, HEAD_DIM, device="cuda", dtype=dtype)
-        v = torch.randn_like(k)
-        k_pages, v_pages, table = _paged(k, v, 16)
-        k8, v8, scales = _fp8_pages(k_pages, v_pages)
-        calls["dense"].append(lambda q=q, k=k, v=v: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths))
-        calls["paged16"].append(lambda q=q, k=k_pages, v=v_pages, t=table: flashgen.flash_attn_with_kvcache(
-            q, k, v, cache_seqlens=lengths, block_table=t))
-        calls["fp8_paged16"].append(lambda q=q, k=k8, v=v8, t=table, s=scales: flashgen.flash_attn_with_kvcache(
-            q, k, v, cache_seqlens=lengths, block_table=t, k_descale=s[0], v_descale=s[1]))
+    if name == "dense":
+        return lambda: flashgen.flash_attn_with_kvcache(q, k, v, cache_seqlens=lengths)
+    if name == "sdpa_cudnn":
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-        def sdpa(qt=qt, kt=kt, vt=vt):
+        def sdpa():
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
-        calls["sdpa_cudnn"].append(sdpa)
+        return sdpa
+    k_pages, v_pages, table = _paged(k, v, 16)
+    del k, v
+    if name == "paged16":
+        return lambda: flashgen.flash_attn_with_kvcache(q, k_pages, v_pages, cache_seqlens=lengths, block_table=table)
+    if name != "fp8_paged16":
+        raise ValueError(f"unknown decode contender {name!r}")
+    k8, v8, scales = _fp8_pages(k_pages, v_pages)
+    del k_pages, v_pages
+    return lambda: flashgen.flash_attn_with_kvcache(q, k8, v8, cache_seqlens=lengths, block_table=table,
+                                                    k_descale=scales[0], v_descale=scales[1])
+
+
+def run_layers_case(batch: int, seqlen_k: int, layers: int = LAYERS) -> LayersResult:
+    """Time per call of `layers` decode calls captured in one CUDA graph, each over its own
+    cache, for each of LAYER_NAMES in turn."""
     ms: dict[str, Optional[float]] = {}
-    for name, fns in calls.items():
-        def step(fns=fns):
-            for fn in fns:
-                fn()
+    for name in LAYER_NAMES:
         try:
+            calls = [layer_call(name, batch, seqlen_k) for _ in range(layers)]
+
+            def step(calls=calls):
+                for fn in calls:
+                    fn()
             step()
             ms[name] = _graph_ms(step) / layers
         except (RuntimeError, ValueError, LookupError):
             ms[name] = None
+        calls = None
+        torch.cuda.empty_cache()
     return LayersResult(batch, seqlen_k, ms)
 
 
