@@ -43,3 +43,12 @@ def test_decode_layers_table_divides_bytes_by_time_per_call():
     assert row[-4:] == ["0.50", "1.25", "1.67", "2.00 |"]
     assert row[0] == f"| {LAYERS} x 1"  # not a key of tools/gpu_ab.sh's one-call rows (leading digits only)
     assert not row[0].strip("| ").replace("x", "").isdigit()
+
+
+def test_decode_table_rows_keep_numeric_keys():
+    """tools/gpu_ab.sh keys the one-call decode rows by their leading (batch, seqlen_k) cells."""
+    from flashgen.bench.decode import NAMES, DecodeResult, table
+
+    r = DecodeResult(8, 8192, {n: 2.0 for n in NAMES}, 1.8, 1e-4, 2e-4)
+    cells = [c.strip() for c in table([r], read_tbps=3.0)[-1].strip().strip("|").split("|")]
+    assert cells[:2] == ["8", "8192"]

@@ -252,7 +252,7 @@ def table(results: list[DecodeResult], read_tbps: float) -> list[str]:
         frac = f"{max(ours) / read_tbps:.2f}" if ours else "n/a"
         vs_cudnn = (f"{r.tbps['dense'] / r.tbps['sdpa_cudnn']:.2f}"
                     if r.tbps.get("dense") and r.tbps.get("sdpa_cudnn") else "n/a")
-        rows.append(f"| {LAYERS} x {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
+        rows.append(f"| {r.batch} | {r.seqlen_k} | " + " | ".join(cells) +
                     f" | {frac} | {vs_cudnn} | {_cell(r.fp8_speedup, '.2f')} | {_cell(r.err, '.1e')} | "
                     f"{_cell(r.fp8_err, '.1e')} |")
     return rows
