@@ -349,15 +349,16 @@ flashgen_status_t make_decode_plan(const flashgen_fwd_args_t& a, const KernelEnt
   // outputs, as tests/test_decode.py checks); a build without sm_90a code has no TMA loader.
   const bool paged = p.block_table != nullptr;
   const int64_t streams = int64_t(p.batch) * p.num_heads_kv;
+  const bool few_streams = streams <= sm80::decode::kTma16MaxStreams;
   const bool few_tma_streams =
-      paged && streams <= sm80::decode::kTma16MaxStreams && std::strstr(kCudaArchs, "90a") != nullptr &&
+      paged && few_streams && std::strstr(kCudaArchs, "90a") != nullptr &&
       sm80::decode::plan_takes_tma(kv_e4m3, d, streams, device.compute_capability, p.page_size);
   const int64_t wave = int64_t(device.num_sms) * (paged && !few_tma_streams ? 2 : 1);
   // The launch order (cta_work): the KV heads of a (sequence, split) side by side (H100: FP8
   // pages of 16 at 8 x 32k +13%), except where at most kTma16MaxStreams pairs share the GPU,
   // which keep the order their split rule was tuned with (there the heads-first order measured
   // 0 to -2%, within the run-to-run noise of those ~10-20 us calls).
-  p.decode_splits_in_x = streams <= sm80::decode::kTma16MaxStreams;
+  p.decode_splits_in_x = few_streams;
   int splits = int(a.num_splits);
   if (splits == 0) {
     splits = workspace_available ? choose_decode_splits(int64_t(p.batch) * p.num_heads_kv * row_blocks,

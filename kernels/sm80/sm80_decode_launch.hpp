@@ -120,7 +120,9 @@ template <class Traits, class Kernel, class... Extra>
 flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams& p, cudaStream_t stream,
                          const char* what, const Extra&... extra) {
   const int row_blocks = (p.seqlen_q * p.group_size + Traits::kRows - 1) / Traits::kRows;
-  const dim3 grid(p.num_splits, p.num_heads_kv * row_blocks, p.batch);  // the cluster launch's (cta_work)
+  // cta_work's two orders: splits in x (the cluster launch, whose clusters span the splits, and
+  // p.decode_splits_in_x), or the KV heads x row blocks in x.
+  const dim3 grid(p.num_splits, p.num_heads_kv * row_blocks, p.batch);
   flashgen_status_t status;
   if (p.num_splits > 1) {
     Combine combine;
@@ -144,8 +146,8 @@ flashgen_status_t launch(Kernel* kernel, Kernel* cluster_kernel, const FwdParams
   }
   status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
-  const dim3 own_grid = p.decode_splits_in_x ? grid : dim3(grid.y, grid.x, grid.z);
-  kernel<<<own_grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, extra...);
+  const dim3 heads_in_x(grid.y, grid.x, grid.z);
+  kernel<<<p.decode_splits_in_x ? grid : heads_in_x, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, extra...);
   status = check_launch(what);
   if (status != FLASHGEN_STATUS_OK || p.num_splits == 1) { return status; }
   constexpr flashgen_dtype_t kDtype =
