@@ -34,13 +34,15 @@ def test_decode_layers_table_divides_bytes_by_time_per_call():
     kv = 2 * batch * seqlen * HEADS_KV * HEAD_DIM  # K and V elements
     qo = 2 * batch * HEADS_Q * HEAD_DIM * 2  # Q and O bytes
     # 10 us per dense / paged call, 6 us per FP8 call, 12.5 us per cuDNN call.
-    r = LayersResult(batch, seqlen, {"dense": 0.010, "paged16": 0.010, "fp8_paged16": 0.006, "sdpa_cudnn": 0.0125})
+    r = LayersResult(batch, seqlen, {"dense": 0.010, "paged16": 0.010, "fp8_paged16": 0.006, "sdpa_cudnn": 0.0125,
+                                     "read_same": 0.008})
     assert abs(r.tbps["dense"] - (2 * kv + qo) / 10e-6 / 1e12) < 1e-9
     assert abs(r.tbps["fp8_paged16"] - (kv + qo) / 6e-6 / 1e12) < 1e-9
     single = [DecodeResult(batch, seqlen, {"dense": r.tbps["dense"] / 2}, None, None, None)]
     row = layers_table([r], read_tbps=2 * r.tbps["dense"], single=single)[-1].split(" | ")
-    # dense / read 0.50, dense / cuDNN 1.25, fp8 x bf16 (time ratio) 1.67, dense x single 2.00.
-    assert row[-4:] == ["0.50", "1.25", "1.67", "2.00 |"]
+    # dense / read 0.50, dense / read_same 0.80, dense / cuDNN 1.25, fp8 x bf16 (time ratio) 1.67,
+    # dense x single 2.00.
+    assert row[-5:] == ["0.50", "0.80", "1.25", "1.67", "2.00 |"]
     assert row[0] == f"| {LAYERS} x 1"  # not a key of tools/gpu_ab.sh's one-call rows (leading digits only)
     assert not row[0].strip("| ").replace("x", "").isdigit()
 
@@ -52,3 +54,6 @@ def test_decode_table_rows_keep_numeric_keys():
     r = DecodeResult(8, 8192, {n: 2.0 for n in NAMES}, 1.8, 1e-4, 2e-4)
     cells = [c.strip() for c in table([r], read_tbps=3.0)[-1].strip().strip("|").split("|")]
     assert cells[:2] == ["8", "8192"]
+    # the peers' and ceilings' columns keep their places (tools/gpu_ab.sh reads them by index)
+    assert cells[2:2 + len(NAMES)] == ["2.00"] * len(NAMES) and NAMES[:3] == ("dense", "paged16", "paged256")
+    assert cells[2 + len(NAMES):2 + len(NAMES) + 2] == ["0.67", "1.00"]  # best bf16 / read, dense / read_same

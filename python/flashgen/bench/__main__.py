@@ -161,7 +161,8 @@ def main(argv=None) -> int:
                   f"query token, all keys in use, every call replayed from a CUDA graph: TB/s (K+V read once, Q and O; "
                   f"the FP8 cache counts its own bytes) "
                   f"against the same run's streaming read, {read_rate:.2f} TB/s. dense/pagedN: the decode kernels; "
-                  "fwd-path: the sm80 forward kernel (packed GQA, split-KV) on the dense cache; fp8 x bf16 = "
+                  "fwd-path: the sm80 forward kernel (packed GQA, split-KV) on the dense cache; read_same: a streaming read "
+                  "(float32 sum) of the dense call's bytes, timed the same way (the ceiling at this size); fp8 x bf16 = "
                   "tokens/s of the FP8 paged16 cache over the bf16 one; err: max |out - fp32 reference| of the "
                   "dense bf16 call and of the FP8 call (against the reference of its dequantised cache)", ""]
         lines += decode.table(decode_results, read_rate)
