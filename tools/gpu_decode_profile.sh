@@ -8,6 +8,7 @@
 # in TIMELINE_SHAPES. Summary in $OUT/summary.txt, ncu pages in $OUT/logs.tgz.
 #   SHAPES="8x8192,8x32768"   SPLITS="0,4,8,12,16"   CASES="fp8:8:32768:4 fp8:8:32768:12"
 #   SPLIT_CACHES="" / CASES="" / TIMELINE_SHAPES=""   skip that part
+#   NCU_EXTRA="--section ComputeWorkloadAnalysis --section SourceCounters"   more ncu sections
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -30,10 +31,10 @@ for c in ${CASES-fp8:8:32768:4 fp8:8:32768:12}; do
   IFS=: read -r kind batch seqlen splits <<< "$c"
   tag="decode_${kind}_${batch}x${seqlen}_s${splits}"
   timeout 120 ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
-    --section LaunchStats --section SchedulerStats -k regex:"decode.*kernel" -s 2 -c 1 \
+    --section LaunchStats --section SchedulerStats ${NCU_EXTRA:-} -k regex:"decode.*kernel" -s 2 -c 1 \
     python3 tools/decode_one.py "$kind" paged "$batch" "$seqlen" "$splits" > "$OUT/$tag.txt" 2>&1
   echo "== $tag" >> "$S"
-  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Registers Per|Warp Cycles Per Issued|Issued Warp Per|No Eligible|Active Warps Per|Waves Per SM|L2 Hit|Mem Busy|Max Bandwidth|Dynamic Shared" "$OUT/$tag.txt" >> "$S"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Registers Per|Warp Cycles Per Issued|Issued Warp Per|No Eligible|Active Warps Per|Waves Per SM|L2 Hit|Mem Busy|Max Bandwidth|Dynamic Shared|Executed Ipc|Issue Slots Busy|Stall|Executed Instructions  " "$OUT/$tag.txt" >> "$S"
 done
 OUT="$OUT" tools/pack_out.sh summary.txt
 cat "$S"
