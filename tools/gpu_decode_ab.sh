@@ -12,6 +12,8 @@
 #                                          runs (default none)
 #   MEMCHECK_K="cluster and None"          pytest -k of the memcheck run (empty: none)
 #   SPLIT_CACHES="dense fp8_paged16"       decode_splits.py caches (empty: none); SPLIT_ARGS more
+#   NCU_CASES="fp8:1:32768:0"              ncu of the decode kernel under each side's build
+#                                          (tools/decode_ncu.sh; NCU_EXTRA more sections)
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -33,6 +35,11 @@ if [[ -n "${MEMCHECK_K-cluster and None}" ]]; then
 fi
 for cache in ${SPLIT_CACHES-dense fp8_paged16}; do
   timeout 50 env ${TEST_ENV:-} PYTHONPATH=/tmp/ab_b python3 tools/decode_splits.py --cache "$cache" ${SPLIT_ARGS:-} >> "$S" 2>&1
+done
+for c in ${NCU_CASES:-}; do
+  for side in a b; do
+    PYTHONPATH=/tmp/ab_$side "$(dirname "$0")/decode_ncu.sh" "$c" "$OUT/ncu_${side}_${c//:/_}.txt" "$side $c" >> "$S"
+  done
 done
 OUT="$OUT" "$(dirname "$0")/pack_out.sh" summary.txt  # the rest back as logs.tgz (at most 8 files return)
 cat "$S"

@@ -29,12 +29,7 @@ if [[ -n "${TIMELINE_SHAPES-1x4096,8x8192}" ]]; then
 fi
 for c in ${CASES-fp8:8:32768:4 fp8:8:32768:12}; do
   IFS=: read -r kind batch seqlen splits <<< "$c"
-  tag="decode_${kind}_${batch}x${seqlen}_s${splits}"
-  timeout 120 ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats \
-    --section LaunchStats --section SchedulerStats ${NCU_EXTRA:-} -k regex:"decode.*kernel" -s 2 -c 1 \
-    python3 tools/decode_one.py "$kind" paged "$batch" "$seqlen" "$splits" > "$OUT/$tag.txt" 2>&1
-  echo "== $tag" >> "$S"
-  grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Grid Size|Registers Per|Warp Cycles Per Issued|Issued Warp Per|No Eligible|Active Warps Per|Waves Per SM|L2 Hit|Mem Busy|Max Bandwidth|Dynamic Shared|Executed Ipc|Issue Slots Busy|Stall|Executed Instructions  " "$OUT/$tag.txt" >> "$S"
+  tools/decode_ncu.sh "$c" "$OUT/decode_${kind}_${batch}x${seqlen}_s${splits}.txt" >> "$S"
 done
 OUT="$OUT" tools/pack_out.sh summary.txt
 cat "$S"
