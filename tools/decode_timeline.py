@@ -16,20 +16,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import flashgen
-from flashgen.bench.decode import LAYER_NAMES, layer_call
+from flashgen.bench.decode import LAYER_NAMES, layers_step
 from flashgen.bench.timing import capture_graph
 
 REPLAYS = 5
 
 
 def timeline(cache, batch, seqlen_k, layers):
-    calls = [layer_call(cache, batch, seqlen_k) for _ in range(layers)]
-
-    def step():
-        for c in calls:
-            c()
-    step()
-    graph = capture_graph(step)
+    graph = capture_graph(layers_step(cache, batch, seqlen_k, layers))
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()

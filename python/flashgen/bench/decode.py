@@ -48,6 +48,12 @@ def _bytes(batch, seqlen_k, kv_bytes=2) -> int:
     return kv + 2 * batch * HEADS_Q * HEAD_DIM * 2
 
 
+def _tbps(batch: int, seqlen_k: int, name: str, ms: Optional[float]) -> Optional[float]:
+    """TB/s of one call of contender `name` taking ms (the FP8 cache counts its own bytes)."""
+    kv_bytes = 1 if name.startswith("fp8") else 2
+    return None if ms is None else _bytes(batch, seqlen_k, kv_bytes) / (ms * 1e-3) / 1e12
+
+
 def same_size_read(batch: int, seqlen_k: int):
     """A float32 sum over as many bytes as the dense bf16 decode call moves."""
     src = torch.randn(_bytes(batch, seqlen_k) // 4, device="cuda")
@@ -147,10 +153,7 @@ def run_case(batch: int, seqlen_k: int) -> DecodeResult:
                 return F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True)
         record(name, sdpa)
     record("read_same", same_size_read(batch, seqlen_k))
-    tbps = {}
-    for name in NAMES:
-        nbytes = _bytes(batch, seqlen_k, kv_bytes=1 if name.startswith("fp8") else 2)
-        tbps[name] = None if times.get(name) is None else nbytes / (times[name] * 1e-3) / 1e12
+    tbps = {name: _tbps(batch, seqlen_k, name, times.get(name)) for name in NAMES}
     speedup = (times["paged16"] / times["fp8_paged16"]
                if times.get("paged16") and times.get("fp8_paged16") else None)
     return DecodeResult(batch, seqlen_k, tbps, speedup, err, fp8_err)
@@ -174,9 +177,7 @@ class LayersResult:
 
     @property
     def tbps(self) -> dict[str, Optional[float]]:
-        return {name: None if ms is None else
-                _bytes(self.batch, self.seqlen_k, kv_bytes=1 if name.startswith("fp8") else 2) / (ms * 1e-3) / 1e12
-                for name, ms in self.ms.items()}
+        return {name: _tbps(self.batch, self.seqlen_k, name, ms) for name, ms in self.ms.items()}
 
 
 def layer_call(name: str, batch: int, seqlen_k: int):
@@ -208,22 +209,27 @@ def layer_call(name: str, batch: int, seqlen_k: int):
                                                     k_descale=scales[0], v_descale=scales[1])
 
 
+def layers_step(name: str, batch: int, seqlen_k: int, layers: int = LAYERS):
+    """One decode step: `layers` calls of contender `name`, each over its own cache (run once, so
+    that lazy setup happens before a graph captures it)."""
+    calls = [layer_call(name, batch, seqlen_k) for _ in range(layers)]
+
+    def step():
+        for fn in calls:
+            fn()
+    step()
+    return step
+
+
 def run_layers_case(batch: int, seqlen_k: int, layers: int = LAYERS) -> LayersResult:
     """Time per call of `layers` decode calls captured in one CUDA graph, each over its own
     cache, for each of LAYER_NAMES in turn."""
     ms: dict[str, Optional[float]] = {}
     for name in LAYER_NAMES:
         try:
-            calls = [layer_call(name, batch, seqlen_k) for _ in range(layers)]
-
-            def step(calls=calls):
-                for fn in calls:
-                    fn()
-            step()
-            ms[name] = _graph_ms(step) / layers
+            ms[name] = _graph_ms(layers_step(name, batch, seqlen_k, layers)) / layers
         except (RuntimeError, ValueError, LookupError):
             ms[name] = None
-        calls = None
         torch.cuda.empty_cache()
     return LayersResult(batch, seqlen_k, ms)
 
