@@ -57,3 +57,15 @@ def test_decode_table_rows_keep_numeric_keys():
     # the peers' and ceilings' columns keep their places (tools/gpu_ab.sh reads them by index)
     assert cells[2:2 + len(NAMES)] == ["2.00"] * len(NAMES) and NAMES[:3] == ("dense", "paged16", "paged256")
     assert cells[2 + len(NAMES):2 + len(NAMES) + 2] == ["0.67", "1.00"]  # best bf16 / read, dense / read_same
+
+
+def test_gqa_case_counts_bottom_right_causal_pairs():
+    from flashgen.bench.gqa import HEAD_DIM, GqaCase
+
+    full = GqaCase(2, 5, 9, 8, 2, causal=False)
+    assert full.visible_pairs() == 45
+    # Query i sees keys 0 .. 4 + i (seqlen_k - seqlen_q + i): 5 + 6 + 7 + 8 + 9.
+    assert GqaCase(2, 5, 9, 8, 2, causal=True).visible_pairs() == 35
+    # More queries than keys: the first rows see nothing.
+    assert GqaCase(1, 4, 2, 2, 1, causal=True).visible_pairs() == 0 + 0 + 1 + 2
+    assert full.flops() == 4 * 2 * 8 * 45 * HEAD_DIM

@@ -82,6 +82,12 @@ def test_causal_rows_without_keys_are_zero(spec):
     out, lse = run_and_check(spec, q, k, v)
     assert torch.all(out[:, :283] == 0)
     assert torch.all(torch.isposinf(lse[:, :, :283]))
+    # With sinks the sink is such a row's whole denominator: LSE = the sink, output still zero,
+    # in query tiles that hold keys for some rows and in those that hold none.
+    sinks = torch.randn(2, device="cuda")
+    out, lse = run_and_check(spec, q, k, v, sinks=sinks)
+    assert torch.all(out[:, :283] == 0)
+    torch.testing.assert_close(lse[0, :, :283], sinks[:, None].expand(2, 283), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("spec", FWD_KERNELS[:2], ids=lambda s: s.name)
@@ -253,7 +259,7 @@ def test_sm90_tall_and_short_tiles(spec, rows, monkeypatch):
 
 @pytest.mark.parametrize("variable, value", [("FLASHGEN_FWD_BACKEND", "sm75"), ("FLASHGEN_SM80_FWD_ROWS", "tall"),
                                              ("FLASHGEN_SM90_FWD_ROWS", "narrow"),
-                                             ("FLASHGEN_SM90_FP8_KEYS", "256")])
+                                             ("FLASHGEN_SM90_FP8_KEYS", "256"), ("FLASHGEN_SM90_PACK_GQA", "yes")])
 def test_override_is_validated(variable, value, monkeypatch):
     monkeypatch.setenv(variable, value)
     spec = FWD_KERNELS[0]

@@ -240,6 +240,23 @@ def test_fp8_auto_takes_192_key_blocks_from_4096_keys(spec, monkeypatch):
         _check_against_dequantized(out, lse, ref_out, ref_lse)
 
 
+# Packed GQA rows (FLASHGEN_SM90_PACK_GQA=on; auto packs short queries): each row's Q scale is
+# its own head's and token's.
+@pytest.mark.parametrize("granularity", ["tensor", "block"])
+@pytest.mark.parametrize("spec", FP8_KERNELS, ids=lambda s: s.name)
+def test_fp8_packed_gqa_rows(spec, granularity, monkeypatch):
+    monkeypatch.setenv("FLASHGEN_SM90_PACK_GQA", "on")
+    for b, sq, sk, h, hkv in ((2, 5, 1023, 12, 4), (1, 70, 517, 14, 2), (2, 1, 300, 8, 1)):
+        q = torch.randn(b, sq, h, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, sk, hkv, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(b, sk, hkv, spec.head_dim_v, device="cuda", dtype=torch.bfloat16)
+        q8, k8 = fp8.quantize(q, granularity=granularity, block=64), fp8.quantize(k, granularity=granularity, block=128)
+        v8 = fp8.quantize(v, granularity=granularity, block=128, layout="pv")
+        out, lse = fp8.flash_attn_fp8_func(q8, k8, v8, causal=spec.causal, return_lse=True)
+        ref_out, ref_lse = _dequantized_ref(q8, k8, v8, causal=spec.causal)
+        _check_against_dequantized(out, lse, ref_out, ref_lse)
+
+
 def test_fp8_bf16_inputs_are_quantized_in_the_call():
     spec = _pick()
     q = torch.randn(1, 77, 2, spec.head_dim_qk, device="cuda", dtype=torch.bfloat16)

@@ -6,7 +6,8 @@
 #                              pytest arguments MEMCHECK_ARGS, split on spaces; default: sm90
 #                              forward tests at odd lengths, GQA, rows without keys, sinks)
 #   FLASHGEN_*                 the build selection (default: this GPU, every default kernel)
-#   PYTEST_ARGS, BENCH_ARGS    extra arguments
+#   PYTEST_ARGS, BENCH_ARGS    extra arguments; TEST_PATHS the test files or directories
+#                              (default tests)
 # Offline machines: carry the nvidia-cutlass wheel in .whl/ (see README).
 set -uo pipefail
 . "$(dirname "$0")/objcache_env.sh"
@@ -47,7 +48,7 @@ if [[ " $STEPS " == *" build "* ]]; then
 fi
 
 if [[ " $STEPS " == *" test "* ]]; then
-  python3 -m pytest tests -q --maxfail=40 -rs ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -40
+  python3 -m pytest ${TEST_PATHS:-tests} -q --maxfail=40 -rs ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -40
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 fi
 

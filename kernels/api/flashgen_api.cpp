@@ -398,6 +398,17 @@ flashgen_status_t rows_overrides(int* sm80_rows, int* sm90_rows) {
 enum Fp8KeysChoice : int { kFp8KeysAuto = 0, kFp8Keys128 = 1, kFp8Keys192 = 2 };
 constexpr int kFp8LongKeysFrom = 4096;
 
+// FLASHGEN_SM90_PACK_GQA=on|off: whether the Hopper forward packs a GQA group's query heads
+// into its tiles' rows (sm90_fwd_tile.h, fwd_pack_gqa decides in auto); never with ALiBi or
+// dropout, whose slopes and streams are per head.
+enum PackChoice : int { kPackAuto = 0, kPackOn = 1, kPackOff = 2 };
+
+flashgen_status_t pack_gqa_override(int* choice) {
+  static const char* const kNames[] = {"on", "off"};
+  static const int kValues[] = {kPackOn, kPackOff};
+  return env_choice("FLASHGEN_SM90_PACK_GQA", kNames, kValues, 2, choice);
+}
+
 flashgen_status_t fp8_keys_override(int* choice) {
   static const char* const kNames[] = {"128", "192"};
   static const int kValues[] = {kFp8Keys128, kFp8Keys192};
@@ -437,6 +448,9 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   status = rows_overrides(&sm80_rows, &sm90_rows);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   status = fp8_keys_override(&fp8_keys);
+  if (status != FLASHGEN_STATUS_OK) { return status; }
+  int pack90_choice = kPackAuto;
+  status = pack_gqa_override(&pack90_choice);
   if (status != FLASHGEN_STATUS_OK) { return status; }
   if (args->dtype == FLASHGEN_DTYPE_E4M3 && (device.compute_capability != 90 || backend == 80)) {
     return set_error(FLASHGEN_STATUS_UNSUPPORTED_DEVICE,
@@ -519,12 +533,23 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
                              (!key.paged || p.page_size % sm90::kFp8LongKeys == 0);
   p.sm90_long_keys = long_keys_fit && (fp8_keys == kFp8Keys192 ||
                                        (fp8_keys == kFp8KeysAuto && p.seqlen_k >= kFp8LongKeysFrom));
+  // Packed GQA rows (fwd_pack_gqa, with the packed kernel's own tile; FLASHGEN_SM90_PACK_GQA).
+  const sm90::FwdTile packed90 = sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes, wide90,
+                                                sm90::fwd_packed_tall(key.causal), /*long_keys=*/false);
+  const bool pack90 = p.group_size > 1 && !key.alibi && !key.dropout && pack90_choice != kPackOff &&
+                      (pack90_choice == kPackOn || sm90::fwd_pack_gqa(p.group_size, p.seqlen_q, packed90.block_m));
+  if (pack90) {
+    p.sm90_tall = sm90::fwd_packed_tall(key.causal);
+    p.sm90_long_keys = false;
+  }
   const sm90::FwdTile t90 =
       sm90::fwd_tile(p.head_dim_qk, p.head_dim_v, element_bytes, wide90, p.sm90_tall, p.sm90_long_keys);
   const bool sm90_pages_fit = !key.paged || p.page_size % t90.block_n == 0;
-  if (entry->key.family == KernelFamily::kSm90 && backend == 0 && (p.pack_gqa || splits > 1 || !sm90_pages_fit)) {
-    // Short queries (decode) are served better by the SM80 path's packed GQA rows and split
-    // keys, which the Hopper kernel does not have yet: use it when it is built.
+  if (entry->key.family == KernelFamily::kSm90 && backend == 0 &&
+      (!sm90_pages_fit || (!pack90 && (p.pack_gqa || splits > 1)))) {
+    // Pages that do not hold whole key blocks, and short queries the Hopper kernel does not
+    // pack but the SM80 path packs or splits (which of the two is faster there is not
+    // measured): the SM80 path when it is built.
     const KernelEntry* sm80_entry = find_kernel(key);
     if (sm80_entry != nullptr) { entry = sm80_entry; }
   }
@@ -543,20 +568,22 @@ flashgen_status_t make_plan(const flashgen_fwd_args_t* args, bool workspace_avai
   plan->entry = entry;
   const bool hopper = entry->key.family == KernelFamily::kSm90;
   if (hopper) {
-    // One head per tile. Its persistent grid balances tiles through a counter in the workspace
-    // (without one it keeps a fixed round-robin order, slower under a causal mask). Split-KV
-    // (reached when sm90 is forced or the SM80 kernel is not built: auto mode sends splitting
-    // shapes to the SM80 path) uses the same heuristic over the sm90 tiles; FP8 keeps one split.
-    p.pack_gqa = false;
+    // Packed GQA rows where they fill the tiles better (fwd_pack_gqa), else one head per tile.
+    // Its persistent grid balances tiles through a counter in the workspace (without one it
+    // keeps a fixed round-robin order, slower under a causal mask). Split-KV uses the SM80
+    // path's heuristic over the sm90 tiles; FP8 keeps one split.
+    p.pack_gqa = pack90;
     p.num_sms = device.num_sms;
-    const int m90 = (p.seqlen_q + t90.block_m - 1) / t90.block_m;
+    const int group90 = p.pack_gqa ? p.group_size : 1;
+    const int heads90 = p.pack_gqa ? p.num_heads_kv : p.num_heads_q;
+    const int m90 = int((int64_t(p.seqlen_q) * group90 + t90.block_m - 1) / t90.block_m);
     const int n90 = (p.seqlen_k + t90.block_n - 1) / t90.block_n;
     if (args->dtype == FLASHGEN_DTYPE_E4M3 || n90 <= 1) {
       splits = 1;
     } else if (args->num_splits > 0) {
       splits = int(args->num_splits) < n90 ? int(args->num_splits) : n90;
     } else {
-      splits = workspace_available ? choose_num_splits(int64_t(p.batch) * p.num_heads_q * m90, n90, device.num_sms) : 1;
+      splits = workspace_available ? choose_num_splits(int64_t(p.batch) * heads90 * m90, n90, device.num_sms) : 1;
     }
   }
   if (int64_t(p.batch) * splits > 65535) {

@@ -69,12 +69,24 @@ struct AttentionMask {
   // (row, col) inside the (kBlockM, kBlockN) tile.
   template <class ScoresTensor, class CoordTensor>
   CUTE_DEVICE void apply(ScoresTensor& scores, CoordTensor const& coords, int m_block, int n_block) const {
+    int query[decltype(size<0>(scores))::value];
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(scores); ++r) { query[r] = query_of(m_block * kBlockM + get<0>(coords(r, 0))); }
+    apply_rows(scores, coords, query, n_block);
+  }
+
+  // apply() with each score row's query position given: a caller whose rows are packed
+  // computes them once per tile instead of dividing by the group in every masked block.
+  template <class ScoresTensor, class CoordTensor, int kRows>
+  CUTE_DEVICE void apply_rows(ScoresTensor& scores, CoordTensor const& coords, const int (&query)[kRows],
+                              int n_block) const {
+    static_assert(kRows == decltype(size<0>(scores))::value);
     const int col0 = n_block * kBlockN;
     CUTE_UNROLL
     for (int r = 0; r < size<0>(scores); ++r) {
       // The row's visible key columns [lo, hi) relative to this block, computed once per row
       // so that the per-element test is two branch-free compares.
-      const int diag = query_of(m_block * kBlockM + get<0>(coords(r, 0))) + seqlen_k - seqlen_q - col0;
+      const int diag = query[r] + seqlen_k - seqlen_q - col0;
       const int hi = min(seqlen_k - col0, window_right >= 0 ? diag + window_right + 1 : kBlockN);
       const int lo = window_left >= 0 ? diag - window_left : 0;
       CUTE_UNROLL

@@ -105,7 +105,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1) fwd_kernel(const __gri
       }
     }
     if (is_split || params.lse != nullptr) {
-      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) { *lse_ptr(seq, r) = empty_lse; }
+      // With sinks a row without keys has the sink as its whole denominator (splits leave the
+      // sinks to the combine kernel).
+      for (int r = tid; r < kBlockM && r < rows_left; r += Traits::kNumThreads) {
+        *lse_ptr(seq, r) = !is_split && params.sinks != nullptr ? params.sinks[row_head(r)] : empty_lse;
+      }
     }
     return;
   }

@@ -96,7 +96,8 @@ CUTE_DEVICE void with_out_type(FwdParams const& params, F&& f) {
   f(static_cast<typename Traits::ElementO*>(nullptr));
 }
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged,
+          bool kPackGqa>
 __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     fwd_kernel(const __grid_constant__ FwdKernelParams<Traits> kp) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -113,10 +114,15 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   constexpr int kNumMmaThreads = Traits::kNumMmaThreads;
   constexpr bool kIsFp8 = Traits::kIsFp8;
   static_assert(!(kIsFp8 && (kHasSoftcap || kHasAlibi || kHasDropout)), "FP8 kernels have no logit transforms");
+  static_assert(!(kPackGqa && (kHasAlibi || kHasDropout)), "ALiBi slopes and dropout streams are per head");
   using Mask = AttentionMask<kIsCausal, kBlockM, kBlockN>;
   FwdParams const& params = kp.fwd;
   const FwdTileOrder order = kp.order;
   const bool varlen = params.cu_seqlens_q != nullptr;
+  // Packed GQA rows (a separate instantiation, so that the other kernels keep their registers):
+  // a tile holds the `group` query heads of one KV head, tile row r being query token r / group
+  // of head head_kv * group + r % group.
+  const int group = kPackGqa ? params.group_size : 1;
 
   extern __shared__ __align__(1024) char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
@@ -131,12 +137,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const bool lane_elected = cute::elect_one_sync();
   const bool is_producer_thread = warp_idx == 0 && lane_elected;
 
-  // q_full[b]: the Q in buffer b has landed. q_empty[b]: the consumers are done with it (and
-  // with sO too when it aliases sQ), so a later tile's Q may overwrite it. Tiles with work use
-  // the buffers in turn.
+  // q_full[b]: the Q in buffer b has landed (one TMA, or the producer warp's 32 lanes' cp.async
+  // when rows are packed). q_empty[b]: the consumers are done with it (and with sO too when it
+  // aliases sQ), so a later tile's Q may overwrite it. Tiles with work use the buffers in turn.
   if (is_producer_thread) {
     for (int b = 0; b < Traits::kQBuffers; ++b) {
-      FullBarrier::init(&storage.q_full[b], /*arrive_count=*/1);
+      FullBarrier::init(&storage.q_full[b], /*arrive_count=*/kPackGqa ? 32 : 1);
       EmptyBarrier::init(&storage.q_empty[b], /*arrive_count=*/kNumMmaThreads);
     }
     for (int slot = 0; slot < 2; ++slot) {
@@ -165,14 +171,14 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   };
   auto make_tile = [&](FwdTileCoord const& c) __attribute__((always_inline)) {
     const SeqInfo seq(params, c.batch);
-    const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, /*group=*/1);
+    const Mask mask(seq.seqlen_q, seq.seqlen_k, params.window_left, params.window_right, group);
     Tile t{c.m_block, c.head, c.batch, c.split, seq, mask, mask.blocks(c.m_block), false, false};
     if (params.num_splits > 1) {  // split-KV: this split's share of the key blocks
       const int per_split = ((seq.seqlen_k + kBlockN - 1) / kBlockN + params.num_splits - 1) / params.num_splits;
       t.range.n_min = max(t.range.n_min, c.split * per_split);
       t.range.n_max = min(t.range.n_max, (c.split + 1) * per_split);
     }
-    t.in_range = c.m_block * kBlockM < seq.seqlen_q;
+    t.in_range = c.m_block * kBlockM < seq.seqlen_q * group;
     t.has_work = t.in_range && t.range.n_max > t.range.n_min;
     return t;
   };
@@ -182,8 +188,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   if (warp_group == 0) {
     // ---- Producer ----
+    // One elected thread publishes the tiles and issues the TMA loads; with packed GQA rows the
+    // rest of its warp stays to copy each tile's Q (`leads` marks the elected one).
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (!is_producer_thread) { return; }
+    if (kPackGqa ? warp_idx != 0 : !is_producer_thread) { return; }
+    const bool leads = !kPackGqa || lane_elected;
+    const int lane = threadIdx.x % 32;
     Tensor mQ = kp.tma_q.get_tma_tensor(make_shape(kp.q_rows, kDimQK, params.num_heads_q, kp.q_batches));
     Tensor mK = kp.tma_k.get_tma_tensor(make_shape(kp.k_rows, kDimQK, params.num_heads_kv, kp.k_batches));
     Tensor mVt = kp.tma_v.get_tma_tensor(make_shape(kDimV, kp.v_cols, params.num_heads_kv, kp.k_batches));
@@ -193,6 +203,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // the tile order's divisions then run once per tile, in this thread, instead of in every
     // consumer thread ahead of its first wgmma. m_block < 0 ends the sequence.
     auto publish = [&](int k, FwdTileCoord const& c) __attribute__((always_inline)) {
+      if (!leads) { return; }
       const int slot = k & 1;
       if (k >= 2) { EmptyBarrier::wait(&storage.tile_empty[slot], ((k - 2) >> 1) & 1); }
       compiler_fence();
@@ -206,8 +217,44 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // (7% slower at hdim 256 8k causal than one CTA per tile; bench/NOTES.md).
     int index = blockIdx.x;
     auto claim_next = [&]() __attribute__((always_inline)) {
-      index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
-                                             : index + int(gridDim.x);
+      if constexpr (kPackGqa) {
+        int next = 0;
+        if (leads) {
+          next = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
+                                                : index + int(gridDim.x);
+        }
+        index = __shfl_sync(0xffffffffu, next, __ffs(__ballot_sync(0xffffffffu, leads)) - 1);
+      } else {
+        index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
+                                               : index + int(gridDim.x);
+      }
+    };
+    // Packed rows: the warp copies the tile's Q 16 bytes per lane and step (a rolled loop: the
+    // producer has 24 registers), rows past the sequence zero-filled (cp.async with no source
+    // bytes), then each lane arrives on q_full twice: once tracking its copies (a pending
+    // arrival until they land) and once as its count.
+    auto load_q_packed = [&](Tile const& t, int q_buffer) {
+      constexpr int kChunks = Traits::kQChunksPerRow;
+      constexpr int kChunkElems = 16 / int(sizeof(Element));
+      const int row0 = t.m_block * kBlockM;
+      const int rows_left = t.seq.seqlen_q * group - row0;
+      auto const* q = static_cast<Element const*>(params.q);
+#pragma unroll 1
+      for (int i = lane; i < kBlockM * kChunks; i += 32) {
+        const int r = i / kChunks, chunk = i % kChunks;
+        const bool valid = r < rows_left;
+        const int token = (row0 + r) / group;
+        const int q_head = t.head * group + (row0 + r - token * group);
+        Element const* src = valid ? q + t.seq.q_offset + int64_t(token) * params.q_row_stride +
+                                         int64_t(q_head) * params.q_head_stride + chunk * kChunkElems
+                                   : q;
+        const uint32_t dst = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&sQ(r, chunk * kChunkElems, q_buffer)));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+                     : "memory");
+      }
+      const uint32_t q_full = cute::cast_smem_ptr_to_uint(&storage.q_full[q_buffer]);
+      asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];" ::"r"(q_full) : "memory");
+      FullBarrier::arrive(&storage.q_full[q_buffer]);
     };
     for (int k = 0;; ++k) {
       if (index >= order.num_tiles) {
@@ -221,7 +268,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         claim_next();
         continue;
       }
-      const int head_kv = t.head / params.group_size;
+      const int head_kv = kPackGqa ? t.head : t.head / params.group_size;
       // Varlen rows are addressed from the packed tensor's start; fixed-length ones per batch entry.
       const int q_row0 = varlen ? t.seq.row_base : 0;
       Tensor gQ = local_tile(domain_offset(make_coord(q_row0, _0{}), mQ(_, _, t.head, varlen ? 0 : t.batch)),
@@ -277,23 +324,31 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       // The first key block goes first: with Q it gates the tile's first wgmma. Q waits until
       // the consumers have released its buffer's previous tile.
       int n = t.range.n_max - 1;
-      pipeline_k.producer_acquire(write);
-      load_k(n);
+      if (leads) {
+        pipeline_k.producer_acquire(write);
+        load_k(n);
+      }
       if (q_count >= Traits::kQBuffers) {
         EmptyBarrier::wait(&storage.q_empty[q_buffer], (q_count / Traits::kQBuffers - 1) & 1);
       }
       ++q_count;
-      FullBarrier::arrive_and_expect_tx(&storage.q_full[q_buffer], Traits::kQBytes);
-      copy(kp.tma_q.with(storage.q_full[q_buffer]), tQgQ, tQsQ);
-      pipeline_v.producer_acquire(write);
-      load_v(n);
-      ++write;
-      for (--n; n >= t.range.n_min; --n) {
-        pipeline_k.producer_acquire(write);
-        load_k(n);
+      if constexpr (kPackGqa) {
+        load_q_packed(t, q_buffer);
+      } else {
+        FullBarrier::arrive_and_expect_tx(&storage.q_full[q_buffer], Traits::kQBytes);
+        copy(kp.tma_q.with(storage.q_full[q_buffer]), tQgQ, tQsQ);
+      }
+      if (leads) {
         pipeline_v.producer_acquire(write);
         load_v(n);
         ++write;
+        for (--n; n >= t.range.n_min; --n) {
+          pipeline_k.producer_acquire(write);
+          load_k(n);
+          pipeline_v.producer_acquire(write);
+          load_v(n);
+          ++write;
+        }
       }
       claim_next();
     }
@@ -369,19 +424,26 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const Tile t = make_tile(coord);
     if (!t.in_range) { continue; }
     const SeqInfo& seq = t.seq;
-    const int m_block = t.m_block, head = t.head;
+    const int m_block = t.m_block, head = t.head;  // head: the KV head when rows are packed
     const int row0 = m_block * kBlockM;
-    const int rows_left = seq.seqlen_q - row0;
+    const int rows_left = seq.seqlen_q * group - row0;
+    // Tile row r's query token and query head.
+    auto row_token = [&](int r) { return kPackGqa ? (row0 + r) / group : row0 + r; };
+    auto row_head = [&](int r) { return kPackGqa ? head * group + (row0 + r) % group : head; };
     // Split-KV: fp32 partial outputs and LSEs per split, merged by the combine kernel.
     const bool is_split = params.num_splits > 1;
     auto accum_row = [&](int r) {
-      return (int64_t(t.split) * params.num_heads_q + head) * params.total_q + seq.row_base + row0 + r;
+      return (int64_t(t.split) * params.num_heads_q + row_head(r)) * params.total_q + seq.row_base + row_token(r);
     };
     auto lse_ptr = [&](int r) {
       return is_split ? params.lse_accum + accum_row(r)
-                      : params.lse + seq.lse_offset + head * params.lse_head_stride + row0 + r;
+                      : params.lse + seq.lse_offset + row_head(r) * params.lse_head_stride + row_token(r);
     };
-    // (kBlockM, kDimV) tile of out, typed as out_tag's pointee.
+    // Element offset of tile row r in out (packed rows, which follow no single stride).
+    auto out_row_offset = [&](int r) {
+      return seq.out_offset + int64_t(row_head(r)) * params.out_head_stride + int64_t(row_token(r)) * params.out_row_stride;
+    };
+    // (kBlockM, kDimV) tile of out, typed as out_tag's pointee (rows not packed).
     auto out_tile = [&](auto out_tag) {
       using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
       Tensor mO = make_tensor(
@@ -400,17 +462,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       continue;
     }
     if (!t.has_work) {
-      // No key is visible to any row of this tile: zero output, LSE = +inf (the SM80 convention).
+      // No key is visible to any row of this tile: zero output, LSE = +inf (the SM80 convention),
+      // or the row's sink when there are sinks (the sink is then the whole denominator).
       with_out_type<Traits>(params, [&](auto out_tag) {
         using ElementOut = std::remove_pointer_t<decltype(out_tag)>;
-        Tensor gO = out_tile(out_tag);
         for (int i = tid; i < kBlockM * kDimV; i += kNumMmaThreads) {
           const int r = i / kDimV, c = i % kDimV;
-          if (r < rows_left) { gO(r, c) = ElementOut(0); }
+          if (r < rows_left) { static_cast<ElementOut*>(params.out)[out_row_offset(r) + c] = ElementOut(0); }
         }
       });
       if (params.lse != nullptr) {
-        for (int r = tid; r < kBlockM && r < rows_left; r += kNumMmaThreads) { *lse_ptr(r) = INFINITY; }
+        for (int r = tid; r < kBlockM && r < rows_left; r += kNumMmaThreads) {
+          *lse_ptr(r) = params.sinks != nullptr ? params.sinks[row_head(r)] : INFINITY;
+        }
       }
       continue;
     }
@@ -433,7 +497,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     // free; the row sums take them back out), and a block with a larger scale rescales acc_o
     // instead, through the softmax's correction. The epilogue applies v_ref.
     float q_row_scale[kRowsPerThread];
-    const int head_kv = head / params.group_size;
+    const int head_kv = kPackGqa ? head : head / params.group_size;
     const int kv_scale_batch = varlen ? t.batch : seq.kv_batch;
     const Fp8KeyScales<kBlockN> k_scale_at(params.k_scale, kv_scale_batch, head_kv);
     const Fp8KeyScales<kBlockN> v_scale_at(params.v_scale, kv_scale_batch, head_kv);
@@ -464,9 +528,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if constexpr (kIsFp8) {
       CUTE_UNROLL
       for (int r = 0; r < kRowsPerThread; ++r) {
-        const int row = min(row0 + get<0>(tScS_rc(r, 0)), seq.seqlen_q - 1);
-        q_row_scale[r] = params.logit_scale_log2 * fp8_scale_at(params.q_scale, t.batch, head, row);
+        const int local = get<0>(tScS_rc(r, 0));
+        const int row = min(row_token(local), seq.seqlen_q - 1);
+        q_row_scale[r] = params.logit_scale_log2 * fp8_scale_at(params.q_scale, t.batch, row_head(local), row);
       }
+    }
+
+    // Packed rows: each score row's query position for the mask, divided once per tile.
+    int mask_query[kRowsPerThread];
+    if constexpr (kPackGqa) {
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) { mask_query[r] = row_token(get<0>(tScS_rc(r, 0))); }
     }
 
     // Scores of block n -> unnormalised probabilities in place; fills correction[] (not when first).
@@ -477,7 +549,13 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       if constexpr (kHasAlibi) {
         apply_alibi(scores, tScS_rc, row0 + seq.seqlen_k - seq.seqlen_q, n * kBlockN, alibi_raw_slope);
       }
-      if (masked) { mask.apply(scores, tScS_rc, m_block, n); }
+      if (masked) {
+        if constexpr (kPackGqa) {
+          mask.apply_rows(scores, tScS_rc, mask_query, n);
+        } else {
+          mask.apply(scores, tScS_rc, m_block, n);
+        }
+      }
       if constexpr (kIsFp8) {
         float scale_log2[kRowsPerThread];
         CUTE_UNROLL
@@ -497,6 +575,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if (consumer == kConsumers - 1 && q_count == 0) { end_turn(); }  // the very first turn
     const int q_buffer = q_count % Traits::kQBuffers;
     FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
+    // Packed rows came by cp.async (the generic proxy); wgmma reads them through the async one.
+    if constexpr (kPackGqa) { cutlass::arch::fence_view_async_shared(); }
     ++q_count;
     Tensor tSrQ_tile = tSrQ(_, _, _, q_buffer);
     int n = range.n_max - 1;
@@ -580,7 +660,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     CUTE_UNROLL
     for (int r = 0; r < kRowsPerThread; ++r) {
       // Splits leave the sinks to the combine kernel.
-      sink[r] = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[head];
+      sink[r] = (params.sinks == nullptr || is_split) ? -INFINITY : params.sinks[row_head(get<0>(tScS_rc(r, 0)))];
     }
     float out_scale = kHasDropout ? params.dropout_scale : 1.f;
     float logit_scale = params.logit_scale;
@@ -635,12 +715,21 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           Tensor tOgO =
               gmem_thr_copy_o.partition_D(local_tile(out_tile(out_tag), ConsumerRows{}, make_coord(consumer, 0)));
           Tensor tOcO = gmem_thr_copy_o.partition_D(local_tile(cO, ConsumerRows{}, make_coord(consumer, 0)));
+          // Packed rows: columns only, each row's offset added (out_row_offset).
+          Tensor tOgO_cols = gmem_thr_copy_o.partition_D(
+              make_tensor(make_gmem_ptr(static_cast<ElementOut*>(params.out)), ConsumerRows{}, Stride<_0, _1>{}));
           CUTE_UNROLL
           for (int m = 0; m < size<1>(tOsO); ++m) {
-            if (get<0>(tOcO(0, m, 0)) >= rows_left) { continue; }
+            const int r = get<0>(tOcO(0, m, 0));
+            if (r >= rows_left) { continue; }
             Tensor row = make_fragment_like<ElementOut>(tOsO(_, m, _));
             load_shared_vec16(tOsO(_, m, _), row);
-            copy(gmem_copy_o, row, tOgO(_, m, _));
+            if constexpr (!kPackGqa) {
+              copy(gmem_copy_o, row, tOgO(_, m, _));
+            } else {
+              copy(gmem_copy_o, row,
+                   make_tensor(tOgO_cols(_, m, _).data() + out_row_offset(r), tOgO_cols(_, m, _).layout()));
+            }
           }
         } else {
           NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
@@ -653,9 +742,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           CUTE_UNROLL
           for (int m = 0; m < size<1>(tOsO); ++m) { load_shared_vec16(tOsO(_, m, _), tOrO(_, m, _)); }
           EmptyBarrier::arrive(&storage.q_empty[q_buffer]);
-          copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
-              gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
-              rows_left);
+          if constexpr (!kPackGqa) {
+            copy_tile</*kGuardRows=*/true, /*kZeroFill=*/false, kDimV>(
+                gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(out_tile(out_tag)), gmem_thr_copy_o.partition_D(cO),
+                rows_left);
+          } else {
+            Tensor o_cols = make_tensor(make_gmem_ptr(static_cast<ElementOut*>(params.out)),
+                                        Shape<Int<kBlockM>, Int<kDimV>>{}, Stride<_0, _1>{});
+            store_rows_indirect<kDimV>(gmem_copy_o, tOrO, gmem_thr_copy_o.partition_D(o_cols),
+                                       gmem_thr_copy_o.partition_D(cO),
+                                       [&](int r) -> int64_t { return r < rows_left ? out_row_offset(r) : -1; });
+          }
         }
       });
     }

@@ -29,19 +29,22 @@ inline int fwd_grid_override() {
   return mode;
 }
 
-template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged>
+template <class Traits, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi, bool kHasDropout, bool kIsPaged,
+          bool kPackGqa = false>
 flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   using Element = typename Traits::Element;
   constexpr int kHeadDimQK = Traits::kHeadDimQK;
   constexpr int kHeadDimV = Traits::kHeadDimV;
-  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged>;
-  if (params.pack_gqa || params.num_splits < 1 || (params.num_splits > 1 && params.out_accum == nullptr) ||
-      (params.block_table != nullptr) != kIsPaged ||
+  auto* kernel = &fwd_kernel<Traits, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged, kPackGqa>;
+  if ((kPackGqa && params.group_size < 2) || params.num_splits < 1 ||
+      (params.num_splits > 1 && params.out_accum == nullptr) || (params.block_table != nullptr) != kIsPaged ||
       (kIsPaged && (params.page_size % Traits::kBlockN != 0 || params.num_pages <= 0))) {
     return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT,
-                     "internal: the sm90 forward kernel got a plan it does not run (packed GQA, splits without "
-                     "workspace, or pages that are not a multiple of its %d-key blocks)", Traits::kBlockN);
+                     "internal: the sm90 forward kernel got a plan it does not run (packed rows without GQA, splits "
+                     "without workspace, or pages that are not a multiple of its %d-key blocks)",
+                     Traits::kBlockN);
   }
+  constexpr bool pack = kPackGqa;
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
@@ -93,8 +96,11 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, typename Traits::SmemLayoutVtStage{},
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
 
-  const int m_blocks = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  const int64_t num_tiles = int64_t(m_blocks) * params.num_heads_q * params.batch * params.num_splits;
+  // Packed: a tile's rows are (query token, head of the group) pairs of one KV head.
+  const int group = pack ? params.group_size : 1;
+  const int tile_heads = pack ? params.num_heads_kv : params.num_heads_q;
+  const int m_blocks = int((int64_t(params.seqlen_q) * group + Traits::kBlockM - 1) / Traits::kBlockM);
+  const int64_t num_tiles = int64_t(m_blocks) * tile_heads * params.batch * params.num_splits;
   if (num_tiles > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many query tiles for one call"); }
   // Causal-like masks (keys bounded on the right only) give each query block its own length:
   // those tiles go longest first over L2-sized sections of heads (+3-10% causal, H100); tiles
@@ -103,9 +109,9 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   // GQA group share them; a split reads its share).
   const bool lengths_vary = tile_lengths_vary(kIsCausal, params.window_left, params.window_right);
   const int64_t unit_bytes = int64_t(params.seqlen_k) * (kHeadDimQK + kHeadDimV) * int64_t(sizeof(Element)) /
-                             (int64_t(std::max(1, params.group_size)) * params.num_splits);
+                             (int64_t(pack ? 1 : std::max(1, params.group_size)) * params.num_splits);
   const int units = int(num_tiles / std::max(1, m_blocks));
-  kp.order = FwdTileOrder{int(num_tiles), m_blocks, params.num_heads_q, params.num_splits,
+  kp.order = FwdTileOrder{int(num_tiles), m_blocks, tile_heads, params.num_splits,
                           lengths_vary ? section_units(unit_bytes, units) : 1};
   // Persistent (one CTA per SM, tiles from the atomic counter in the workspace) so that a tile's
   // prologue and epilogue overlap the next one's loads: +3-6% at hdim 128 non-causal, +1-6%
@@ -129,13 +135,23 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
 // The tile follows the spec (sm90_fwd_tile.h); a causal kernel whose tall tiles (three
 // consumers) lose on short queries also holds the 128-row kernel and picks per call, by the
 // planner's choice (FwdParams::sm90_tall), with which it sized the split workspace. FP8 head
-// dim 128 kernels hold a 192-key instantiation too (FwdParams::sm90_long_keys).
+// dim 128 kernels hold a 192-key instantiation too (FwdParams::sm90_long_keys). Packed GQA
+// rows (FwdParams::pack_gqa, short queries) have one instantiation of their own, whose rows
+// fwd_packed_tall chooses (no ALiBi or dropout kernel packs: their slopes and streams are
+// per head).
 template <class Element, int kHeadDimQK, int kHeadDimV, bool kIsCausal, bool kHasSoftcap, bool kHasAlibi,
           bool kHasDropout, bool kIsPaged>
 flashgen_status_t run_fwd(const FwdParams& params, cudaStream_t stream) {
   constexpr bool kWide = fwd_wide_keys(kIsCausal, kIsPaged, kHasDropout, int(sizeof(Element)));
   using Tall = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true>;
   using Short = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/false>;
+  if constexpr (!kHasAlibi && !kHasDropout) {
+    if (params.pack_gqa) {
+      using Packed = std::conditional_t<fwd_packed_tall(kIsCausal), Tall, Short>;
+      return launch_fwd<Packed, kIsCausal, kHasSoftcap, kHasAlibi, kHasDropout, kIsPaged, /*kPackGqa=*/true>(params,
+                                                                                                           stream);
+    }
+  }
   if constexpr (fwd_has_long_keys(kHeadDimQK, kHeadDimV, int(sizeof(Element)), kWide)) {
     using Long = FwdTraits<Element, kHeadDimQK, kHeadDimV, kWide, /*kTallRows=*/true, /*kLongKeys=*/true>;
     static_assert(Long::kBlockM == Tall::kBlockM && Tall::kBlockM == Short::kBlockM);

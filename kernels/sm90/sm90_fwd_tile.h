@@ -73,6 +73,24 @@ constexpr bool fwd_has_long_keys(int head_dim_qk, int head_dim_v, int element_by
 
 constexpr int fwd_consumer_warpgroups(FwdTile t) { return t.block_m / 64; }
 
+// Packed GQA rows (FwdParams::pack_gqa): the `group` query heads of a KV head share one tile,
+// tile row r being query token r / group of the group's head r % group, so that K and V are read
+// once per group and short queries still fill the 128- or 192-row tiles. Taken where the tiles
+// of one head each would be under 90% as full as the packed ones: short queries, or a length
+// just past a multiple of block_m (1,000 tokens fill 1,024 rows 98%: not packed).
+// The packed kernel is one instantiation per spec: the causal ones take the 128-row tile (short
+// queries, which are what packs), and none the FP8 192-key blocks.
+constexpr bool fwd_packed_tall(bool causal) { return !causal; }
+
+constexpr bool fwd_pack_gqa(int group, int seqlen_q, int block_m) {
+  if (group <= 1 || seqlen_q <= 0) { return false; }
+  const long long rows = seqlen_q, packed = rows * group;
+  const long long rows_padded = (rows + block_m - 1) / block_m * block_m;
+  const long long packed_padded = (packed + block_m - 1) / block_m * block_m;
+  // rows / rows_padded < 0.9 * packed / packed_padded
+  return 10 * rows * packed_padded < 9 * packed * rows_padded;
+}
+
 struct FwdTileCoord {
   int m_block;
   int head;

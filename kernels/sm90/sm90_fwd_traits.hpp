@@ -162,6 +162,11 @@ struct FwdTraits {
   using TmaVt = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor<StrideVt>{}, SmemLayoutVtStage{},
                                        Shape<Int<kHeadDimV>, Int<kBlockN>>{}, _1{}));
 
+  // Packed GQA rows (FwdParams::pack_gqa): tile row r is query token r / group of head
+  // head_kv * group + r % group, so Q's rows follow no single stride and TMA cannot load them:
+  // the producer warp copies them with cp.async, 16 bytes per access.
+  static constexpr int kQChunksPerRow = kHeadDimQK * int(sizeof(Element)) / 16;
+
   // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
   static constexpr int kOutVec = 16 / sizeof(ElementO);
   static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);

@@ -17,7 +17,7 @@ import torch
 import flashgen
 
 from ..dispatch import select_kernel
-from . import backward, decode, fp8
+from . import backward, decode, fp8, gqa
 from .sweep import Result, parse_head_dims, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops, read_tbps
 
@@ -80,9 +80,9 @@ def main(argv=None) -> int:
                         help="e.g. 64,128,256 or 192,192x128 (qk x v)")
     parser.add_argument("--seqlens", type=_ints, default=(512, 1024, 2048, 4096, 8192, 16384))
     parser.add_argument("--causal", choices=("both", "yes", "no"), default="both")
-    parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode", "fp8"), default="all",
-                        help="all = fwd, bwd and decode, plus fp8 on Hopper when FP8 kernels are built; "
-                             "fp8 = the FP8 forward sweep alone")
+    parser.add_argument("--mode", choices=("all", "fwd", "bwd", "decode", "gqa", "fp8"), default="all",
+                        help="all = fwd, bwd, decode and gqa (short GQA queries), plus fp8 on Hopper when FP8 "
+                             "kernels are built; fp8 = the FP8 forward sweep alone")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--backend", choices=("auto", "sm80", "sm90"), default=None,
                         help="force the forward kernel family (sets FLASHGEN_FWD_BACKEND)")
@@ -180,6 +180,20 @@ def main(argv=None) -> int:
             note = f"layers table failed: {exc!r}"
             print(note, flush=True)
             lines += decode.layers_table(layer_results, read_rate, decode_results) + ["", note]
+    if args.mode in ("all", "gqa"):
+        gqa_results = []
+        for case in gqa.CASES:
+            gqa_results.append(gqa.run_case(case))
+            r = gqa_results[-1]
+            print(gqa.table([r])[-1] + (f"  # {r.note}" if r.note else ""), flush=True)
+            torch.cuda.empty_cache()
+        lines += ["", f"Short GQA queries, head dim {gqa.HEAD_DIM}, bf16: TFLOP/s over the visible (query, key) pairs "
+                  "(bottom-right causal). auto: flashgen as dispatched (the Hopper kernel packs a group's query heads "
+                  "into its tiles' rows where that fills them better); sm90 one head: the Hopper kernel with one head "
+                  "per tile (FLASHGEN_SM90_PACK_GQA=off); sm80: the SM80-path kernel; FA2 / cuDNN: torch SDPA on K/V "
+                  "expanded to every query head (untimed); err: max |out - fp32 reference| of auto", ""]
+        lines += gqa.table(gqa_results)
+        lines += [f"- gqa {r.case.label}: {r.note}" for r in gqa_results if r.note]
     if args.mode == "fp8" or (args.mode == "all" and fp8.available()):
         fp8_mm = fp8.fp8_matmul_tflops()
         print(f"fp8 matmul 8192^3 (torch._scaled_mm, same run): {_fmt(fp8_mm)} TFLOP/s", flush=True)
