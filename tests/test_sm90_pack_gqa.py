@@ -14,6 +14,7 @@ from conftest import requires_gpu
 from gpu_common import FWD_KERNELS, make_qkv
 from reference import TORCH_DTYPES, assert_close_to_reference, attention_ref
 from test_forward import run_and_check
+from test_varlen import check_varlen_over_paged_cache
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
 
@@ -98,22 +99,5 @@ def test_packed_rows_varlen(spec, packed):
 
 @pytest.mark.parametrize("spec", PAGED, ids=lambda s: s.name)
 def test_packed_rows_over_a_paged_cache(spec, packed):
-    dtype = TORCH_DTYPES[spec.dtype]
-    page = 128  # whole key blocks per page (64 at head dim 256)
-    lens_q, lens_k, h, hkv = [3, 1, 40], [50, 1, 300], 8, 2
-    q = torch.randn(sum(lens_q), h, spec.head_dim_qk, device="cuda", dtype=dtype)
-    cu_q = torch.tensor([0, 3, 4, 44], dtype=torch.int32, device="cuda")
-    cu_k = torch.tensor([0, 50, 51, 351], dtype=torch.int32, device="cuda")
-    max_pages = (max(lens_k) + page - 1) // page
-    num_pages = 3 * max_pages + 5
-    k_cache = torch.randn(num_pages, page, hkv, spec.head_dim_qk, device="cuda", dtype=dtype)
-    v_cache = torch.randn(num_pages, page, hkv, spec.head_dim_v, device="cuda", dtype=dtype)
-    block_table = torch.randperm(num_pages, device="cuda")[: 3 * max_pages].view(3, max_pages).int()
-    out = flashgen.flash_attn_varlen_func(q, k_cache, v_cache, cu_q, cu_k, max(lens_q), max(lens_k),
-                                          causal=spec.causal, block_table=block_table)
-    for i, (lq, lk) in enumerate(zip(lens_q, lens_k)):
-        rows = torch.arange(lk, device="cuda")
-        pages = block_table[i, rows // page].long()
-        ks, vs = k_cache[pages, rows % page].unsqueeze(0), v_cache[pages, rows % page].unsqueeze(0)
-        assert_close_to_reference(out[cu_q[i]:cu_q[i + 1]].unsqueeze(0), q[cu_q[i]:cu_q[i + 1]].unsqueeze(0), ks, vs,
-                                  causal=spec.causal)
+    # Pages of 128 keys hold whole key blocks (64 at head dim 256).
+    check_varlen_over_paged_cache(spec, 128, [3, 1, 40], [50, 1, 300], h=8, hkv=2)

@@ -45,20 +45,23 @@ def test_varlen_matches_per_sequence_reference(spec):
 
 @pytest.mark.parametrize("spec", one_per_head_dims(kernels(paged=True)), ids=lambda s: s.name)
 def test_varlen_over_a_paged_cache(spec):
-    dtype = TORCH_DTYPES[spec.dtype]
     # The sm90 paged kernel reads whole 128-key blocks (64 at head dim 256) from one page.
-    page = 16 if spec.arch == "sm80" else 128
-    lens_q, lens_k, h, hkv = [3, 1, 40], [50, 1, 300], 4, 4
+    check_varlen_over_paged_cache(spec, 16 if spec.arch == "sm80" else 128, [3, 1, 40], [50, 1, 300], h=4, hkv=4)
+
+
+def check_varlen_over_paged_cache(spec, page, lens_q, lens_k, h, hkv):
+    """Packed queries over a paged cache (pages in random order) against each sequence's reference."""
+    dtype = TORCH_DTYPES[spec.dtype]
     q, cu_q = packed(lens_q, h, spec.head_dim_qk, dtype)
-    cu_k = torch.tensor([0, 50, 51, 351], dtype=torch.int32, device="cuda")
-    max_pages = (max(lens_k) + page - 1) // page
-    num_pages = 3 * max_pages + 5
+    cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    batch, max_pages = len(lens_k), (max(lens_k) + page - 1) // page
+    num_pages = batch * max_pages + 5
     k_cache = torch.randn(num_pages, page, hkv, spec.head_dim_qk, device="cuda", dtype=dtype)
     v_cache = torch.randn(num_pages, page, hkv, spec.head_dim_v, device="cuda", dtype=dtype)
-    block_table = torch.randperm(num_pages, device="cuda")[: 3 * max_pages].view(3, max_pages).int()
+    block_table = torch.randperm(num_pages, device="cuda")[: batch * max_pages].view(batch, max_pages).int()
     out = flashgen.flash_attn_varlen_func(q, k_cache, v_cache, cu_q, cu_k, max(lens_q), max(lens_k),
                                           causal=spec.causal, block_table=block_table)
-    for i, (lq, lk) in enumerate(zip(lens_q, lens_k)):
+    for i, lk in enumerate(lens_k):
         rows = torch.arange(lk, device="cuda")
         pages = block_table[i, rows // page].long()
         ks = k_cache[pages, rows % page].unsqueeze(0)

@@ -44,7 +44,6 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
                      "without workspace, or pages that are not a multiple of its %d-key blocks)",
                      Traits::kBlockN);
   }
-  constexpr bool pack = kPackGqa;
   flashgen_status_t status = prepare_kernel(reinterpret_cast<const void*>(kernel), Traits::kSmemBytes);
   if (status != FLASHGEN_STATUS_OK) { return status; }
 
@@ -97,8 +96,8 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
 
   // Packed: a tile's rows are (query token, head of the group) pairs of one KV head.
-  const int group = pack ? params.group_size : 1;
-  const int tile_heads = pack ? params.num_heads_kv : params.num_heads_q;
+  const int group = kPackGqa ? params.group_size : 1;
+  const int tile_heads = kPackGqa ? params.num_heads_kv : params.num_heads_q;
   const int m_blocks = int((int64_t(params.seqlen_q) * group + Traits::kBlockM - 1) / Traits::kBlockM);
   const int64_t num_tiles = int64_t(m_blocks) * tile_heads * params.batch * params.num_splits;
   if (num_tiles > INT32_MAX) { return set_error(FLASHGEN_STATUS_INVALID_ARGUMENT, "too many query tiles for one call"); }
@@ -109,7 +108,7 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   // GQA group share them; a split reads its share).
   const bool lengths_vary = tile_lengths_vary(kIsCausal, params.window_left, params.window_right);
   const int64_t unit_bytes = int64_t(params.seqlen_k) * (kHeadDimQK + kHeadDimV) * int64_t(sizeof(Element)) /
-                             (int64_t(pack ? 1 : std::max(1, params.group_size)) * params.num_splits);
+                             (int64_t(kPackGqa ? 1 : std::max(1, params.group_size)) * params.num_splits);
   const int units = int(num_tiles / std::max(1, m_blocks));
   kp.order = FwdTileOrder{int(num_tiles), m_blocks, tile_heads, params.num_splits,
                           lengths_vary ? section_units(unit_bytes, units) : 1};
