@@ -18,6 +18,7 @@ import flashgen
 
 from ..dispatch import select_kernel
 from . import backward, decode, fp8, gqa
+from .cells import fmt, ratio
 from .sweep import Result, parse_head_dims, run_case, standard_cases
 from .timing import copy_tbps, matmul_tflops, read_tbps
 
@@ -26,24 +27,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.replace(";", ",").split(",") if x)
 
 
-def _fmt(x, spec=".0f"):
-    return "n/a" if x is None else format(x, spec)
-
-
-def _ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-
 def table(results: list[Result]) -> list[str]:
     rows = ["| hdim | seqlen | causal | flashgen | FA2 | cuDNN | vs FA2 | vs cuDNN | err flashgen | err FA2 | err cuDNN |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         t, e = r.tflops, r.max_err
         rows.append(
-            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
-            f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
-            f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
-            f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} |"
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {fmt(t['flashgen'])} | "
+            f"{fmt(t['fa2'])} | {fmt(t['cudnn'])} | {fmt(ratio(t['flashgen'], t['fa2']), '.2f')} | "
+            f"{fmt(ratio(t['flashgen'], t['cudnn']), '.2f')} | {fmt(e['flashgen'], '.1e')} | "
+            f"{fmt(e['fa2'], '.1e')} | {fmt(e['cudnn'], '.1e')} |"
         )
     return rows
 
@@ -55,11 +48,11 @@ def bwd_table(results: list[backward.BwdResult]) -> list[str]:
     for r in results:
         t, e, m = r.tflops, r.max_err, r.peak_mib
         rows.append(
-            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(t['flashgen'])} | "
-            f"{_fmt(t['fa2'])} | {_fmt(t['cudnn'])} | {_fmt(_ratio(t['flashgen'], t['fa2']), '.2f')} | "
-            f"{_fmt(_ratio(t['flashgen'], t['cudnn']), '.2f')} | {_fmt(e['flashgen'], '.1e')} | "
-            f"{_fmt(e['fa2'], '.1e')} | {_fmt(e['cudnn'], '.1e')} | {_fmt(m['flashgen'])} | {_fmt(m['fa2'])} | "
-            f"{_fmt(m['cudnn'])} |"
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {fmt(t['flashgen'])} | "
+            f"{fmt(t['fa2'])} | {fmt(t['cudnn'])} | {fmt(ratio(t['flashgen'], t['fa2']), '.2f')} | "
+            f"{fmt(ratio(t['flashgen'], t['cudnn']), '.2f')} | {fmt(e['flashgen'], '.1e')} | "
+            f"{fmt(e['fa2'], '.1e')} | {fmt(e['cudnn'], '.1e')} | {fmt(m['flashgen'])} | {fmt(m['fa2'])} | "
+            f"{fmt(m['cudnn'])} |"
         )
     return rows
 
@@ -196,14 +189,14 @@ def main(argv=None) -> int:
         lines += [f"- gqa {r.case.label}: {r.note}" for r in gqa_results if r.note]
     if args.mode == "fp8" or (args.mode == "all" and fp8.available()):
         fp8_mm = fp8.fp8_matmul_tflops()
-        print(f"fp8 matmul 8192^3 (torch._scaled_mm, same run): {_fmt(fp8_mm)} TFLOP/s", flush=True)
+        print(f"fp8 matmul 8192^3 (torch._scaled_mm, same run): {fmt(fp8_mm)} TFLOP/s", flush=True)
         fp8_results = []
         for case in standard_cases(args.head_dims, args.seqlens, causal):
             fp8_results.append(fp8.run_case(case))
             r = fp8_results[-1]
             print(fp8.table([r], fp8_mm)[-1] + (f"  # {r.note}" if r.note else ""), flush=True)
             torch.cuda.empty_cache()
-        lines += ["", f"FP8 forward (e4m3 q, k, v; bf16 out): TFLOP/s; fp8 matmul {_fmt(fp8_mm)} TFLOP/s same run; "
+        lines += ["", f"FP8 forward (e4m3 q, k, v; bf16 out): TFLOP/s; fp8 matmul {fmt(fp8_mm)} TFLOP/s same run; "
                   "quantize ms = q, k, v per block of 128 rows (v into the PV layout), not in the TFLOP/s; rmse "
                   "relative to the fp32 reference of the bf16 inputs (batch 0, heads 0-1)", ""]
         lines += fp8.table(fp8_results, fp8_mm)

@@ -12,6 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flashgen
 
+from .cells import fmt
 from .sweep import Case, reference_rows
 from .timing import median_ms
 
@@ -90,10 +91,6 @@ def run_case(case: Case) -> Fp8Result:
     return Fp8Result(case, tflops, quantize_ms, rmse, max_err, "; ".join(notes))
 
 
-def _fmt(x, spec=".0f"):
-    return "n/a" if x is None else format(x, spec)
-
-
 def table(results: list[Fp8Result], fp8_mm: Optional[float]) -> list[str]:
     rows = ["| hdim | seqlen | causal | fp8 block | fp8 tensor | block/tensor | vs fp8 matmul | bf16 flashgen | "
             "cuDNN bf16 | fp8 vs cuDNN | quantize ms | fp8 rmse | fp8 max err |",
@@ -102,10 +99,10 @@ def table(results: list[Fp8Result], fp8_mm: Optional[float]) -> list[str]:
         t = r.tflops
         blk, ten = t.get("fp8 block"), t.get("fp8 tensor")
         rows.append(
-            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {_fmt(blk)} | "
-            f"{_fmt(ten)} | {_fmt(blk / ten if blk and ten else None, '.3f')} | "
-            f"{_fmt(blk / fp8_mm if blk and fp8_mm else None, '.2f')} | {_fmt(t.get('bf16'))} | "
-            f"{_fmt(t.get('cudnn'))} | {_fmt(blk / t['cudnn'] if blk and t.get('cudnn') else None, '.2f')} | "
-            f"{_fmt(r.quantize_ms, '.3f')} | {_fmt(r.rmse, '.1e')} | {_fmt(r.max_err, '.1e')} |"
+            f"| {r.case.label} | {r.case.seqlen} | {'yes' if r.case.causal else 'no'} | {fmt(blk)} | "
+            f"{fmt(ten)} | {fmt(blk / ten if blk and ten else None, '.3f')} | "
+            f"{fmt(blk / fp8_mm if blk and fp8_mm else None, '.2f')} | {fmt(t.get('bf16'))} | "
+            f"{fmt(t.get('cudnn'))} | {fmt(blk / t['cudnn'] if blk and t.get('cudnn') else None, '.2f')} | "
+            f"{fmt(r.quantize_ms, '.3f')} | {fmt(r.rmse, '.1e')} | {fmt(r.max_err, '.1e')} |"
         )
     return rows

@@ -14,10 +14,12 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
 import flashgen
 
+from .cells import fmt, ratio
+from .sweep import PEERS, reference_rows
 from .timing import median_ms
 
 HEAD_DIM = 128
@@ -61,7 +63,6 @@ FLASHGEN_RUNS = {
     "sm90 one head": {"FLASHGEN_FWD_BACKEND": "sm90", "FLASHGEN_SM90_PACK_GQA": "off"},
     "sm80": {"FLASHGEN_FWD_BACKEND": "sm80"},
 }
-PEERS = {"fa2": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 NAMES = list(FLASHGEN_RUNS) + list(PEERS)
 
 
@@ -85,19 +86,6 @@ class GqaResult:
     tflops: dict[str, Optional[float]]
     max_err: dict[str, Optional[float]]
     note: str = ""
-
-
-def reference_rows(case: GqaCase, q, k, v, heads: int = 2) -> torch.Tensor:
-    """float32 attention of batch entry 0 and query heads 0..heads-1, (seqlen_q, heads, d)."""
-    group = case.heads_q // case.heads_kv
-    qh = q[0, :, :heads].transpose(0, 1).float()
-    kh = k[0, :, [h // group for h in range(heads)]].transpose(0, 1).float()
-    vh = v[0, :, [h // group for h in range(heads)]].transpose(0, 1).float()
-    scores = qh @ kh.transpose(-1, -2) / HEAD_DIM**0.5
-    if case.causal:
-        rows = torch.arange(case.seqlen_q, device=q.device).view(-1, 1) + case.seqlen_k - case.seqlen_q
-        scores.masked_fill_(torch.arange(case.seqlen_k, device=q.device).view(1, -1) > rows, float("-inf"))
-    return (torch.softmax(scores, dim=-1) @ vh).transpose(0, 1)
 
 
 def runners(case: GqaCase, q, k, v) -> dict[str, tuple[dict, Callable[[], torch.Tensor]]]:
@@ -129,7 +117,7 @@ def run_case(case: GqaCase) -> GqaResult:
     shape_kv = (case.batch, case.seqlen_k, case.heads_kv, HEAD_DIM)
     q = torch.randn(shape_q, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(shape_kv, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    ref = reference_rows(case, q, k, v)
+    ref = reference_rows(q, k, v, case.causal)
     tflops: dict[str, Optional[float]] = {}
     errs: dict[str, Optional[float]] = {}
     notes = []
@@ -145,14 +133,6 @@ def run_case(case: GqaCase) -> GqaResult:
     return GqaResult(case, tflops, errs, "; ".join(notes))
 
 
-def _fmt(x, spec=".0f"):
-    return "n/a" if x is None else format(x, spec)
-
-
-def _ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-
 def table(results: list[GqaResult]) -> list[str]:
     rows = ["| batch x q / k | heads q/kv | causal | auto | sm90 one head | sm80 | FA2 | cuDNN | auto / sm90 one head | "
             "auto / sm80 | auto / FA2 | auto / cuDNN | err auto |",
@@ -161,8 +141,8 @@ def table(results: list[GqaResult]) -> list[str]:
         t = r.tflops
         rows.append(
             f"| {r.case.label} | {r.case.heads_q}/{r.case.heads_kv} | {'yes' if r.case.causal else 'no'} | "
-            + " | ".join(_fmt(t[name]) for name in NAMES) + " | "
-            + " | ".join(_fmt(_ratio(t["auto"], t[name]), ".2f") for name in NAMES[1:]) + " | "
-            + f"{_fmt(r.max_err['auto'], '.1e')} |"
+            + " | ".join(fmt(t[name]) for name in NAMES) + " | "
+            + " | ".join(fmt(ratio(t["auto"], t[name]), ".2f") for name in NAMES[1:]) + " | "
+            + f"{fmt(r.max_err['auto'], '.1e')} |"
         )
     return rows

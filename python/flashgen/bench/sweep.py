@@ -67,16 +67,20 @@ class Result:
 
 
 def reference_rows(q, k, v, causal, heads=2, chunk=2048) -> torch.Tensor:
-    """float32 attention for batch 0 and the first `heads` heads, (seqlen, heads, head_dim)."""
-    s = q.shape[1]
+    """float32 attention for batch 0 and the first `heads` query heads, (seqlen_q, heads, head_dim_v).
+    GQA: query head h reads KV head h // (q heads / KV heads); causal is bottom-right aligned
+    (query i sees keys up to seqlen_k - seqlen_q + i), as flashgen's."""
+    sq, sk = q.shape[1], k.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1])
-    qh, kh, vh = (t[0, :, :heads].transpose(0, 1).float() for t in (q, k, v))
+    kv_heads = [h // (q.shape[2] // k.shape[2]) for h in range(heads)]
+    qh = q[0, :, :heads].transpose(0, 1).float()
+    kh, vh = (t[0, :, kv_heads].transpose(0, 1).float() for t in (k, v))
     out = qh.new_empty(*qh.shape[:-1], vh.shape[-1])
-    cols = torch.arange(s, device=q.device)
-    for r0 in range(0, s, chunk):
+    cols = torch.arange(sk, device=q.device)
+    for r0 in range(0, sq, chunk):
         scores = qh[:, r0:r0 + chunk] @ kh.transpose(-1, -2) * scale
         if causal:
-            rows = torch.arange(r0, min(r0 + chunk, s), device=q.device)
+            rows = torch.arange(r0, min(r0 + chunk, sq), device=q.device) + sk - sq
             scores.masked_fill_(cols.view(1, -1) > rows.view(-1, 1), float("-inf"))
         out[:, r0:r0 + chunk] = torch.softmax(scores, dim=-1) @ vh
     return out.transpose(0, 1)
