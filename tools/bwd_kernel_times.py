@@ -57,9 +57,14 @@ def case(spec, peer_name):
             print(f"    {v_:9.1f}  {k_}")
 
 
-parser = argparse.ArgumentParser()
-parser.add_argument("cases", nargs="+", help="seqlen:head_dim:causal")
-parser.add_argument("--peer", choices=["flash", "cudnn"], default="flash")
-args = parser.parse_args()
-for spec in args.cases:
-    case(spec, "FA2" if args.peer == "flash" else "cuDNN")
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("cases", nargs="+", help="seqlen:head_dim:causal")
+    parser.add_argument("--peer", choices=["flash", "cudnn"], default="flash")
+    args = parser.parse_args()
+    for spec in args.cases:
+        case(spec, "FA2" if args.peer == "flash" else "cuDNN")
+
+
+if __name__ == "__main__":  # tools/gqa_profile.py imports kernel_times
+    main()

@@ -7,12 +7,13 @@
 #   tools/gpu_pack_gqa.sh            (carry .whl; $OUT/summary.txt, bench.md, logs.tgz)
 #   OBJCACHE_FILL=1 tools/gpu_pack_gqa.sh   here first, then carry .objcache too
 #   TEST_K="..." MEMCHECK_K="..." BENCH_ARGS="..."   other selections
+#   EXTRA_KERNELS=a,b FLASHGEN_HEAD_DIMS="64;128"   more kernels in the build
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
-export FLASHGEN_CUDA_ARCHS=90a FLASHGEN_DIRECTIONS=fwd FLASHGEN_HEAD_DIMS=128 FLASHGEN_DTYPES="bf16;e4m3"
-export FLASHGEN_KERNELS="fwd_sm90_bf16_hdim128,fwd_sm90_bf16_hdim128_causal,fwd_sm90_bf16_hdim128_causal_paged,fwd_sm90_e4m3_hdim128_causal,fwd_sm80_bf16_hdim128,fwd_sm80_bf16_hdim128_causal"
+export FLASHGEN_CUDA_ARCHS=90a FLASHGEN_DIRECTIONS=fwd FLASHGEN_HEAD_DIMS=${FLASHGEN_HEAD_DIMS:-128} FLASHGEN_DTYPES="bf16;e4m3"
+export FLASHGEN_KERNELS="fwd_sm90_bf16_hdim128,fwd_sm90_bf16_hdim128_causal,fwd_sm90_bf16_hdim128_causal_paged,fwd_sm90_e4m3_hdim128_causal,fwd_sm80_bf16_hdim128,fwd_sm80_bf16_hdim128_causal${EXTRA_KERNELS:+,$EXTRA_KERNELS}"
 # OBJCACHE_FILL=1 (CPU machine): only this build, to fill .objcache (tools/objcache_env.sh).
 limit=330; [[ -n "${OBJCACHE_FILL:-}" ]] && limit=7200
 STEPS=build OUT="$OUT/check" timeout $limit "$(dirname "$0")/gpu_check.sh" > "$S" 2>&1 || { echo "build failed"; cat "$S"; exit 1; }
