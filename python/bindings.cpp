@@ -50,6 +50,8 @@ void bind_fwd_args(py::module_& m) {
     flashgen_fwd_args_init(&s);
     return s;
   }));
+  // copy.copy(args): a filled struct reused as a template (flashgen._args_cache).
+  c.def("__copy__", [](const S& s) { return S(s); });
   c.def_property(
       "dtype", [](const S& s) { return int(s.dtype); }, [](S& s, int v) { s.dtype = flashgen_dtype_t(v); });
   FG_POINTER(c, S, q, const void*);
@@ -121,7 +123,7 @@ void bind_bwd_args(py::module_& m) {
     flashgen_bwd_args_init(&s);
     return s;
   }));
-  // copy.copy(args): a filled struct reused as a template (flashgen._bwd_cache).
+  // copy.copy(args): a filled struct reused as a template (flashgen._args_cache).
   c.def("__copy__", [](const S& s) { return S(s); });
   // By reference, so that `args.fwd.q = ...` fills the nested struct rather than a copy; the
   // returned FwdArgs keeps its BwdArgs alive.

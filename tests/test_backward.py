@@ -209,10 +209,10 @@ def test_persistent_grid_matches_one_block_per_cta(spec, monkeypatch):
 @pytest.mark.parametrize("spec", [s for s in SAMPLE if s.head_dim_qk == s.head_dim_v], ids=lambda s: s.name)
 def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
     """A backward call of an earlier call's signature (shapes, strides, dtypes, options) copies its
-    filled launch arguments (flashgen._bwd_cache) instead of validating again: fresh inputs each
+    filled launch arguments (flashgen._args_cache.BWD) instead of validating again: fresh inputs each
     call, contiguous and strided (views of a packed qkv), each against the reference; only the
     first call of each layout takes the full path."""
-    import flashgen._bwd_cache as bwd_cache
+    from flashgen._args_cache import BWD as bwd_cache
     import flashgen.ops as ops
 
     bwd_cache.clear()
@@ -231,14 +231,14 @@ def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
                 q, k, v = qkv.unbind(dim=2)
             run_and_check(spec, q, k, v)
     assert calls == ["run_backward", "run_backward_cached", "run_backward_cached"] * 2
-    assert len(bwd_cache._entries) == 2
+    assert len(bwd_cache) == 2
 
 
 @pytest.mark.parametrize("spec", one_per_head_dim_pair(bwd_kernels(dropout=True)), ids=lambda s: s.name)
 def test_repeated_signature_with_dropout_replays_each_calls_mask(spec):
     """The cached path takes each call's own Philox (seed, offset): two calls of one signature draw
     different masks, and each call's gradients match the reference under its own mask."""
-    import flashgen._bwd_cache as bwd_cache
+    from flashgen._args_cache import BWD as bwd_cache
 
     bwd_cache.clear()
     masks = []
@@ -251,7 +251,7 @@ def test_repeated_signature_with_dropout_replays_each_calls_mask(spec):
         assert_grads_close([t.grad for t in leaves] + [None], q, k, v, dout, causal=spec.causal, dropout_mask=mask,
                            dropout_p=0.3)
         masks.append(mask)
-    assert len(bwd_cache._entries) == 1 and not torch.equal(masks[0], masks[1])
+    assert len(bwd_cache) == 1 and not torch.equal(masks[0], masks[1])
 
 
 @pytest.mark.parametrize("spec", SAMPLE, ids=lambda s: s.name)

@@ -99,6 +99,51 @@ def test_empty_keys_and_empty_batch(spec):
     assert flashgen.flash_attn_func(q, k, v, causal=spec.causal).shape == (0, 5, 2, spec.head_dim_v)
 
 
+@pytest.mark.parametrize("spec", [s for s in FWD_KERNELS if s.head_dim_qk == s.head_dim_v and not s.paged][:2],
+                         ids=lambda s: s.name)
+def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
+    """An inference call of an earlier call's signature (shapes, strides, dtypes, options, the
+    backend setting) copies its filled launch arguments (flashgen._args_cache.FWD): fresh inputs
+    every call, each against the reference, with and without out= / return_lse, a strided layout
+    and split keys (a workspace per call); only a signature's first call takes the full path."""
+    import flashgen.attention as attention
+    from flashgen._args_cache import FWD
+
+    FWD.clear()
+    calls = []
+    for name in ("run_forward", "run_forward_cached"):
+        def counted(*args, _name=name, _fn=getattr(attention, name), **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(attention, name, counted)
+    for layout in ("contiguous", "packed", "split", "no_lse"):
+        for _ in range(3):
+            if layout == "packed":
+                qkv = torch.randn(2, 203, 3, 4, spec.head_dim_qk, device="cuda", dtype=TORCH_DTYPES[spec.dtype])
+                q, k, v = qkv.unbind(dim=2)
+            else:
+                q, k, v = make_qkv(spec, b=2, sq=113, sk=1203 if layout == "split" else 203, h=4, hkv=2)
+            if layout == "contiguous" or layout == "packed":
+                run_and_check(spec, q, k, v)
+            else:
+                result = flashgen.flash_attn_func(q, k, v, causal=spec.causal,
+                                                  num_splits=3 if layout == "split" else 0)
+                assert_close_to_reference(result, q, k, v, causal=spec.causal)
+    assert calls == ["run_forward", "run_forward_cached", "run_forward_cached"] * 4
+    assert len(FWD) == 4
+    # Another backend setting is another signature; what the library reads itself (rows, splits)
+    # it reads on every call.
+    monkeypatch.setenv("FLASHGEN_FWD_BACKEND", "auto")  # conftest set spec.arch
+    q, k, v = make_qkv(spec, b=2, sq=113, sk=203, h=4, hkv=2)
+    run_and_check(spec, q, k, v)
+    assert calls[-1] == "run_forward" and len(FWD) == 5
+    # Calls with ALiBi, sinks, dropout or attention probabilities are validated in full each time.
+    sinks = torch.randn(4, device="cuda")
+    for _ in range(2):
+        run_and_check(spec, q, k, v, sinks=sinks)
+    assert calls[-2:] == ["run_forward"] * 2 and len(FWD) == 5
+
+
 @pytest.mark.parametrize("spec", FWD_KERNELS[:2], ids=lambda s: s.name)
 def test_deterministic_and_stream_ordered(spec):
     q, k, v = make_qkv(spec, b=2, sq=1023, sk=1023, h=4, hkv=4)

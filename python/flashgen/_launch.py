@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from . import _bwd_cache
+from . import _args_cache
 from ._library import lib
 
 _DTYPE_ENUM = {torch.float16: "DTYPE_FP16", torch.bfloat16: "DTYPE_BF16"}
@@ -130,13 +131,33 @@ def _fill_forward_args(a, q, k, v, out, lse, opts: Options, varlen: Optional[Var
     a.num_splits = opts.num_splits
 
 
+def device_guard(device: torch.device):
+    """torch.cuda.device(device), or nothing when it is already the current device (the usual
+    case; switching costs a few microseconds of host time each way)."""
+    if device.index is None or torch.cuda.current_device() == device.index:
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
+
+
+@dataclass(frozen=True)
+class ForwardEntry:
+    """What a cached forward call needs (flashgen._args_cache.FWD): the filled FwdArgs, whose
+    data pointers each call replaces, and the output's and LSE's allocation."""
+
+    args: object
+    out_shape: tuple
+    dtype: torch.dtype
+    lse_shape: Optional[tuple]
+
+
 def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = None, kv: Optional[KVCache] = None,
                 paged: Optional[Paged] = None, fp8_cache: Optional[Fp8CacheScales] = None,
-                workspace: Optional[torch.Tensor] = None) -> None:
+                workspace: Optional[torch.Tensor] = None, cache_key: Optional[tuple] = None) -> None:
     """q/k/v/out in flash-attn layouts: (b, s, h, d), or packed (total, h, d) when varlen,
     or k/v as (num_pages, page_size, h_kv, d) when paged. fp8_cache: k/v are an e4m3 cache
     with these scales. workspace: a caller-owned uint8 CUDA tensor for split-KV partials (then
-    nothing is allocated here: CUDA-graph replays reuse it); too small raises."""
+    nothing is allocated here: CUDA-graph replays reuse it); too small raises. cache_key: keep
+    the filled arguments for later calls of this signature (flashgen._args_cache.FWD)."""
     _C = lib()
     a = _C.FwdArgs()
     _fill_forward_args(a, q, k, v, out, lse, opts, varlen, kv, paged)
@@ -144,8 +165,27 @@ def run_forward(q, k, v, out, lse, opts: Options, varlen: Optional[Varlen] = Non
         a.kv_cache_e4m3 = 1
         Fp8CacheScales.fill(a.k_scale, fp8_cache.k)
         Fp8CacheScales.fill(a.v_scale, fp8_cache.v)
+    if cache_key is not None:
+        _args_cache.FWD.store(cache_key, ForwardEntry(copy.copy(a), tuple(out.shape), out.dtype,
+                                                      None if lse is None else tuple(lse.shape)))
+    _launch_forward(_C, a, q.device, workspace)
+
+
+def run_forward_cached(entry: ForwardEntry, q, k, v, out: Optional[torch.Tensor], return_lse: bool):
+    """flash_attn_func for a call whose signature an earlier call left in
+    flashgen._args_cache.FWD: (out, lse or None)."""
+    a = copy.copy(entry.args)
     device = q.device
-    with torch.cuda.device(device):
+    if out is None:
+        out = torch.empty(entry.out_shape, dtype=entry.dtype, device=device)
+    lse = torch.empty(entry.lse_shape, dtype=torch.float32, device=device) if return_lse else None
+    a.q, a.k, a.v, a.out, a.lse = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), _ptr(lse)
+    _launch_forward(lib(), a, device, None)
+    return out, lse
+
+
+def _launch_forward(_C, a, device: torch.device, workspace: Optional[torch.Tensor]) -> None:
+    with device_guard(device):
         nbytes, _ = _C.fwd_workspace(a)
         if nbytes:
             if workspace is None:
@@ -164,7 +204,7 @@ def run_backward(dout, q, k, v, out, lse, dq, dk, dv, dsinks: Optional[torch.Ten
     out, lse, opts, varlen) made; opts must carry that call's Philox (seed, offset). Gradients
     take the layout of their tensor (any batch/row/head strides, last dim contiguous); dk/dv
     have k/v's num_heads_kv heads. cache_key: keep the filled arguments for later calls of this
-    signature (flashgen._bwd_cache; the tensors passed are the call's own, not copies)."""
+    signature (flashgen._args_cache.BWD; the tensors passed are the call's own, not copies)."""
     _C = lib()
     a = _C.BwdArgs()
     _fill_forward_args(a.fwd, q, k, v, out, lse, opts, varlen)
@@ -180,10 +220,10 @@ def run_backward(dout, q, k, v, out, lse, dq, dk, dv, dsinks: Optional[torch.Ten
     a.dsinks = _ptr(dsinks)
     a.deterministic = int(deterministic)
     device = q.device
-    with torch.cuda.device(device):
+    with device_guard(device):
         nbytes = _C.bwd_workspace(a)
         if cache_key is not None:
-            _bwd_cache.store(cache_key, copy.copy(a), nbytes)
+            _args_cache.BWD.store(cache_key, (copy.copy(a), nbytes))
         _launch_backward(_C, a, nbytes, device)
 
 
@@ -197,7 +237,7 @@ def _launch_backward(_C, a, nbytes: int, device: torch.device) -> None:
 
 
 def run_backward_cached(entry, dout, q, k, v, out, lse, dq, dk, dv, philox: Optional[tuple[int, int]]) -> None:
-    """run_backward for a call whose signature an earlier call left in flashgen._bwd_cache
+    """run_backward for a call whose signature an earlier call left in flashgen._args_cache.BWD
     (`entry`): its filled arguments with this call's data pointers and Philox."""
     template, nbytes = entry
     a = copy.copy(template)
@@ -206,5 +246,5 @@ def run_backward_cached(entry, dout, q, k, v, out, lse, dq, dk, dv, philox: Opti
     if philox is not None:
         f.philox_seed, f.philox_offset = philox
     a.dout, a.dq, a.dk, a.dv = dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
-    with torch.cuda.device(q.device):
+    with device_guard(q.device):
         _launch_backward(lib(), a, nbytes, q.device)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import _bwd_cache, _checks
+from . import _args_cache, _checks
 from ._launch import run_backward, run_backward_cached, run_forward
 from ._prepare import check_fixed_shapes, check_varlen_shapes, loadable, prepare_fixed, prepare_varlen
 from .dropout import dropout_mask
@@ -116,9 +116,9 @@ def _attn_bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seql
     key = None
     if cu_seqlens_q is None and alibi_slopes is None and sinks is None:
         # A repeat of an earlier call's signature reuses its validated launch arguments.
-        key = _bwd_cache.signature((dout, q, k, v, out, lse), (softmax_scale, causal, window_left, window_right,
+        key = _args_cache.BWD.signature((dout, q, k, v, out, lse), (softmax_scale, causal, window_left, window_right,
                                                                softcap, dropout_p, bool(deterministic)))
-        entry = _bwd_cache.lookup(key)
+        entry = _args_cache.BWD.lookup(key)
         if entry is not None:
             dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
             run_backward_cached(entry, dout, q, k, v, out, lse, dq, dk, dv, philox)
