@@ -82,3 +82,15 @@ def cache_rows(k, v, b, n, batch_idx=None, block_table=None, page_size=None):
     r = torch.arange(n, device=k.device)
     pages = block_table[b, r // page_size].long()
     return k[pages, r % page_size], v[pages, r % page_size]
+
+
+def record_calls(monkeypatch, module, names):
+    """Replaces module.<name> for each name by a wrapper that appends the name to the returned
+    list before calling the original: which launch path each call took."""
+    calls = []
+    for name in names:
+        def counted(*args, _name=name, _fn=getattr(module, name), **kwargs):
+            calls.append(_name)
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+    return calls

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import flashgen
 
 from conftest import requires_gpu
-from gpu_common import bwd_kernels, make_qkv, one_per_head_dim_pair
+from gpu_common import bwd_kernels, make_qkv, one_per_head_dim_pair, record_calls
 from reference import TORCH_DTYPES, assert_grads_close
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
@@ -216,12 +216,7 @@ def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
     import flashgen.ops as ops
 
     bwd_cache.clear()
-    calls = []
-    for name in ("run_backward", "run_backward_cached"):
-        def counted(*args, _name=name, _fn=getattr(ops, name), **kwargs):
-            calls.append(_name)
-            return _fn(*args, **kwargs)
-        monkeypatch.setattr(ops, name, counted)
+    calls = record_calls(monkeypatch, ops, ("run_backward", "run_backward_cached"))
     for layout in ("contiguous", "packed"):
         for _ in range(3):
             if layout == "contiguous":

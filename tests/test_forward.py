@@ -13,7 +13,7 @@ import flashgen
 from flashgen.codegen.estimate import sm80_forward_tiles
 
 from conftest import requires_gpu
-from gpu_common import kernels, make_qkv, ramped_keys
+from gpu_common import kernels, make_qkv, ramped_keys, record_calls
 from reference import TORCH_DTYPES, assert_close_to_reference, assert_lse_close
 
 pytestmark = [requires_gpu, pytest.mark.gpu]
@@ -110,12 +110,7 @@ def test_repeated_signature_reuses_the_launch_arguments(spec, monkeypatch):
     from flashgen._args_cache import FWD
 
     FWD.clear()
-    calls = []
-    for name in ("run_forward", "run_forward_cached"):
-        def counted(*args, _name=name, _fn=getattr(attention, name), **kwargs):
-            calls.append(_name)
-            return _fn(*args, **kwargs)
-        monkeypatch.setattr(attention, name, counted)
+    calls = record_calls(monkeypatch, attention, ("run_forward", "run_forward_cached"))
     for layout in ("contiguous", "packed", "split", "no_lse"):
         for _ in range(3):
             if layout == "packed":

@@ -116,8 +116,9 @@ def _attn_bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seql
     key = None
     if cu_seqlens_q is None and alibi_slopes is None and sinks is None:
         # A repeat of an earlier call's signature reuses its validated launch arguments.
-        key = _args_cache.BWD.signature((dout, q, k, v, out, lse), (softmax_scale, causal, window_left, window_right,
-                                                               softcap, dropout_p, bool(deterministic)))
+        key = _args_cache.BWD.signature((dout, q, k, v, out, lse), (softmax_scale, causal, window_left,
+                                                                    window_right, softcap, dropout_p,
+                                                                    bool(deterministic)))
         entry = _args_cache.BWD.lookup(key)
         if entry is not None:
             dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
