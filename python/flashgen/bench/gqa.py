@@ -19,7 +19,7 @@ from torch.nn.attention import sdpa_kernel
 import flashgen
 
 from .cells import fmt, ratio
-from .sweep import PEERS, reference_rows
+from .sweep import PEERS, Result, reference_rows
 from .timing import median_ms
 
 HEAD_DIM = 128
@@ -80,14 +80,6 @@ def environment(settings: dict[str, str]):
                 os.environ[key] = value
 
 
-@dataclass
-class GqaResult:
-    case: GqaCase
-    tflops: dict[str, Optional[float]]
-    max_err: dict[str, Optional[float]]
-    note: str = ""
-
-
 def runners(case: GqaCase, q, k, v) -> dict[str, tuple[dict, Callable[[], torch.Tensor]]]:
     """Each contender: (environment, zero-argument call returning (b, seqlen_q, heads_q, d))."""
     out = torch.empty_like(q)
@@ -112,7 +104,7 @@ def runners(case: GqaCase, q, k, v) -> dict[str, tuple[dict, Callable[[], torch.
     return result
 
 
-def run_case(case: GqaCase) -> GqaResult:
+def run_case(case: GqaCase) -> Result:
     shape_q = (case.batch, case.seqlen_q, case.heads_q, HEAD_DIM)
     shape_kv = (case.batch, case.seqlen_k, case.heads_kv, HEAD_DIM)
     q = torch.randn(shape_q, device="cuda", dtype=torch.bfloat16)
@@ -130,10 +122,10 @@ def run_case(case: GqaCase) -> GqaResult:
         except Exception as err:  # noqa: BLE001 (a contender without a kernel or mask support for this shape)
             tflops[name] = errs[name] = None
             notes.append(f"{name}: {str(err).splitlines()[0][:80]}")
-    return GqaResult(case, tflops, errs, "; ".join(notes))
+    return Result(case, tflops, errs, "; ".join(notes))
 
 
-def table(results: list[GqaResult]) -> list[str]:
+def table(results: list[Result]) -> list[str]:
     rows = ["| batch x q / k | heads q/kv | causal | auto | sm90 one head | sm80 | FA2 | cuDNN | auto / sm90 one head | "
             "auto / sm80 | auto / FA2 | auto / cuDNN | err auto |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,10 @@ class Case:
 
 @dataclass
 class Result:
-    case: Case
+    """One case's TFLOP/s and max error per contender (the forward sweep's Case, or another
+    mode's case type: the GQA mode's GqaCase)."""
+
+    case: Any
     tflops: dict[str, Optional[float]]
     max_err: dict[str, Optional[float]]
     note: str = ""
