@@ -28,6 +28,7 @@
 #include "common/tile_copy.hpp"
 #include "sm90/sm90_fragment.hpp"
 #include "sm90/sm90_fwd_traits.hpp"
+#include "sm90/sm90_fwd_trace.hpp"
 
 namespace flashgen::sm90 {
 
@@ -159,6 +160,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   pipe_params.transaction_bytes = Traits::kVBytes;
   Pipeline pipeline_v(storage.pipeline_v, pipe_params, Shape<_1, _1, _1>{});
   __syncthreads();  // barrier initialisation is visible to every thread
+  FLASHGEN_TRACE(if (threadIdx.x == 0) { trace_kernel_edge(kp.trace, 0); })
 
   // What producer and consumers both derive from a tile's coordinates, identically.
   struct Tile {
@@ -263,6 +265,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       }
       const FwdTileCoord c = order.coord(index);
       publish(k, c);
+      FLASHGEN_TRACE(if (leads) { trace_clock(kp.trace, k, kTraceProducer + kTraceTileTaken); })
       const Tile t = make_tile(c);
       if (!t.has_work) {
         claim_next();
@@ -350,6 +353,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           ++write;
         }
       }
+      FLASHGEN_TRACE(if (leads) { trace_clock(kp.trace, k, kTraceProducer + kTraceQReady); })
       claim_next();
     }
     return;
@@ -417,8 +421,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     const FwdTileCoord coord = storage.tile[slot];
     compiler_fence();
     EmptyBarrier::arrive(&storage.tile_empty[slot]);
+    // One thread per consumer records its events (sm90_fwd_trace.hpp).
+    FLASHGEN_TRACE(const bool tracer = tid % 128 == 0; const int trace_base = consumer * kTraceEvents;
+                   if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceTileTaken); })
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
+      FLASHGEN_TRACE(if (tid == 0) { trace_kernel_edge(kp.trace, 1); })
       break;
     }
     const Tile t = make_tile(coord);
@@ -577,6 +585,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     FullBarrier::wait(&storage.q_full[q_buffer], (q_count / Traits::kQBuffers) & 1);
     // Packed rows came by cp.async (the generic proxy); wgmma reads them through the async one.
     if constexpr (kPackGqa) { cutlass::arch::fence_view_async_shared(); }
+    FLASHGEN_TRACE(if (tracer) {
+      trace_clock(kp.trace, k, trace_base + kTraceQReady);
+      if (consumer == 0) { trace_put(kp.trace, k, kTraceBlocks, range.n_max - range.n_min); }
+    })
     ++q_count;
     Tensor tSrQ_tile = tSrQ(_, _, _, q_buffer);
     int n = range.n_max - 1;
@@ -592,6 +604,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       pipeline_k.consumer_wait(read_k);
       begin_turn();
       wgmma</*kZeroInit=*/true>(mma_qk, tSrQ_tile, tSrK(_, _, _, read_k.index()), acc_s);
+      FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceFirstIssued); })
       end_turn();
       warpgroup_wait<0>();
       pipeline_k.consumer_release(read_k);
@@ -648,6 +661,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     wgmma</*kZeroInit=*/false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
     end_turn();
     warpgroup_wait<0>();
+    FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceKeysDone); })
     pipeline_v.consumer_release(read_v);
     ++read_v;
     // Every wgmma that read sQ is complete: with a separate sO, the next Q may load now,
@@ -764,6 +778,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         if (row < rows_left) { *lse_ptr(row) = lse[r]; }
       }
     }
+    FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceEpilogueDone); })
   }
 #endif
 }

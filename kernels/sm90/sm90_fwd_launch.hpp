@@ -123,6 +123,10 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   if (kp.fwd.tile_counter != nullptr && cudaMemsetAsync(kp.fwd.tile_counter, 0, sizeof(int), stream) != cudaSuccess) {
     return check_launch("sm90 forward tile counter reset");
   }
+#ifdef FLASHGEN_FWD_TRACE
+  const char* trace_env = std::getenv("FLASHGEN_FWD_TRACE");
+  kp.trace = trace_env != nullptr ? reinterpret_cast<unsigned long long*>(std::strtoull(trace_env, nullptr, 10)) : nullptr;
+#endif
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   status = check_launch("sm90 forward kernel");
   if (status != FLASHGEN_STATUS_OK || params.num_splits == 1) { return status; }

@@ -190,6 +190,9 @@ struct FwdKernelParams {
   int32_t k_rows, k_batches;
   int32_t v_cols;  // keys per entry of V's TMA view (the PV layout's padded extent for FP8)
   FwdTileOrder order;
+#ifdef FLASHGEN_FWD_TRACE
+  unsigned long long* trace;  // sm90_fwd_trace.hpp; nullptr: no trace
+#endif
 };
 
 }  // namespace flashgen::sm90
