@@ -145,6 +145,28 @@ def test_many_streams_launch_heads_side_by_side(spec, page_size):
         check_against_reference(cache, q, out, lse, lengths, **kw)
 
 
+@pytest.mark.parametrize("page_size", [None, 16, 64])
+@pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
+def test_head_major_cache_memory(spec, page_size):
+    """A cache whose memory is head-major ((entries, heads, rows, d), FlashInfer's HND pages),
+    passed as the same (entries, rows, heads, d) view permuted: the same output and LSE, bit for
+    bit, as the token-major copy of the same values (the loaders take any 16-byte strides), and
+    the reference's."""
+    batch, hkv, h = len(LENGTHS), 2, 16
+    lengths = torch.tensor(LENGTHS, dtype=torch.int32, device="cuda")
+    cache = Cache(spec, batch, hkv, 1100, page_size)
+    q = _q(spec, batch, 1, h)
+    out, lse = cache.call(q, lengths, return_softmax_lse=True)
+    cache.k = cache.k.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    cache.v = cache.v.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    assert cache.k.stride(1) == spec.head_dim_qk and cache.k.stride(2) == cache.k.shape[1] * spec.head_dim_qk
+    for splits in (0, 3):
+        out_hnd, lse_hnd = cache.call(q, lengths, return_softmax_lse=True, num_splits=splits)
+        if splits == 0:
+            assert torch.equal(out_hnd, out) and torch.equal(lse_hnd, lse)
+        check_against_reference(cache, q, out_hnd, lse_hnd, lengths)
+
+
 @pytest.mark.parametrize("spec", DECODE_KERNELS, ids=lambda s: s.name)
 def test_runtime_features(spec):
     """Window, softcap, ALiBi (per head and per batch entry), sinks, LSE, forced split counts."""
