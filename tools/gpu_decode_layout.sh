@@ -6,7 +6,8 @@
 #     that it returns main's output bit for bit;
 #  3. FLASHGEN_DECODE_TMA_L2 = none / 128 (the tensor maps' L2 promotion; default 256 bytes);
 # then the sm90 bf16 forward's per-tile trace, head dim 128 and 64 causal (issue 5's 2k points; FWD_TRACE_SHAPES,
-# empty to skip; FWD_TRACE_KERNELS= to leave that kernel out of the build).
+# empty to skip; FWD_TRACE_KERNELS= to leave those kernels out of the build). Forward trace only:
+#   DECODE=0 DECODE_KERNELS= FWD_TRACE_KERNELS=fwd_sm90_bf16_hdim128 FWD_TRACE_SHAPES=2048:128:0,4096:128:0
 #   tools/gpu_decode_layout.sh   (carry .whl; $OUT/summary.txt, logs.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +15,14 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 S=$OUT/summary.txt
 export FLASHGEN_CUDA_ARCHS=90a FLASHGEN_DTYPES="bf16;e4m3" FLASHGEN_HEAD_DIMS="64;128" FLASHGEN_DIRECTIONS="fwd;decode"
-export FLASHGEN_KERNELS="decode_sm80_bf16_hdim128,decode_sm80_e4m3_hdim128,fwd_sm80_bf16_hdim128${FWD_TRACE_KERNELS-,fwd_sm90_bf16_hdim128,fwd_sm90_bf16_hdim64_causal}"
+export FLASHGEN_KERNELS="${DECODE_KERNELS-decode_sm80_bf16_hdim128,decode_sm80_e4m3_hdim128,fwd_sm80_bf16_hdim128}${FWD_TRACE_KERNELS-,fwd_sm90_bf16_hdim128,fwd_sm90_bf16_hdim64_causal}"
 # The sm90 forward with its per-tile trace compiled in (tools/fwd_trace.py, run at the end).
 export CMAKE_ARGS="${CMAKE_ARGS:-} -DFLASHGEN_FWD_TRACE=ON"
 # The experiment knobs (FLASHGEN_DECODE_FP8_DEEP, FLASHGEN_DECODE_TMA_L2) live in a patch.
 git apply bench/experiments/fp8_decode_deep_stages_l2_promotion.patch 2>/dev/null || echo "patch not applied (already?)"
 STEPS=build timeout 300 tools/gpu_check.sh > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
 { grep -E "^build:" "$OUT/build.txt"; cat "$OUT/gpu.txt"; grep -i "decode_fp8" "$OUT/resources.txt" | head; } > "$S"
+if [[ "${DECODE:-1}" != 0 ]]; then  # DECODE=0: the forward trace only
 timeout 120 python3 -m pytest -q -x tests/test_decode.py -k "head_major or fp8_tma_loader_matches" > "$OUT/tests.log" 2>&1
 echo "tests rc $?: $(tail -1 "$OUT/tests.log")" >> "$S"
 grep -E "FAILED|Error" "$OUT/tests.log" | head -10 >> "$S"
@@ -54,6 +56,7 @@ for l2 in ${L2_MODES-none}; do
   echo "== L2 promotion $l2" >> "$S"
   FLASHGEN_DECODE_TMA_L2=$l2 timeout 60 python3 tools/decode_probe.py --shapes 1x32768,8x8192 --layouts nhd --quick >> "$S" 2>&1
 done
+fi
 if [[ -n "${FWD_TRACE_SHAPES-2048:128:0,4096:128:0,2048:64:1,4096:64:1}" ]]; then
   echo "== sm90 forward per-tile trace" >> "$S"
   timeout 90 python3 tools/fwd_trace.py --shapes "${FWD_TRACE_SHAPES-2048:128:0,4096:128:0,2048:64:1,4096:64:1}" >> "$S" 2>&1
