@@ -11,6 +11,8 @@
 // there (zeros).
 #pragma once
 
+#include <cstdint>
+
 namespace flashgen::sm90 {
 
 constexpr int kTraceTiles = 64;
