@@ -10,7 +10,12 @@ Per consumer and tile (SM clock cycles, medians over the grid; "blocks" = the ti
   tile      epilogue done -> next epilogue done: overhead = tile / per block - blocks
 and per CTA the idle tail (the last CTA's end minus this one's), i.e. the wave quantization.
 
-    python3 tools/fwd_trace.py --shapes 2048:128:0,4096:128:0
+    python3 tools/fwd_trace.py --shapes 2048:128:0,4096:128:0 [--flags 0,1,2,4]
+
+--flags: each shape once per value of FLASHGEN_FWD_TRACE_FLAGS (sm90_fwd_trace.hpp's TraceFlag:
+1 = K/V loads skipped after each pipeline slot's first, 2 = the order before session 39 (the
+first K before Q, the next tile claimed after the loads), 4 = Q loads
+skipped after each buffer's first): timing experiments, wrong results with 1 or 4.
 """
 
 import argparse
@@ -25,7 +30,7 @@ TILES, SLOTS, EVENTS, PRODUCER, BLOCKS = 64, 24, 6, 18, 23  # sm90_fwd_trace.hpp
 TAKEN, QREADY, FIRST, KEYS_DONE, EPI_DONE = range(5)
 
 
-def traced_call(seqlen, head_dim, causal):
+def traced_call(seqlen, head_dim, causal, flags=0):
     batch, heads = max(1, 16384 // seqlen), 2048 // head_dim
     q, k, v = (torch.randn(batch, seqlen, heads, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -34,12 +39,13 @@ def traced_call(seqlen, head_dim, causal):
         flashgen.flash_attn_func(q, k, v, causal=causal)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     os.environ["FLASHGEN_FWD_TRACE"] = str(trace.data_ptr())
+    os.environ["FLASHGEN_FWD_TRACE_FLAGS"] = str(flags)
     try:
         start.record()
         flashgen.flash_attn_func(q, k, v, causal=causal)
         end.record()
     finally:
-        del os.environ["FLASHGEN_FWD_TRACE"]
+        del os.environ["FLASHGEN_FWD_TRACE"], os.environ["FLASHGEN_FWD_TRACE_FLAGS"]
     torch.cuda.synchronize()
     ms = start.elapsed_time(end)
     flops = 4 * batch * heads * seqlen * seqlen * head_dim / (2 if causal else 1)
@@ -103,14 +109,17 @@ def quantile(xs, q):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="2048:128:0,4096:128:0", help="seqlen:head_dim:causal, comma-separated")
+    parser.add_argument("--flags", default="0", help="FLASHGEN_FWD_TRACE_FLAGS values, comma-separated")
     args = parser.parse_args()
     for shape in args.shapes.split(","):
         seqlen, head_dim, causal = (int(x) for x in shape.split(":"))
-        trace, sms, ms, flops = traced_call(seqlen, head_dim, bool(causal))
-        if int(trace[sms * TILES * SLOTS:].view(sms, 2)[:, 0].ne(0).sum()) == 0:
-            print(f"{shape}: no trace recorded (a build without FLASHGEN_FWD_TRACE, or not the sm90 kernel)")
-            continue
-        analyse(trace, sms, ms, flops, f"seqlen {seqlen} head_dim {head_dim} causal {causal}")
+        for flags in (int(f) for f in args.flags.split(",")):
+            trace, sms, ms, flops = traced_call(seqlen, head_dim, bool(causal), flags)
+            if int(trace[sms * TILES * SLOTS:].view(sms, 2)[:, 0].ne(0).sum()) == 0:
+                print(f"{shape}: no trace recorded (a build without FLASHGEN_FWD_TRACE, or not the sm90 kernel)")
+                break
+            label = f"seqlen {seqlen} head_dim {head_dim} causal {causal}" + (f" flags {flags}" if flags else "")
+            analyse(trace, sms, ms, flops, label)
 
 
 if __name__ == "__main__":

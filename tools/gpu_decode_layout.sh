@@ -8,6 +8,7 @@
 # then the sm90 bf16 forward's per-tile trace, head dim 128 and 64 causal (issue 5's 2k points; FWD_TRACE_SHAPES,
 # empty to skip; FWD_TRACE_KERNELS= to leave those kernels out of the build). Forward trace only:
 #   DECODE=0 DECODE_KERNELS= FWD_TRACE_KERNELS=fwd_sm90_bf16_hdim128 FWD_TRACE_SHAPES=2048:128:0,4096:128:0
+# FWD_TRACE_FLAGS=0,1,2,4: each shape under those timing experiments (tools/fwd_trace.py --flags).
 #   tools/gpu_decode_layout.sh   (carry .whl; $OUT/summary.txt, logs.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +60,8 @@ done
 fi
 if [[ -n "${FWD_TRACE_SHAPES-2048:128:0,4096:128:0,2048:64:1,4096:64:1}" ]]; then
   echo "== sm90 forward per-tile trace" >> "$S"
-  timeout 90 python3 tools/fwd_trace.py --shapes "${FWD_TRACE_SHAPES-2048:128:0,4096:128:0,2048:64:1,4096:64:1}" >> "$S" 2>&1
+  timeout 150 python3 tools/fwd_trace.py --shapes "${FWD_TRACE_SHAPES-2048:128:0,4096:128:0,2048:64:1,4096:64:1}" \
+    --flags "${FWD_TRACE_FLAGS:-0}" >> "$S" 2>&1
 fi
 OUT="$OUT" tools/pack_out.sh summary.txt
 cat "$S"

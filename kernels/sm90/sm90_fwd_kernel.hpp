@@ -213,22 +213,24 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       compiler_fence();
       EmptyBarrier::arrive(&storage.tile_full[slot]);
     };
-    // The next tile is claimed once this one's loads are all issued, i.e. when the consumers
-    // are a pipeline's depth from its end: claiming it at the start committed each CTA to a
-    // tile one whole tile ahead, which under a causal mask left the schedule far from greedy
-    // (7% slower at hdim 256 8k causal than one CTA per tile; bench/NOTES.md).
+    // The next tile is claimed as this one's last key block's loads begin, i.e. when the
+    // consumers are about a pipeline's depth from its end: claiming it at the start committed
+    // each CTA to a tile one whole tile ahead, which under a causal mask left the schedule far
+    // from greedy (7% slower at hdim 256 8k causal than one CTA per tile; bench/NOTES.md). The
+    // counter's atomic is issued there and its value read once the loads are issued: waiting on
+    // it after the last load put it on the path to the next tile's Q (session 39's trace: the
+    // tile was published only ~650 cycles before the consumers finished this one).
     int index = blockIdx.x;
-    auto claim_next = [&]() __attribute__((always_inline)) {
+    int claimed = 0;
+    auto claim_begin = [&]() __attribute__((always_inline)) {
+      if (leads && params.tile_counter != nullptr) { claimed = atomicAdd(params.tile_counter, 1); }
+    };
+    auto claim_end = [&]() __attribute__((always_inline)) {
+      const int next = params.tile_counter != nullptr ? int(gridDim.x) + claimed : index + int(gridDim.x);
       if constexpr (kPackGqa) {
-        int next = 0;
-        if (leads) {
-          next = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
-                                                : index + int(gridDim.x);
-        }
         index = __shfl_sync(0xffffffffu, next, __ffs(__ballot_sync(0xffffffffu, leads)) - 1);
       } else {
-        index = params.tile_counter != nullptr ? int(gridDim.x) + atomicAdd(params.tile_counter, 1)
-                                               : index + int(gridDim.x);
+        index = next;
       }
     };
     // Packed rows: the warp copies the tile's Q 16 bytes per lane and step (a rolled loop: the
@@ -268,7 +270,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       FLASHGEN_TRACE(if (leads) { trace_clock(kp.trace, k, kTraceProducer + kTraceTileTaken); })
       const Tile t = make_tile(c);
       if (!t.has_work) {
-        claim_next();
+        claim_begin();
+        claim_end();
         continue;
       }
       const int head_kv = kPackGqa ? t.head : t.head / params.group_size;
@@ -299,8 +302,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         const int page = t.seq.block_table[key0 / params.page_size];
         return make_tuple(page < 0 || page >= params.num_pages ? 0 : page, (key0 % params.page_size) / kBlockN);
       };
+      // Trace builds' timing experiments (TraceFlag): a load that completes its bytes by hand.
+      auto skipped = [&](uint32_t count, int first, int flag, uint64_t& barrier, uint32_t bytes) {
+        FLASHGEN_TRACE(if ((kp.trace_flags & flag) && count >= uint32_t(first)) {
+          cutlass::arch::ClusterTransactionBarrier::complete_transaction(&barrier, 0, bytes);
+          return true;
+        })
+        return false;
+      };
       auto load_k = [&](int n) {
         auto& barrier = *pipeline_k.producer_get_barrier(write);
+        if (skipped(write.count(), Traits::kStages, kTraceSkipKV, barrier, Traits::kKBytes)) { return; }
         if constexpr (kIsPaged) {
           auto const pb = page_of(n);
           Tensor g = local_tile(mK(_, _, head_kv, get<0>(pb)), Shape<Int<kBlockN>, Int<kDimQK>>{},
@@ -313,6 +325,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       };
       auto load_v = [&](int n) {
         auto& barrier = *pipeline_v.producer_get_barrier(write);
+        if (skipped(write.count(), Traits::kStages, kTraceSkipKV, barrier, Traits::kVBytes)) { return; }
         if constexpr (kIsPaged) {
           auto const pb = page_of(n);
           Tensor g = local_tile(mVt(_, _, head_kv, get<0>(pb)), Shape<Int<kDimV>, Int<kBlockN>>{},
@@ -324,10 +337,20 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
       };
 
-      // The first key block goes first: with Q it gates the tile's first wgmma. Q waits until
-      // the consumers have released its buffer's previous tile.
+      // Q and the first key block gate the tile's first wgmma. With two Q buffers, Q's is free
+      // (its tile before last is done) and Q goes first: it comes from HBM (~2 us on the H100
+      // under this kernel's load), while the first K waits for a pipeline slot. With one, Q
+      // waits until the consumers have released the previous tile's, and the first K goes first.
       int n = t.range.n_max - 1;
-      if (leads) {
+      bool q_first = Traits::kQBuffers == 2;
+      FLASHGEN_TRACE(if (kp.trace_flags & kTraceLateClaim) { q_first = false; })
+      auto claim_if_last = [&](int block) __attribute__((always_inline)) {
+        bool early = true;
+        FLASHGEN_TRACE(early = !(kp.trace_flags & kTraceLateClaim);)
+        if (early && block == t.range.n_min) { claim_begin(); }
+      };
+      if (leads && !q_first) {
+        claim_if_last(n);
         pipeline_k.producer_acquire(write);
         load_k(n);
       }
@@ -339,13 +362,21 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         load_q_packed(t, q_buffer);
       } else {
         FullBarrier::arrive_and_expect_tx(&storage.q_full[q_buffer], Traits::kQBytes);
-        copy(kp.tma_q.with(storage.q_full[q_buffer]), tQgQ, tQsQ);
+        if (!skipped(uint32_t(q_count - 1), Traits::kQBuffers, kTraceSkipQ, storage.q_full[q_buffer], Traits::kQBytes)) {
+          copy(kp.tma_q.with(storage.q_full[q_buffer]), tQgQ, tQsQ);
+        }
       }
       if (leads) {
+        if (q_first) {
+          claim_if_last(n);
+          pipeline_k.producer_acquire(write);
+          load_k(n);
+        }
         pipeline_v.producer_acquire(write);
         load_v(n);
         ++write;
         for (--n; n >= t.range.n_min; --n) {
+          claim_if_last(n);
           pipeline_k.producer_acquire(write);
           load_k(n);
           pipeline_v.producer_acquire(write);
@@ -354,7 +385,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
       }
       FLASHGEN_TRACE(if (leads) { trace_clock(kp.trace, k, kTraceProducer + kTraceQReady); })
-      claim_next();
+      FLASHGEN_TRACE(if (kp.trace_flags & kTraceLateClaim) { claim_begin(); })
+      claim_end();
     }
     return;
   }

@@ -126,6 +126,8 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
 #ifdef FLASHGEN_FWD_TRACE
   const char* trace_env = std::getenv("FLASHGEN_FWD_TRACE");
   kp.trace = trace_env != nullptr ? reinterpret_cast<unsigned long long*>(std::strtoull(trace_env, nullptr, 10)) : nullptr;
+  const char* flags_env = std::getenv("FLASHGEN_FWD_TRACE_FLAGS");
+  kp.trace_flags = flags_env != nullptr ? std::atoi(flags_env) : 0;
 #endif
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   status = check_launch("sm90 forward kernel");

@@ -21,6 +21,14 @@ constexpr int kTraceEvents = 6;
 constexpr int kTraceProducer = 18;
 constexpr int kTraceBlocks = 23;
 
+// Timing experiments of a trace build (FLASHGEN_FWD_TRACE_FLAGS, a decimal bit set; results
+// are wrong with bits 0 or 2): what the tile would cost if its loads were free.
+enum TraceFlag : int {
+  kTraceSkipKV = 1,     // K/V loads past each pipeline slot's first complete without a TMA (stale data)
+  kTraceLateClaim = 2,  // main before session 39: the first K before Q, the next tile claimed after the loads
+  kTraceSkipQ = 4,      // Q loads past each Q buffer's first complete without a TMA (stale data)
+};
+
 enum TraceEvent : int {
   kTraceTileTaken = 0,      // consumer: the tile's coordinates read; producer: published
   kTraceQReady = 1,         // consumer: Q landed; producer: every load of the tile issued

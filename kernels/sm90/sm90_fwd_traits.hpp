@@ -192,6 +192,7 @@ struct FwdKernelParams {
   FwdTileOrder order;
 #ifdef FLASHGEN_FWD_TRACE
   unsigned long long* trace;  // sm90_fwd_trace.hpp; nullptr: no trace
+  int trace_flags;            // TraceFlag bits (timing experiments)
 #endif
 };
 
