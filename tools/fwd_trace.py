@@ -26,8 +26,8 @@ import torch
 
 import flashgen
 
-TILES, SLOTS, EVENTS, PRODUCER, BLOCKS = 64, 24, 6, 18, 23  # sm90_fwd_trace.hpp
-TAKEN, QREADY, FIRST, KEYS_DONE, EPI_DONE = range(5)
+TILES, SLOTS, EVENTS, PRODUCER, BLOCKS = 64, 32, 8, 24, 30  # sm90_fwd_trace.hpp
+TAKEN, QREADY, FIRST, KEYS_DONE, EPI_DONE, FINALIZED, O_STAGED = range(7)
 
 
 def traced_call(seqlen, head_dim, causal, flags=0):
@@ -61,6 +61,7 @@ def analyse(trace, sms, ms, flops, label):
     edges = trace[sms * TILES * SLOTS:].view(sms, 2)
     grid = int((edges[:, 0] != 0).sum())
     loop, epi, start, per_block, overhead, q_wait, turn_wait, lead = [], [], [], [], [], [], [], []
+    finalize, stage, store = [], [], []
     for cta in range(grid):
         rows = tiles[cta]
         for c in range(3):
@@ -76,6 +77,10 @@ def analyse(trace, sms, ms, flops, label):
                 loop.append(t_loop)
                 per_block.append(t_loop / blocks)
                 epi.append(ev[EPI_DONE] - ev[KEYS_DONE])
+                if ev[FINALIZED] and ev[O_STAGED]:
+                    finalize.append(ev[FINALIZED] - ev[KEYS_DONE])
+                    stage.append(ev[O_STAGED] - ev[FINALIZED])
+                    store.append(ev[EPI_DONE] - ev[O_STAGED])
                 q_wait.append(ev[QREADY] - ev[TAKEN])
                 turn_wait.append(ev[FIRST] - ev[QREADY])
                 if rows[k, PRODUCER + QREADY] != 0:
@@ -92,6 +97,9 @@ def analyse(trace, sms, ms, flops, label):
     print(f"  cycles (median): per block {pb:.0f}, loop {median(loop):.0f}, epilogue {median(epi):.0f} "
           f"({median(epi) / pb:.2f} blocks), start gap {median(start):.0f} ({median(start) / pb:.2f} blocks), "
           f"q wait {median(q_wait):.0f}, turn wait {median(turn_wait):.0f}")
+    if finalize:
+        print(f"  epilogue parts (median): normalise {median(finalize):.0f}, O into shared memory (with barriers) "
+              f"{median(stage):.0f}, global stores and LSE {median(store):.0f}")
     print(f"  per-tile overhead beyond the key loop: median {median(overhead):.2f} blocks, "
           f"p10 {quantile(overhead, 0.1):.2f}, p90 {quantile(overhead, 0.9):.2f}")
     print(f"  CTA span median {median(span):.0f} cycles; idle tail median {median(tail):.0f} "

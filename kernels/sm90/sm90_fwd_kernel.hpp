@@ -719,6 +719,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       logit_scale = float(M_LN2);  // row_max is in scaled log2 units
     }
     softmax.finalize(acc_o_rc, logit_scale, sink, out_scale, /*empty_lse=*/is_split ? -INFINITY : INFINITY, lse);
+    FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceFinalized); })
 
     if (is_split) {
       // fp32 partials straight from registers, two adjacent columns per store; sO is unused.
@@ -754,6 +755,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
           NamedBarrier::sync(128, barrier);
+          FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceOStaged); })
           using ConsumerRows = Shape<_64, Int<kDimV>>;
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid % 128);
@@ -781,6 +783,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
           NamedBarrier::sync(kNumMmaThreads, int(FwdBarrier::kEpilogue));
+          FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceOStaged); })
           typename Traits::template CopyOut<ElementOut, kNumMmaThreads> gmem_copy_o;
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid);
           Tensor tOsO = gmem_thr_copy_o.partition_S(sO);

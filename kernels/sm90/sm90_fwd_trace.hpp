@@ -16,10 +16,10 @@
 namespace flashgen::sm90 {
 
 constexpr int kTraceTiles = 64;
-constexpr int kTraceSlots = 24;
-constexpr int kTraceEvents = 6;
-constexpr int kTraceProducer = 18;
-constexpr int kTraceBlocks = 23;
+constexpr int kTraceSlots = 32;
+constexpr int kTraceEvents = 8;
+constexpr int kTraceProducer = 24;
+constexpr int kTraceBlocks = 30;
 
 // Timing experiments of a trace build (FLASHGEN_FWD_TRACE_FLAGS, a decimal bit set; results
 // are wrong with bits 0 or 2): what the tile would cost if its loads were free.
@@ -35,6 +35,8 @@ enum TraceEvent : int {
   kTraceFirstIssued = 2,    // consumer: the tile's first S wgmma issued (its turn came)
   kTraceKeysDone = 3,       // consumer: the tile's last O += P V complete
   kTraceEpilogueDone = 4,   // consumer: output and LSE stored
+  kTraceFinalized = 5,      // consumer: the epilogue's softmax normalisation done
+  kTraceOStaged = 6,        // consumer: its output rows in shared memory, before the global stores
 };
 
 #ifdef FLASHGEN_FWD_TRACE
