@@ -75,6 +75,26 @@ def test_strided_inputs_from_packed_qkv(spec):
     run_and_check(spec, q, k, v, softmax_scale=0.3)
 
 
+@pytest.mark.parametrize("spec", FWD_KERNELS, ids=lambda s: s.name)
+def test_output_views_are_written_exactly(spec):
+    """out= as views into larger buffers (wider rows, a gap after each batch entry's rows, a
+    head-major buffer): the kernels write exactly the view. The sm90 16-bit kernels store the
+    output by TMA over the view's strides, clipped at each entry's last row; the rest of the
+    buffer keeps its sentinel."""
+    dtype = TORCH_DTYPES[spec.dtype]
+    b, sq, sk, h, dv = 2, 239, 203, 4, spec.head_dim_v
+    q, k, v = make_qkv(spec, b=b, sq=sq, sk=sk, h=h, hkv=2)
+    sentinel = 7.0
+    wide = torch.full((b, sq + 5, h, dv + 8), sentinel, dtype=dtype, device="cuda")
+    head_major = torch.full((b, h, sq, dv), sentinel, dtype=dtype, device="cuda")
+    for buffer, out in ((wide, wide[:, :sq, :, :dv]), (head_major, head_major.transpose(1, 2))):
+        result = flashgen.flash_attn_func(q, k, v, causal=spec.causal, out=out)
+        torch.cuda.synchronize()
+        assert result.data_ptr() == out.data_ptr()
+        assert_close_to_reference(out, q, k, v, causal=spec.causal)
+    assert torch.all(wide[:, sq:] == sentinel) and torch.all(wide[..., dv:] == sentinel)
+
+
 @pytest.mark.parametrize("spec", [s for s in FWD_KERNELS if s.causal], ids=lambda s: s.name)
 def test_causal_rows_without_keys_are_zero(spec):
     # seqlen_q > seqlen_k: the first seqlen_q - seqlen_k query rows see no key at all.

@@ -15,7 +15,8 @@ and per CTA the idle tail (the last CTA's end minus this one's), i.e. the wave q
 --flags: each shape once per value of FLASHGEN_FWD_TRACE_FLAGS (sm90_fwd_trace.hpp's TraceFlag:
 1 = K/V loads skipped after each pipeline slot's first, 2 = the order before session 39 (the
 first K before Q, the next tile claimed after the loads), 4 = Q loads
-skipped after each buffer's first): timing experiments, wrong results with 1 or 4.
+skipped after each buffer's first, 8 = the output stored by the threads, not by TMA): timing
+experiments, wrong results with 1 or 4.
 """
 
 import argparse

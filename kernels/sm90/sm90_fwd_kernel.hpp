@@ -458,6 +458,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
                    if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceTileTaken); })
     if (coord.m_block < 0) {
       if (consumer == 0 && q_count > 0) { begin_turn(); }  // the last consumer's last hand-over
+      if (Traits::kTmaStoreO && kp.tma_out && tid % 128 == 0) { tma_store_wait<0>(); }  // sO read before exit
       FLASHGEN_TRACE(if (tid == 0) { trace_kernel_edge(kp.trace, 1); })
       break;
     }
@@ -752,10 +753,30 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         auto smem_thr_copy_o = smem_copy_o.get_thread_slice(tid);
         if constexpr (Traits::kSeparateO) {
           const int barrier = int(FwdBarrier::kEpilogue0) + consumer;
+          // TMA stores: one thread per consumer issues its rows' store once they are staged,
+          // and waits for its previous store to have read them before they are written again.
+          const bool tma_store = Traits::kTmaStoreO && !kPackGqa && kp.tma_out;
+          const bool store_thread = tid % 128 == 0;
+          if (tma_store && store_thread) { tma_store_wait<0>(); }
           NamedBarrier::sync(128, barrier);
           copy(smem_copy_o, smem_thr_copy_o.retile_S(out), smem_thr_copy_o.partition_D(sO));
+          if (tma_store) { cutlass::arch::fence_view_async_shared(); }  // stmatrix writes -> the TMA's reads
           NamedBarrier::sync(128, barrier);
           FLASHGEN_TRACE(if (tracer) { trace_clock(kp.trace, k, trace_base + kTraceOStaged); })
+          if constexpr (Traits::kTmaStoreO && !kPackGqa) {
+            if (tma_store) {
+              if (store_thread) {
+                Tensor mO = kp.tma_o.get_tma_tensor(make_shape(kp.o_rows, kDimV, params.num_heads_q, kp.o_batches));
+                Tensor gO = local_tile(mO(_, _, head, t.batch), Shape<_64, Int<kDimV>>{},
+                                       make_coord(m_block * kConsumers + consumer, _0{}));
+                Tensor sO_rows = local_tile(sO, Shape<_64, Int<kDimV>>{}, make_coord(consumer, _0{}));
+                auto o_thr = kp.tma_o.get_slice(_0{});
+                copy(kp.tma_o, o_thr.partition_S(sO_rows), o_thr.partition_D(gO));
+                tma_store_arrive();
+              }
+              return;  // out of with_out_type's lambda: the LSE follows
+            }
+          }
           using ConsumerRows = Shape<_64, Int<kDimV>>;
           typename Traits::template CopyOut<ElementOut, 128> gmem_copy_o;
           auto gmem_thr_copy_o = gmem_copy_o.get_thread_slice(tid % 128);

@@ -95,6 +95,28 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, typename Traits::SmemLayoutVtStage{},
                            Shape<Int<kHeadDimV>, Int<Traits::kBlockN>>{}, _1{});
 
+  // The output by TMA stores: fixed-length rows (the descriptor's row extent then clips each
+  // entry's tail), one split, and the 16-byte alignment TMA needs; other calls store by thread.
+  kp.tma_out = false;
+  if constexpr (Traits::kTmaStoreO && !kPackGqa) {
+    using ElementO = typename Traits::ElementO;
+    constexpr int64_t kBytes = int64_t(sizeof(ElementO));
+    auto* out = static_cast<ElementO*>(params.out);
+    const int64_t out_batch_stride = tma_batch_stride(params.batch <= 1, params.out_batch_stride,
+                                                      params.out_row_stride, std::max(1, params.seqlen_q));
+    const bool aligned = reinterpret_cast<uintptr_t>(out) % 16 == 0 && (params.out_row_stride * kBytes) % 16 == 0 &&
+                         (params.out_head_stride * kBytes) % 16 == 0 && (out_batch_stride * kBytes) % 16 == 0;
+    if (out != nullptr && !varlen && params.num_splits == 1 && aligned) {
+      kp.tma_out = true;
+      kp.o_rows = std::max(1, params.seqlen_q);
+      kp.o_batches = std::max(1, params.batch);
+      Tensor mO = make_tensor(make_gmem_ptr(out), make_shape(kp.o_rows, int(kHeadDimV), params.num_heads_q, kp.o_batches),
+                              make_stride(params.out_row_stride, _1{}, params.out_head_stride, out_batch_stride));
+      kp.tma_o = make_tma_copy(SM90_TMA_STORE{}, mO, typename Traits::SmemLayoutORows{},
+                               Shape<_64, Int<kHeadDimV>>{}, _1{});
+    }
+  }
+
   // Packed: a tile's rows are (query token, head of the group) pairs of one KV head.
   const int group = kPackGqa ? params.group_size : 1;
   const int tile_heads = kPackGqa ? params.num_heads_kv : params.num_heads_q;
@@ -128,6 +150,7 @@ flashgen_status_t launch_fwd(const FwdParams& params, cudaStream_t stream) {
   kp.trace = trace_env != nullptr ? reinterpret_cast<unsigned long long*>(std::strtoull(trace_env, nullptr, 10)) : nullptr;
   const char* flags_env = std::getenv("FLASHGEN_FWD_TRACE_FLAGS");
   kp.trace_flags = flags_env != nullptr ? std::atoi(flags_env) : 0;
+  if (kp.trace_flags & kTraceThreadStores) { kp.tma_out = false; }
 #endif
   kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(kp);
   status = check_launch("sm90 forward kernel");

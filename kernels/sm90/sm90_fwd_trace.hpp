@@ -27,6 +27,7 @@ enum TraceFlag : int {
   kTraceSkipKV = 1,     // K/V loads past each pipeline slot's first complete without a TMA (stale data)
   kTraceLateClaim = 2,  // main before session 39: the first K before Q, the next tile claimed after the loads
   kTraceSkipQ = 4,      // Q loads past each Q buffer's first complete without a TMA (stale data)
+  kTraceThreadStores = 8,  // the output stored by the consumer threads, not by TMA (before session 39)
 };
 
 enum TraceEvent : int {

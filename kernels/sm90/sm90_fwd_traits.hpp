@@ -167,6 +167,16 @@ struct FwdTraits {
   // the producer warp copies them with cp.async, 16 bytes per access.
   static constexpr int kQChunksPerRow = kHeadDimQK * int(sizeof(Element)) / 16;
 
+  // The output by TMA stores where it can (kTmaStoreO; FwdKernelParams::tma_out per call): one
+  // consumer's 64 rows of the staged sO, (64, head_dim_v), the rows at 64 * consumer. 16-bit
+  // kernels with their own sO only (an FP8 kernel writes fp16 or bf16 as the call asks).
+  static constexpr bool kTmaStoreO = !kIsFp8 && kSeparateO;
+  using SmemLayoutORows =
+      decltype(composition(SmemLayoutO{}, make_layout(Shape<_64, Int<kHeadDimV>>{}, Stride<_1, Int<kBlockM>>{})));
+  using TmaO = decltype(make_tma_copy(
+      SM90_TMA_STORE{}, make_tensor(make_gmem_ptr(static_cast<ElementO*>(nullptr)), ShapeRows{}, StrideRows{}),
+      SmemLayoutORows{}, Shape<_64, Int<kHeadDimV>>{}, _1{}));
+
   // Output stores: 16-byte accesses over (kBlockM, head_dim_v) by the consumer threads.
   static constexpr int kOutVec = 16 / sizeof(ElementO);
   static constexpr int kOutThreadsPerRow = (kHeadDimV / kOutVec) % 8 == 0 ? 8 : ((kHeadDimV / kOutVec) % 4 == 0 ? 4 : 2);
@@ -189,6 +199,9 @@ struct FwdKernelParams {
   int32_t q_rows, q_batches;
   int32_t k_rows, k_batches;
   int32_t v_cols;  // keys per entry of V's TMA view (the PV layout's padded extent for FP8)
+  typename Traits::TmaO tma_o;  // valid when tma_out
+  int32_t o_rows, o_batches;
+  bool tma_out;  // the output goes by TMA stores (Traits::kTmaStoreO, rows not packed or varlen, no splits)
   FwdTileOrder order;
 #ifdef FLASHGEN_FWD_TRACE
   unsigned long long* trace;  // sm90_fwd_trace.hpp; nullptr: no trace
