@@ -6,7 +6,8 @@
 # Builds the bf16 sm90 forward at head dims 64 and 128 (causal and not), runs the sm90 forward
 # and varlen tests, the per-tile trace (tools/fwd_trace.py) under both orders, then the forward
 # benchmark against FA2 / cuDNN, alternating B A B A (ROUNDS pairs).
-#   tools/gpu_fwd_order_ab.sh   (carry .whl; $OUT/summary.txt, logs.tgz)
+#   tools/gpu_fwd_order_ab.sh   (carry .whl; $OUT/summary.txt, logs.tgz; trim with KERNELS=,
+#   HEAD_DIMS=, SEQLENS=, TRACE_SHAPES=, TRACE_FLAGS=, ROUNDS=)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -25,7 +26,7 @@ timeout 150 python3 tools/fwd_trace.py --shapes "${TRACE_SHAPES:-2048:128:0,4096
 for round in $(seq "${ROUNDS:-2}"); do
   for flags in 0 "${BASE_FLAGS:-10}"; do
     echo "== bench flags $flags round $round" >> "$S"
-    FLASHGEN_FWD_TRACE_FLAGS=$flags timeout 120 python3 -m flashgen.bench --mode fwd --head-dims 64,128 \
+    FLASHGEN_FWD_TRACE_FLAGS=$flags timeout 120 python3 -m flashgen.bench --mode fwd --head-dims "${HEAD_DIMS:-64,128}" \
       --seqlens "${SEQLENS:-2048,4096}" --causal both >> "$S" 2>&1
   done
 done
