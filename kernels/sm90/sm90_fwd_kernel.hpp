@@ -338,9 +338,9 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       };
 
       // Q and the first key block gate the tile's first wgmma. With two Q buffers, Q's is free
-      // (its tile before last is done) and Q goes first: it comes from HBM (~2 us on the H100
-      // under this kernel's load), while the first K waits for a pipeline slot. With one, Q
-      // waits until the consumers have released the previous tile's, and the first K goes first.
+      // (its tile before last is done) and Q goes first: it comes from HBM, while the first K
+      // waits for a pipeline slot. With one, Q waits until the consumers have released the
+      // previous tile's, and the first K goes first.
       int n = t.range.n_max - 1;
       bool q_first = Traits::kQBuffers == 2;
       FLASHGEN_TRACE(if (kp.trace_flags & kTraceLateClaim) { q_first = false; })

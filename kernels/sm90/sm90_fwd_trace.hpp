@@ -21,8 +21,9 @@ constexpr int kTraceEvents = 8;
 constexpr int kTraceProducer = 24;
 constexpr int kTraceBlocks = 30;
 
-// Timing experiments of a trace build (FLASHGEN_FWD_TRACE_FLAGS, a decimal bit set; results
-// are wrong with bits 0 or 2): what the tile would cost if its loads were free.
+// Timing experiments of a trace build (FLASHGEN_FWD_TRACE_FLAGS, a decimal bit set): what a
+// tile would cost with free loads (wrong results: timing only), and the paths main had before,
+// as a same-build baseline for A/B runs (tools/gpu_fwd_order_ab.sh).
 enum TraceFlag : int {
   kTraceSkipKV = 1,     // K/V loads past each pipeline slot's first complete without a TMA (stale data)
   kTraceLateClaim = 2,  // main before session 39: the first K before Q, the next tile claimed after the loads
