@@ -1,7 +1,7 @@
 """Where a Hopper forward tile's time goes: per-tile timestamps from a build with the kernel's
 trace compiled in (`CMAKE_ARGS=-DFLASHGEN_FWD_TRACE=ON pip install ...`;
 kernels/sm90/sm90_fwd_trace.hpp), for standard-sweep shapes (batch 16384 / seqlen, heads
-2048 / head_dim, bf16).
+2048 / head_dim, bf16, or e4m3 with per-tensor scales).
 
 Per consumer and tile (SM clock cycles, medians over the grid; "blocks" = the tile's key blocks):
   loop      first S issued -> last P V complete; per block = loop / blocks
@@ -31,19 +31,30 @@ TILES, SLOTS, EVENTS, PRODUCER, BLOCKS = 64, 32, 8, 24, 30  # sm90_fwd_trace.hpp
 TAKEN, QREADY, FIRST, KEYS_DONE, EPI_DONE, FINALIZED, O_STAGED = range(7)
 
 
-def traced_call(seqlen, head_dim, causal, flags=0):
+def traced_call(seqlen, head_dim, causal, flags=0, dtype="bf16"):
     batch, heads = max(1, 16384 // seqlen), 2048 // head_dim
     q, k, v = (torch.randn(batch, seqlen, heads, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    if dtype == "e4m3":  # per-tensor scales, as the FP8 benchmark's per-tensor column
+        from flashgen import fp8
+
+        q, k = fp8.quantize(q, granularity="tensor"), fp8.quantize(k, granularity="tensor")
+        v = fp8.quantize(v, granularity="tensor", layout="pv")
+
+        def call():
+            return fp8.flash_attn_fp8_func(q, k, v, causal=causal)
+    else:
+        def call():
+            return flashgen.flash_attn_func(q, k, v, causal=causal)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     trace = torch.zeros(sms * TILES * SLOTS + 2 * sms, dtype=torch.int64, device="cuda")
     for _ in range(5):
-        flashgen.flash_attn_func(q, k, v, causal=causal)
+        call()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     os.environ["FLASHGEN_FWD_TRACE"] = str(trace.data_ptr())
     os.environ["FLASHGEN_FWD_TRACE_FLAGS"] = str(flags)
     try:
         start.record()
-        flashgen.flash_attn_func(q, k, v, causal=causal)
+        call()
         end.record()
     finally:
         del os.environ["FLASHGEN_FWD_TRACE"], os.environ["FLASHGEN_FWD_TRACE_FLAGS"]
@@ -119,15 +130,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="2048:128:0,4096:128:0", help="seqlen:head_dim:causal, comma-separated")
     parser.add_argument("--flags", default="0", help="FLASHGEN_FWD_TRACE_FLAGS values, comma-separated")
+    parser.add_argument("--dtype", choices=("bf16", "e4m3"), default="bf16",
+                        help="e4m3: the FP8 forward with per-tensor scales (flashgen.fp8)")
     args = parser.parse_args()
     for shape in args.shapes.split(","):
         seqlen, head_dim, causal = (int(x) for x in shape.split(":"))
         for flags in (int(f) for f in args.flags.split(",")):
-            trace, sms, ms, flops = traced_call(seqlen, head_dim, bool(causal), flags)
+            trace, sms, ms, flops = traced_call(seqlen, head_dim, bool(causal), flags, args.dtype)
             if int(trace[sms * TILES * SLOTS:].view(sms, 2)[:, 0].ne(0).sum()) == 0:
                 print(f"{shape}: no trace recorded (a build without FLASHGEN_FWD_TRACE, or not the sm90 kernel)")
                 break
-            label = f"seqlen {seqlen} head_dim {head_dim} causal {causal}" + (f" flags {flags}" if flags else "")
+            label = (f"{args.dtype} seqlen {seqlen} head_dim {head_dim} causal {causal}" +
+                     (f" flags {flags}" if flags else ""))
             analyse(trace, sms, ms, flops, label)
 
 
