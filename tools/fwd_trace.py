@@ -12,11 +12,11 @@ and per CTA the idle tail (the last CTA's end minus this one's), i.e. the wave q
 
     python3 tools/fwd_trace.py --shapes 2048:128:0,4096:128:0 [--flags 0,1,2,4]
 
---flags: each shape once per value of FLASHGEN_FWD_TRACE_FLAGS (sm90_fwd_trace.hpp's TraceFlag:
-1 = K/V loads skipped after each pipeline slot's first, 2 = the order before session 39 (the
-first K before Q, the next tile claimed after the loads), 4 = Q loads
-skipped after each buffer's first, 8 = the output stored by the threads, not by TMA): timing
-experiments, wrong results with 1 or 4.
+--flags: each shape once per value of FLASHGEN_FWD_TRACE_FLAGS (sm90_fwd_trace.hpp's TraceFlag,
+bits added up): 1 = K/V loads skipped after each pipeline slot's first, 2 = the producer order
+before session 39 (the first K before Q, the next tile claimed after the loads), 4 = Q loads
+skipped after each buffer's first, 8 = the output stored by the threads, not by TMA. 1 and 4
+are timing experiments with wrong results; 2 and 8 are earlier code paths (same-build baselines).
 """
 
 import argparse
