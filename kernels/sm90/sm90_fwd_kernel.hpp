@@ -341,19 +341,17 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       // (its tile before last is done) and Q goes first: it comes from HBM, while the first K
       // waits for a pipeline slot. With one, Q waits until the consumers have released the
       // previous tile's, and the first K goes first.
-      int n = t.range.n_max - 1;
-      bool q_first = Traits::kQBuffers == 2;
-      FLASHGEN_TRACE(if (kp.trace_flags & kTraceLateClaim) { q_first = false; })
-      auto claim_if_last = [&](int block) __attribute__((always_inline)) {
-        bool early = true;
-        FLASHGEN_TRACE(early = !(kp.trace_flags & kTraceLateClaim);)
-        if (early && block == t.range.n_min) { claim_begin(); }
-      };
-      if (leads && !q_first) {
-        claim_if_last(n);
+      bool late = false;  // a trace build's baseline (TraceFlag): the order before session 39
+      FLASHGEN_TRACE(late = (kp.trace_flags & kTraceLateClaim) != 0;)
+      const bool q_first = Traits::kQBuffers == 2 && !late;
+      // Key block `block`'s K; the next tile's claim begins with the tile's last block.
+      auto next_k = [&](int block) __attribute__((always_inline)) {
+        if (!late && block == t.range.n_min) { claim_begin(); }
         pipeline_k.producer_acquire(write);
-        load_k(n);
-      }
+        load_k(block);
+      };
+      int n = t.range.n_max - 1;
+      if (leads && !q_first) { next_k(n); }
       if (q_count >= Traits::kQBuffers) {
         EmptyBarrier::wait(&storage.q_empty[q_buffer], (q_count / Traits::kQBuffers - 1) & 1);
       }
@@ -367,25 +365,19 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
         }
       }
       if (leads) {
-        if (q_first) {
-          claim_if_last(n);
-          pipeline_k.producer_acquire(write);
-          load_k(n);
-        }
+        if (q_first) { next_k(n); }
         pipeline_v.producer_acquire(write);
         load_v(n);
         ++write;
         for (--n; n >= t.range.n_min; --n) {
-          claim_if_last(n);
-          pipeline_k.producer_acquire(write);
-          load_k(n);
+          next_k(n);
           pipeline_v.producer_acquire(write);
           load_v(n);
           ++write;
         }
       }
       FLASHGEN_TRACE(if (leads) { trace_clock(kp.trace, k, kTraceProducer + kTraceQReady); })
-      FLASHGEN_TRACE(if (kp.trace_flags & kTraceLateClaim) { claim_begin(); })
+      if (late) { claim_begin(); }
       claim_end();
     }
     return;
